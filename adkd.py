@@ -1,0 +1,614 @@
+"""AD-KD: Attribution-Driven Knowledge Distillation (Wu et al., ACL 2023), in one file.
+
+The student learns the teacher's logits *and* its reasons: for every class c, Integrated
+Gradients (IG) attributes the teacher's probability of c to the input tokens, and the student
+is trained so that its own attribution map over the tokens matches the teacher's.
+
+    L = (1 - alpha) * CE(student, gold) + alpha * KD(student, teacher; tau) + beta * L_attr   (Eq. 12)
+
+Read top to bottom: hyperparameters -> Integrated Gradients (Eq. 1-2) -> attribution maps
+(Eq. 4-7, 9-10) -> losses (Eq. 11-12) -> models and checkpoints -> training loop -> CLI.
+Equations are numbered as in the paper; ../shared/ADKD.md (and the README) restate them.
+
+    python adkd.py --task mrpc --data-dir glue_data      # fine-tune the teacher, then distil
+"""
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
+                          get_linear_schedule_with_warmup)
+
+import glue_data
+
+# ----------------------------------------------------------------------------- hyperparameters
+# The paper's Table 5 (lr, batch, alpha, beta, tau, K for a 768-wide teacher) and the epochs and
+# temperature annealing of the public code's student scripts.
+PAPER_STUDENT = {
+    "cola": dict(lr=4e-5, batch_size=32, alpha=0.9, beta=1.0, temperature=1.0, top_k=768, epochs=10, anneal=False),
+    "mnli": dict(lr=4e-5, batch_size=64, alpha=0.8, beta=10.0, temperature=3.0, top_k=768, epochs=6, anneal=True),
+    "sst2": dict(lr=5e-5, batch_size=32, alpha=0.8, beta=1.0, temperature=2.0, top_k=768, epochs=6, anneal=False),
+    "qnli": dict(lr=4e-5, batch_size=32, alpha=0.9, beta=100.0, temperature=3.0, top_k=768, epochs=6, anneal=False),
+    "mrpc": dict(lr=3e-5, batch_size=16, alpha=0.9, beta=10.0, temperature=4.0, top_k=768, epochs=10, anneal=True),
+    "qqp": dict(lr=4e-5, batch_size=32, alpha=1.0, beta=50.0, temperature=4.0, top_k=734, epochs=8, anneal=True),
+    "rte": dict(lr=2e-5, batch_size=16, alpha=0.9, beta=10.0, temperature=2.0, top_k=700, epochs=12, anneal=False),
+    "stsb": dict(lr=5e-5, batch_size=16, alpha=0.8, beta=1.0, temperature=3.0, top_k=640, epochs=8, anneal=False),
+}
+PAPER_TOP_K_WIDTH = 768
+# Teacher fine-tuning (lr, batch, epochs) from the public code's teacher scripts; QNLI, QQP and
+# MNLI are not among the scripts we read, so they get the standard BERT recipe.
+TEACHER_RECIPE = {
+    "cola": (2e-5, 8, 5), "sst2": (2e-5, 32, 5), "mrpc": (5e-5, 8, 5), "rte": (5e-5, 16, 4),
+    "stsb": (3e-5, 4, 4), "qnli": (2e-5, 32, 3), "qqp": (2e-5, 32, 3), "mnli": (2e-5, 32, 3),
+}
+# Double backward (the student's L_attr differentiates through its own gradients) needs an
+# attention kernel with second derivatives; PyTorch's fused CPU SDPA kernel has none.
+ATTENTION = "eager"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="AD-KD: fine-tune a teacher on a GLUE task, then distil it into a student.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte")
+    p.add_argument("--data-dir", default="glue_data", help="GLUE root (with MRPC/, ...) or the task folder itself")
+    p.add_argument("--output-dir", default=None, help="where checkpoints, logs and predictions go (default runs/<task>)")
+    p.add_argument("--teacher", default=None, help="a teacher already fine-tuned on the task; skips the teacher stage")
+    p.add_argument("--teacher-model", default="bert-base-uncased", help="pretrained model the teacher stage fine-tunes")
+    p.add_argument("--student", default="google/bert_uncased_L-6_H-768_A-12", help="student model (hub name or folder)")
+    p.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
+    # Eq. 12 and the maps; None means the task's value from the paper's Table 5.
+    p.add_argument("--lr", type=float, default=None, help="student learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="student batch size")
+    p.add_argument("--epochs", type=int, default=None, help="student epochs (0: only evaluate/predict --student)")
+    p.add_argument("--alpha", type=float, default=None, help="weight of the KD term; 1-alpha weighs CE")
+    p.add_argument("--beta", type=float, default=None, help="weight of L_attr (0 = vanilla KD)")
+    p.add_argument("--temperature", type=float, default=None, help="KD temperature tau")
+    p.add_argument("--anneal-temperature", action=argparse.BooleanOptionalAction, default=None,
+                   help="anneal tau linearly to 1 over the epochs (public code's kd_anneal)")
+    p.add_argument("--top-k", type=int, default=None, help="K of Eq. 4 (default: the paper's K scaled to the teacher's width)")
+    p.add_argument("--ig-steps", type=int, default=1, help="m, Riemann steps of Eq. 2")
+    p.add_argument("--baseline", choices=["pad", "zero"], default="pad", help="IG baseline: [PAD] embeddings (paper) or zeros (public code)")
+    p.add_argument("--kd-loss", choices=["soft_ce", "kl"], default="soft_ce", help="soft cross-entropy (public code) or KL * tau^2")
+    p.add_argument("--attr-reduction", choices=["entries", "batch"], default="entries",
+                   help="L_attr / non-zero teacher entries (public code, Table 5's beta) or / batch (Eq. 11)")
+    p.add_argument("--no-ce", action="store_true", help="ablation: drop the CE term")
+    p.add_argument("--no-kd", action="store_true", help="ablation: drop the KD term")
+    p.add_argument("--ig-max-rows", type=int, default=256, help="memory cap: interpolated rows per IG forward pass")
+    # The teacher stage (plain fine-tuning, Eq. 12 with alpha = beta = 0).
+    p.add_argument("--teacher-lr", type=float, default=None, help="teacher learning rate")
+    p.add_argument("--teacher-batch-size", type=int, default=None, help="teacher batch size")
+    p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs")
+    # The loop.
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear learning-rate warm-up")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
+    p.add_argument("--max-steps", type=int, default=None, help="stop each stage after this many steps")
+    p.add_argument("--eval-every", type=int, default=0, help="also evaluate on dev every N steps (0: each epoch only)")
+    p.add_argument("--save-every", type=int, default=0, help="also write the resumable checkpoint every N steps")
+    p.add_argument("--log-every", type=int, default=10, help="write a loss record to log.jsonl every N steps")
+    p.add_argument("--eval-batch-size", type=int, default=64, help="batch size for dev and test")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
+    p.add_argument("--predict", action="store_true", help="write GLUE test-set submission files with the best student")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed TSV rows (and report how many)")
+    p.add_argument("--seed", type=int, default=42, help="random seed")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    return p.parse_args(argv)
+
+
+def fill_task_defaults(args, task):
+    """Replace every unset (None) hyperparameter with the paper's value for the task."""
+    paper = PAPER_STUDENT[task.name]
+    for name in ("lr", "batch_size", "epochs", "alpha", "beta", "temperature"):
+        if getattr(args, name) is None:
+            setattr(args, name, paper[name])
+    if args.anneal_temperature is None:
+        args.anneal_temperature = paper["anneal"]
+    t_lr, t_batch, t_epochs = TEACHER_RECIPE[task.name]
+    args.teacher_lr = t_lr if args.teacher_lr is None else args.teacher_lr
+    args.teacher_batch_size = t_batch if args.teacher_batch_size is None else args.teacher_batch_size
+    args.teacher_epochs = t_epochs if args.teacher_epochs is None else args.teacher_epochs
+    return args
+
+
+def validate_args(args):
+    """Refuse impossible flags before anything is loaded."""
+    checks = [
+        (args.ig_steps >= 1, f"--ig-steps must be >= 1, got {args.ig_steps}"),
+        (0.0 <= args.alpha <= 1.0, f"--alpha must lie in [0, 1], got {args.alpha}"),
+        (args.beta >= 0.0, f"--beta must be >= 0, got {args.beta}"),
+        (args.temperature > 0.0, f"--temperature must be > 0, got {args.temperature}"),
+        (args.top_k is None or args.top_k >= 1, f"--top-k must be >= 1, got {args.top_k}"),
+        (args.lr > 0 and args.teacher_lr > 0, "--lr and --teacher-lr must be > 0"),
+        (args.batch_size >= 1 and args.teacher_batch_size >= 1, "--batch-size and --teacher-batch-size must be >= 1"),
+        (args.epochs >= 0 and args.teacher_epochs >= 1, "--epochs must be >= 0 and --teacher-epochs >= 1"),
+        (args.max_length >= 8, f"--max-length must be >= 8, got {args.max_length}"),
+        (args.ig_max_rows >= 1, f"--ig-max-rows must be >= 1, got {args.ig_max_rows}"),
+        (0.0 <= args.warmup < 1.0, f"--warmup must lie in [0, 1), got {args.warmup}"),
+        (args.max_steps is None or args.max_steps >= 1, f"--max-steps must be >= 1, got {args.max_steps}"),
+        (args.beta > 0 or not (args.no_ce or args.alpha == 1) or not (args.no_kd or args.alpha == 0),
+         "--alpha, --beta, --no-ce and --no-kd leave no loss term to train on"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SystemExit(f"error: {message}")
+
+
+# ----------------------------------------------------------------- Integrated Gradients (Eq. 1-2)
+def class_scores(logits, is_regression):
+    """F_c of Eq. 1: the softmax probability of each class, or the regression output itself."""
+    return logits if is_regression else logits.softmax(dim=-1)  # (rows, views)
+
+
+def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, *, steps=1, baseline="pad",
+                         pad_token_id=0, is_regression=False, create_graph=False, max_rows=256):
+    """Eq. 2: Integrated Gradients on the input embeddings by a right Riemann sum (a = k/m, k = 1..m).
+
+    Returns (attributions, logits): attributions for every view (class) at once,
+    shape (batch, views, seq, dim), zero on padding; logits (batch, classes) of the a = 1 step,
+    which is the plain forward pass on the real input. With create_graph=True the attributions
+    stay differentiable in the model's parameters (the student's L_attr needs that).
+    """
+    embeddings = model.get_input_embeddings()
+    inputs = embeddings(input_ids)  # (batch, seq, dim)
+    if baseline == "pad":  # the paper: a [PAD] embedding at every position
+        base = embeddings.weight[pad_token_id].expand_as(inputs)
+    else:  # the public code: scale the embeddings by a, i.e. a zero baseline
+        base = torch.zeros_like(inputs)
+    if not create_graph:
+        inputs, base = inputs.detach(), base.detach()
+    delta = inputs - base  # (batch, seq, dim)
+    batch, seq, _ = inputs.shape
+    steps_per_chunk = max(1, max_rows // batch)
+    grad_sum, logits = 0.0, None
+    for first in range(1, steps + 1, steps_per_chunk):
+        alphas = torch.arange(first, min(first + steps_per_chunk, steps + 1), device=inputs.device) / steps
+        # inputs - (1 - a) * delta rather than base + a * delta: exact at a = 1, so the last
+        # row is bit-for-bit the real input.
+        path = inputs - (1 - alphas.to(inputs.dtype)).view(-1, 1, 1, 1) * delta  # (chunk, batch, seq, dim)
+        path = path.reshape(-1, seq, inputs.shape[-1])
+        if not path.requires_grad:
+            path.requires_grad_(True)
+        chunk = len(alphas)
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids.repeat(chunk, 1)}
+        chunk_logits = model(inputs_embeds=path, attention_mask=attention_mask.repeat(chunk, 1), **extra).logits
+        scores = class_scores(chunk_logits, is_regression)  # (chunk * batch, views)
+        views = scores.shape[-1]
+        grads = [torch.autograd.grad(scores[:, view].sum(), path, create_graph=create_graph,
+                                     retain_graph=create_graph or view < views - 1)[0]
+                 for view in range(views)]  # rows are independent, so d(sum)/d(row) = d(row's score)/d(row)
+        grads = torch.stack(grads, dim=1).view(chunk, batch, views, seq, -1)  # (chunk, batch, views, seq, dim)
+        grad_sum = grad_sum + grads.sum(dim=0)
+        logits = chunk_logits.view(chunk, batch, -1)[-1]
+    if not create_graph:  # the graph behind these logits was freed by the last autograd.grad
+        logits = logits.detach()
+    mask = attention_mask[:, None, :, None].to(inputs.dtype)
+    attributions = delta[:, None] * grad_sum / steps * mask  # (batch, views, seq, dim)
+    return attributions, logits
+
+
+# ------------------------------------------------------------- attribution maps (Eq. 4-7, 9-10)
+def token_attributions(attributions, top_k=None):
+    """Eq. 4 / Eq. 6: a token's score is the L2 norm of its |IG| over the top-K dimensions
+    (teacher) or over all dimensions (student, top_k=None). (batch, views, seq, dim) -> (batch, views, seq)."""
+    magnitudes = attributions.abs()
+    if top_k is not None and top_k < magnitudes.shape[-1]:
+        magnitudes = magnitudes.topk(top_k, dim=-1).values
+    return torch.linalg.vector_norm(magnitudes, dim=-1)
+
+
+def normalise_maps(maps, attention_mask, eps=1e-12):
+    """Eq. 9-10: each view becomes a unit vector over the real tokens; padding stays exactly zero."""
+    maps = maps * attention_mask[:, None, :].to(maps.dtype)  # (batch, views, seq)
+    return maps / torch.linalg.vector_norm(maps, dim=-1, keepdim=True).clamp_min(eps)
+
+
+def attribution_maps(attributions, attention_mask, top_k=None):
+    """Eq. 4-7 then Eq. 9-10: multi-view, L2-normalised token maps, shape (batch, views, seq)."""
+    return normalise_maps(token_attributions(attributions, top_k), attention_mask)
+
+
+# ---------------------------------------------------------------------- losses (Eq. 11-12)
+def attribution_loss(teacher_maps, student_maps, reduction="entries"):
+    """Eq. 11: || A~t - A~s ||^2 over all views and tokens.
+
+    reduction="batch": averaged over the batch, as Eq. 11 is written; each example lies in
+    [0, 2 * views] because every view is a non-negative unit vector.
+    reduction="entries": divided by the number of non-zero teacher entries, as the public code
+    does; the beta values of the paper's Table 5 were tuned with this scale.
+    """
+    squared = (teacher_maps.detach() - student_maps).pow(2).sum()
+    if reduction == "batch":
+        return squared / teacher_maps.shape[0]
+    return squared / (teacher_maps != 0).sum().clamp_min(1)
+
+
+def kd_loss(student_logits, teacher_logits, temperature, form="soft_ce", is_regression=False):
+    """The logit term of Eq. 12. Classification: soft cross-entropy -sum p_t log p_s at
+    temperature tau (the public code; same gradient as KL, no tau^2), or KL * tau^2 (Hinton
+    et al.) with form="kl". Regression: MSE between student and teacher outputs."""
+    if is_regression:
+        return F.mse_loss(student_logits.squeeze(-1), teacher_logits.squeeze(-1))
+    teacher_probs = (teacher_logits / temperature).softmax(dim=-1)
+    student_log_probs = (student_logits / temperature).log_softmax(dim=-1)
+    if form == "kl":
+        return F.kl_div(student_log_probs, teacher_probs, reduction="batchmean") * temperature ** 2
+    return -(teacher_probs * student_log_probs).sum(dim=-1).mean()
+
+
+def gold_loss(student_logits, labels, is_regression=False):
+    """The CE term of Eq. 12 (MSE to the gold score for regression)."""
+    if is_regression:
+        return F.mse_loss(student_logits.squeeze(-1), labels.to(student_logits.dtype))
+    return F.cross_entropy(student_logits, labels)
+
+
+def adkd_objective(student_logits, labels, teacher_logits=None, teacher_maps=None, student_maps=None, *,
+                   alpha, beta, temperature, kd_form="soft_ce", attr_reduction="entries",
+                   use_ce=True, use_kd=True, is_regression=False):
+    """Eq. 12: (1 - alpha) * CE + alpha * KD + beta * L_attr. Returns (loss, unweighted terms).
+
+    beta = 0 is vanilla KD; alpha = beta = 0 is plain fine-tuning; use_ce / use_kd = False are
+    the paper's ablations (the term is dropped, the others keep their weights)."""
+    terms = {}
+    if use_ce and alpha < 1:
+        terms["ce"] = ((1 - alpha), gold_loss(student_logits, labels, is_regression))
+    if use_kd and alpha > 0:
+        terms["kd"] = (alpha, kd_loss(student_logits, teacher_logits, temperature, kd_form, is_regression))
+    if beta > 0:
+        terms["attr"] = (beta, attribution_loss(teacher_maps, student_maps, attr_reduction))
+    loss = sum(weight * value for weight, value in terms.values())
+    return loss, {name: value for name, (_, value) in terms.items()}
+
+
+def distillation_step(student, teacher, batch, args, task, temperature, pad_token_id):
+    """One batch of Eq. 12: teacher and student IG (when beta > 0), maps, and the objective."""
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
+    ig = dict(steps=args.ig_steps, baseline=args.baseline, pad_token_id=pad_token_id,
+              is_regression=task.is_regression, max_rows=args.ig_max_rows)
+    teacher_logits = teacher_maps = student_maps = None
+    if args.beta > 0:
+        teacher_attr, teacher_logits = integrated_gradients(teacher, **inputs, create_graph=False, **ig)
+        teacher_maps = attribution_maps(teacher_attr, inputs["attention_mask"], args.top_k)
+        # The a = 1 step of the student's IG is its ordinary forward pass: CE and KD reuse it.
+        student_attr, student_logits = integrated_gradients(student, **inputs, create_graph=True, **ig)
+        student_maps = attribution_maps(student_attr, inputs["attention_mask"], None)
+    else:
+        student_logits = student(**inputs).logits
+        if teacher is not None and args.alpha > 0 and not args.no_kd:
+            with torch.no_grad():
+                teacher_logits = teacher(**inputs).logits
+    return adkd_objective(student_logits, batch["labels"], teacher_logits, teacher_maps, student_maps,
+                          alpha=args.alpha, beta=args.beta, temperature=temperature, kd_form=args.kd_loss,
+                          attr_reduction=args.attr_reduction, use_ce=not args.no_ce, use_kd=not args.no_kd,
+                          is_regression=task.is_regression)
+
+
+def annealed_temperature(start, epoch, epochs):
+    """The public code's kd_anneal: tau falls linearly from its start value to 1 at the last epoch."""
+    if epochs <= 1:
+        return start
+    return start + (1.0 - start) * epoch / (epochs - 1)
+
+
+# -------------------------------------------------------------------- models and checkpoints
+def load_model(name_or_path, task):
+    """A sequence classifier for the task, with double-backward-capable attention.
+    A checkpoint already fine-tuned for another label count is refused."""
+    config = AutoConfig.from_pretrained(name_or_path)
+    fine_tuned = any(arch.endswith("ForSequenceClassification") for arch in (config.architectures or []))
+    if fine_tuned and config.num_labels != task.num_labels:
+        raise SystemExit(f"error: {name_or_path} classifies {config.num_labels} labels, "
+                         f"task {task.name} has {task.num_labels}")
+    labels = task.labels or ("score",)
+    return AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, num_labels=task.num_labels, attn_implementation=ATTENTION,
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        problem_type="regression" if task.is_regression else "single_label_classification")
+
+
+def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
+    """Token maps are compared position by position, so both models must tokenize identically."""
+    teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if teacher_vocab != student_vocab:
+        raise SystemExit(f"error: teacher and student vocabularies differ ({len(teacher_vocab)} vs "
+                         f"{len(student_vocab)} tokens); AD-KD compares per-token maps and needs one tokenizer")
+    # Capitalised vocabulary words and accents expose casing and normalisation differences.
+    words = sorted(token for token in teacher_vocab if token.isalpha())[:50]
+    probe = "AD-KD compares Token MAPS, doesn't it? Überprüfung 123. " + " ".join(w.capitalize() for w in words)
+    if teacher_tokenizer(probe)["input_ids"] != student_tokenizer(probe)["input_ids"]:
+        raise SystemExit("error: teacher and student tokenizers split text differently (casing or "
+                         "normalisation); AD-KD compares per-token maps and needs one tokenizer")
+
+
+def save_model_atomically(model, tokenizer, directory, trainer_state=None):
+    """Write a save_pretrained folder (plus trainer state) next to its target, then rename it in
+    place, so an interruption never leaves a half-written checkpoint where a good one was."""
+    directory = Path(directory)
+    temporary, previous = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save_pretrained(temporary)
+    tokenizer.save_pretrained(temporary)
+    if trainer_state is not None:
+        torch.save(trainer_state, temporary / "trainer_state.pt")
+    if directory.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(directory, previous)
+    os.replace(temporary, directory)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def find_checkpoint(directory):
+    """The checkpoint at `directory`, or the copy a crash mid-rename left beside it."""
+    directory = Path(directory)
+    for candidate in (directory, directory.with_name(directory.name + ".old")):
+        if (candidate / "trainer_state.pt").exists():
+            return candidate
+    return None
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def predict_logits(model, features, batch_size, pad_token_id, device):
+    """Logits for a list of encoded examples, in order. (examples, classes)"""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(features), batch_size):
+        batch = glue_data.collate(features[start:start + batch_size], pad_token_id)
+        batch.pop("labels", None)
+        outputs.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
+    model.train(was_training)
+    return torch.cat(outputs).numpy()
+
+
+def predictions_from_logits(logits, task):
+    return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
+
+
+def evaluate(model, task, dev_sets, batch_size, pad_token_id, device):
+    """GLUE metrics on every dev split; the first split's are unprefixed (MNLI: matched first)."""
+    metrics = {}
+    for index, (split, features) in enumerate(dev_sets.items()):
+        logits = predict_logits(model, features, batch_size, pad_token_id, device)
+        labels = np.array([f["label"] for f in features])
+        for name, value in glue_data.compute_metrics(task, predictions_from_logits(logits, task), labels).items():
+            metrics[name if index == 0 else f"{split}/{name}"] = value
+    return metrics
+
+
+def write_predictions(model, task, data_dir, tokenizer, args, output_dir):
+    """GLUE submission files, `index<TAB>prediction`, one per test split (MNLI-m and MNLI-mm)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split, stem in zip(task.test_splits, task.submission_names):
+        examples = glue_data.read_split(data_dir, task, split, skip_bad_rows=args.skip_bad_rows)
+        features = glue_data.encode(examples, tokenizer, args.max_length)
+        logits = predict_logits(model, features, args.eval_batch_size, tokenizer.pad_token_id, args.device)
+        predictions = predictions_from_logits(logits, task)
+        path = output_dir / f"{stem}.tsv"
+        with open(path, "w") as f:
+            f.write("index\tprediction\n")
+            for example, prediction in zip(examples, predictions):
+                value = f"{float(prediction):.3f}" if task.is_regression else task.labels[int(prediction)]
+                f.write(f"{example.guid}\t{value}\n")
+        written.append(path)
+    return written
+
+
+# ------------------------------------------------------------------------------ training loop
+def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, teacher=None):
+    """Train `student` on Eq. 12 and keep the best dev checkpoint in output_dir/best.
+
+    With teacher=None and alpha = beta = 0 this is plain fine-tuning (the teacher stage).
+    output_dir/last holds everything --resume needs: weights, optimizer, scheduler, RNG, step.
+    Returns the best dev metrics."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device, pad_token_id = args.device, tokenizer.pad_token_id
+    student.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)  # frozen: no dropout, no parameter grads
+    steps_per_epoch = math.ceil(len(train_features) / args.batch_size)
+    total_steps = steps_per_epoch * args.epochs
+    if args.max_steps is not None:
+        total_steps = min(total_steps, args.max_steps)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [{"params": [p for n, p in student.named_parameters() if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
+              {"params": [p for n, p in student.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
+    step, best = 0, {"metric": -math.inf, "metrics": None, "step": 0}
+    last_dir, best_dir, log_path = output_dir / "last", output_dir / "best", output_dir / "log.jsonl"
+
+    checkpoint = find_checkpoint(last_dir) if args.resume else None
+    if checkpoint is not None:
+        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        reloaded = AutoModelForSequenceClassification.from_pretrained(checkpoint, attn_implementation=ATTENTION)
+        student.load_state_dict(reloaded.state_dict())
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best = state["step"], state["best"]
+        set_rng_state(state["rng"])
+        keep_log_until(log_path, step)  # records of steps after the checkpoint are redone
+        print(f"resumed {output_dir} at step {step}")
+    elif (output_dir / "last").exists() or log_path.exists():
+        raise SystemExit(f"error: {output_dir} already holds a run; pass --resume to continue it "
+                         "or choose another --output-dir")
+
+    def checkpoint_now(with_eval):
+        nonlocal best
+        if with_eval:
+            metrics = evaluate(student, task, dev_sets, args.eval_batch_size, pad_token_id, device)
+            improved = metrics[task.main_metric] > best["metric"]
+            if improved:
+                best = {"metric": metrics[task.main_metric], "metrics": metrics, "step": step}
+                save_model_atomically(student, tokenizer, best_dir)
+            write_log(log_path, {"step": step, "epoch": step / steps_per_epoch, "dev": metrics, "best": improved})
+            tqdm.write(f"step {step}: dev {format_metrics(metrics)}{'  (best)' if improved else ''}")
+        trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "step": step, "best": best, "rng": rng_state()}
+        save_model_atomically(student, tokenizer, last_dir, trainer_state)
+
+    progress = tqdm(total=total_steps, initial=step, desc=output_dir.name, dynamic_ncols=True)
+    while step < total_steps:
+        epoch, batch_in_epoch = divmod(step, steps_per_epoch)
+        # The order of an epoch depends on (seed, epoch) alone, so a resumed run sees the same batches.
+        order = torch.randperm(len(train_features), generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
+        temperature = (annealed_temperature(args.temperature, epoch, args.epochs)
+                       if args.anneal_temperature else args.temperature)
+        for first in range(batch_in_epoch * args.batch_size, len(order), args.batch_size):
+            batch = glue_data.collate([train_features[i] for i in order[first:first + args.batch_size]], pad_token_id)
+            batch = {key: value.to(device) for key, value in batch.items()}
+            loss, terms = distillation_step(student, teacher, batch, args, task, temperature, pad_token_id)
+            for name, value in terms.items():
+                if not torch.isfinite(value):
+                    raise FloatingPointError(
+                        f"step {step + 1}: loss term '{name}' is {value.item()}; stopped before the update, "
+                        f"the last good checkpoint is {last_dir if last_dir.exists() else 'not written yet'}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            progress.update(1)
+            if step % args.log_every == 0 or step == total_steps:
+                record = {"step": step, "epoch": step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
+                          "temperature": temperature, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+                write_log(log_path, record)
+                progress.set_postfix(loss=f"{loss.item():.4f}")
+            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            evaluate_now = end_of_epoch or (args.eval_every and step % args.eval_every == 0)
+            if evaluate_now or (args.save_every and step % args.save_every == 0):
+                checkpoint_now(with_eval=evaluate_now)
+            if step == total_steps:
+                break
+    progress.close()
+    return best
+
+
+def write_log(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def keep_log_until(path, step):
+    if Path(path).exists():
+        kept = [line for line in Path(path).read_text().splitlines() if json.loads(line)["step"] <= step]
+        Path(path).write_text("".join(line + "\n" for line in kept))
+
+
+def format_metrics(metrics):
+    return " ".join(f"{name}={value:.4f}" for name, value in metrics.items())
+
+
+# ------------------------------------------------------------------------------------- the CLI
+def stage_args(args, **overrides):
+    """A copy of the arguments with one stage's hyperparameters."""
+    return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        task = glue_data.get_task(args.task)
+    except ValueError as error:
+        raise SystemExit(f"error: --task: {error}")
+    fill_task_defaults(args, task)
+    validate_args(args)
+    output_dir = Path(args.output_dir or Path("runs") / task.name)
+
+    tokenizer = AutoTokenizer.from_pretrained(args.student)
+    if args.epochs > 0:
+        teacher_source = args.teacher or args.teacher_model
+        width = AutoConfig.from_pretrained(teacher_source).hidden_size
+        if args.top_k is None:  # the paper's K is for a 768-wide teacher: keep the same fraction
+            args.top_k = max(1, round(PAPER_STUDENT[task.name]["top_k"] * width / PAPER_TOP_K_WIDTH))
+        if args.top_k > width:
+            raise SystemExit(f"error: --top-k {args.top_k} exceeds the teacher's embedding width {width}")
+        check_same_tokenizer(AutoTokenizer.from_pretrained(teacher_source), tokenizer)
+    try:
+        data_dir = glue_data.task_dir(args.data_dir, task)
+        dev_sets = {split: glue_data.encode(read_rows(data_dir, task, split, args), tokenizer, args.max_length)
+                    for split in task.dev_splits}
+        train_features = (glue_data.encode(read_rows(data_dir, task, "train", args), tokenizer, args.max_length)
+                          if args.epochs > 0 else [])
+    except (FileNotFoundError, glue_data.GlueFormatError) as error:
+        raise SystemExit(f"error: {error}")
+
+    if args.epochs > 0 and args.teacher is None:
+        teacher_dir = output_dir / "teacher"
+        if not (teacher_dir / "done.json").exists():
+            print(f"== fine-tuning the teacher {args.teacher_model} on {task.name}")
+            seed_everything(args.seed)
+            teacher_args = stage_args(args, lr=args.teacher_lr, batch_size=args.teacher_batch_size,
+                                      epochs=args.teacher_epochs, alpha=0.0, beta=0.0, no_ce=False,
+                                      anneal_temperature=False)
+            best = train(load_model(args.teacher_model, task), tokenizer, task, train_features, dev_sets,
+                         teacher_dir, teacher_args)
+            (teacher_dir / "done.json").write_text(json.dumps(best, indent=1))
+        args.teacher = str(teacher_dir / "best")
+
+    seed_everything(args.seed)
+    student = load_model(args.student, task)
+    if args.epochs > 0:
+        teacher = load_model(args.teacher, task)
+        teacher_metrics = evaluate(teacher.to(args.device), task, dev_sets, args.eval_batch_size,
+                                   tokenizer.pad_token_id, args.device)
+        print(f"teacher {args.teacher}: dev {format_metrics(teacher_metrics)}")
+        print(f"== distilling into {args.student}: alpha={args.alpha} beta={args.beta} tau={args.temperature} "
+              f"K={args.top_k} m={args.ig_steps}")
+        seed_everything(args.seed)
+        best = train(student, tokenizer, task, train_features, dev_sets, output_dir / "student", args, teacher)
+        (output_dir / "student" / "done.json").write_text(json.dumps(best, indent=1))
+        student = AutoModelForSequenceClassification.from_pretrained(output_dir / "student" / "best").to(args.device)
+    metrics = evaluate(student.to(args.device), task, dev_sets, args.eval_batch_size, tokenizer.pad_token_id, args.device)
+    print(f"student: dev {format_metrics(metrics)}")
+    if args.predict:
+        for path in write_predictions(student, task, data_dir, tokenizer, args, output_dir / "predictions"):
+            print(f"wrote {path}")
+    return metrics
+
+
+def read_rows(data_dir, task, split, args):
+    examples, skipped = glue_data.read_split_counted(data_dir, task, split, skip_bad_rows=args.skip_bad_rows)
+    if skipped:
+        print(f"{task.name} {split}: skipped {skipped} malformed rows")
+    return examples
+
+
+if __name__ == "__main__":
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    main(sys.argv[1:])

@@ -1,0 +1,988 @@
+"""Tests for adkd.py and glue_data.py: CPU, offline, tiny randomly initialised BERTs, synthetic TSVs.
+
+Run: python -m pytest -q test_adkd.py
+"""
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import (AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification,
+                          BertModel, BertTokenizerFast)
+
+import adkd
+import glue_data
+from glue_data import (GlueFormatError, collate, compute_metrics, encode, get_task, read_split,
+                       read_split_counted, task_dir)
+
+torch.set_num_threads(2)
+
+WORDS = ("the a cat dog sat ran on under mat rug big small red blue quick slow jumps sleeps "
+         "happy sad good bad is was and not very".split())
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+
+
+def tiny_bert(num_labels=2, seed=0, hidden=32, dropout=0.0, init=0.02):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=num_labels,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                        initializer_range=init, attn_implementation="eager")
+    return BertForSequenceClassification(config).eval()
+
+
+def tiny_tokenizer(tmp_path):
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("\n".join(VOCAB) + "\n")
+    return BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)
+
+
+def random_batch(batch=3, seq=9, pad_last=(0, 3, 5), seed=1):
+    """Token ids with [CLS]/[SEP], example i padded over its last pad_last[i] positions."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, len(VOCAB), (batch, seq), generator=generator)
+    input_ids[:, 0] = 2
+    attention_mask = torch.ones(batch, seq, dtype=torch.long)
+    for row, padding in enumerate(pad_last):
+        length = seq - padding
+        input_ids[row, length - 1] = 3
+        input_ids[row, length:] = 0
+        attention_mask[row, length:] = 0
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, seq // 2:] = 1
+    return input_ids, attention_mask, token_type_ids * attention_mask
+
+
+def scores_at(model, embeds, attention_mask, token_type_ids):
+    logits = model(inputs_embeds=embeds, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    return logits.softmax(-1)
+
+
+# ------------------------------------------------------------------------ Integrated Gradients
+@pytest.mark.parametrize("baseline", ["pad", "zero"])
+def test_ig_completeness_error_shrinks_with_steps(baseline):
+    # A large init makes the model non-linear enough for the Riemann error to be visible.
+    model = tiny_bert(num_labels=3, init=0.3)
+    input_ids, attention_mask, token_type_ids = random_batch()
+    embeddings = model.get_input_embeddings()
+    real = embeddings(input_ids).detach()
+    base = embeddings.weight[0].expand_as(real) if baseline == "pad" else torch.zeros_like(real)
+    with torch.no_grad():
+        gap = scores_at(model, real, attention_mask, token_type_ids) - scores_at(model, base, attention_mask, token_type_ids)
+    errors = {}
+    for steps in (1, 4, 16, 64):
+        attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
+                                                    steps=steps, baseline=baseline, pad_token_id=0)
+        assert attributions.shape == (3, 3, 9, 32)  # (batch, views, seq, dim)
+        errors[steps] = (attributions.sum(dim=(2, 3)) - gap).abs().max().item()
+    assert errors[64] < errors[16] < errors[4], errors
+    assert errors[64] < errors[1] / 5, errors
+    assert errors[64] < 0.03 * gap.abs().max().item(), (errors, gap)
+
+
+def test_ig_zero_on_padding_for_both_baselines():
+    model = tiny_bert(num_labels=3)
+    input_ids, attention_mask, token_type_ids = random_batch()
+    for baseline in ("pad", "zero"):
+        attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
+                                                    steps=4, baseline=baseline)
+        padded = attention_mask == 0
+        assert torch.all(attributions.permute(0, 2, 1, 3)[padded] == 0)
+        assert torch.all(attributions.abs().sum(-1).permute(0, 2, 1)[~padded] > 0)
+
+
+def test_ig_batched_steps_equal_a_plain_loop_of_steps():
+    model = tiny_bert(num_labels=3, init=0.1)
+    input_ids, attention_mask, token_type_ids = random_batch()
+    steps = 6
+    batched, logits = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids, steps=steps)
+    chunked, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids, steps=steps, max_rows=7)
+    # Eq. 2 written as the plain loop it abbreviates: one forward/backward per step and per class.
+    embeddings = model.get_input_embeddings()
+    real = embeddings(input_ids).detach()
+    base = embeddings.weight[0].expand_as(real).detach()
+    loop = torch.zeros(3, 3, 9, 32)
+    for k in range(1, steps + 1):
+        for c in range(3):
+            point = (base + k / steps * (real - base)).requires_grad_(True)
+            score = scores_at(model, point, attention_mask, token_type_ids)[:, c].sum()
+            loop[:, c] += torch.autograd.grad(score, point)[0]
+    loop = loop * (real - base)[:, None] / steps * attention_mask[:, None, :, None]
+    torch.testing.assert_close(batched, loop, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(chunked, batched, rtol=1e-5, atol=1e-8)
+    # The logits returned are those of the real input (the a = 1 step).
+    plain = model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_ig_regression_has_one_view_that_is_complete():
+    model = tiny_bert(num_labels=1, init=0.2)
+    input_ids, attention_mask, token_type_ids = random_batch()
+    attributions, logits = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
+                                                     steps=64, is_regression=True)
+    assert attributions.shape[1] == 1
+    base = model.get_input_embeddings().weight[0].expand(3, 9, 32)
+    with torch.no_grad():
+        at_base = model(inputs_embeds=base, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    gap = (logits - at_base).squeeze(-1)
+    torch.testing.assert_close(attributions.sum(dim=(1, 2, 3)), gap, rtol=0.05, atol=1e-3 * gap.abs().max().item())
+
+
+# ----------------------------------------------------------------------------- attribution maps
+def test_top_k_equal_to_width_is_the_full_norm():
+    attributions = torch.randn(2, 3, 5, 16)
+    torch.testing.assert_close(adkd.token_attributions(attributions, top_k=16),
+                               adkd.token_attributions(attributions, top_k=None))
+    torch.testing.assert_close(adkd.token_attributions(attributions), attributions.norm(dim=-1))
+
+
+def test_top_k_drops_exactly_the_smallest_dimensions():
+    attributions = torch.tensor([[[[3.0, -4.0, 0.5, -0.1, 12.0]]]])  # (1, 1, 1, 5)
+    # |IG| sorted: 12, 4, 3, 0.5, 0.1; K = 3 keeps 12, 4, 3 -> sqrt(144 + 16 + 9) = 13
+    assert adkd.token_attributions(attributions, top_k=3).item() == pytest.approx(13.0)
+    assert adkd.token_attributions(attributions, top_k=1).item() == pytest.approx(12.0)
+    # Signs do not matter (Eq. 4 takes |IG|).
+    assert adkd.token_attributions(-attributions, top_k=3).item() == pytest.approx(13.0)
+
+
+def test_normalised_maps_are_unit_per_view_and_zero_on_padding():
+    maps = torch.rand(4, 3, 7) + 0.1
+    attention_mask = torch.ones(4, 7, dtype=torch.long)
+    attention_mask[1, 4:] = 0
+    attention_mask[3, 2:] = 0
+    normalised = adkd.normalise_maps(maps, attention_mask)
+    torch.testing.assert_close(normalised.norm(dim=-1), torch.ones(4, 3))
+    assert torch.all(normalised[1, :, 4:] == 0) and torch.all(normalised[3, :, 2:] == 0)
+    # Scaling a view does not change its normalised map.
+    torch.testing.assert_close(adkd.normalise_maps(maps * torch.tensor([2.0, 5.0, 0.5])[:, None], attention_mask),
+                               normalised)
+
+
+def test_binary_views_are_identical_at_one_step():
+    model = tiny_bert(num_labels=2, init=0.1)
+    input_ids, attention_mask, token_type_ids = random_batch()
+    attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids, steps=1)
+    maps = adkd.attribution_maps(attributions, attention_mask, top_k=20)
+    torch.testing.assert_close(maps[:, 0], maps[:, 1], rtol=1e-4, atol=1e-6)
+    # With three classes the views differ: multi-view maps carry information.
+    attributions, _ = adkd.integrated_gradients(tiny_bert(num_labels=3, init=0.1), input_ids, attention_mask,
+                                                token_type_ids, steps=1)
+    maps = adkd.attribution_maps(attributions, attention_mask)
+    assert (maps[:, 0] - maps[:, 1]).abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------- losses
+def test_attribution_loss_zero_iff_equal_positive_otherwise_and_bounded():
+    attention_mask = torch.ones(5, 6, dtype=torch.long)
+    attention_mask[2, 3:] = 0
+    teacher = adkd.normalise_maps(torch.rand(5, 3, 6), attention_mask)
+    student = adkd.normalise_maps(torch.rand(5, 3, 6), attention_mask)
+    for reduction in ("batch", "entries"):
+        assert adkd.attribution_loss(teacher, teacher.clone(), reduction).item() == 0.0
+        assert adkd.attribution_loss(teacher, student, reduction).item() > 0.0
+    # Non-negative unit vectors: each view's squared distance is at most 2 (orthogonal maps).
+    disjoint_t = adkd.normalise_maps(torch.tensor([[[1.0, 1.0, 0.0, 0.0]]]), torch.ones(1, 4))
+    disjoint_s = adkd.normalise_maps(torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]), torch.ones(1, 4))
+    assert adkd.attribution_loss(disjoint_t, disjoint_s, "batch").item() == pytest.approx(2.0)
+    assert adkd.attribution_loss(teacher, student, "batch").item() <= 2 * 3
+    # "entries": the same sum over the number of non-zero teacher entries (5*3*6 - 3*3 padded).
+    expected = (teacher - student).pow(2).sum() / (5 * 3 * 6 - 3 * 3)
+    assert adkd.attribution_loss(teacher, student, "entries").item() == pytest.approx(expected.item())
+
+
+def test_attribution_loss_alone_trains_the_student_through_second_derivatives():
+    teacher, student = tiny_bert(num_labels=3, seed=0, init=0.1), tiny_bert(num_labels=3, seed=1, init=0.1)
+    input_ids, attention_mask, token_type_ids = random_batch()
+    teacher_attr, _ = adkd.integrated_gradients(teacher, input_ids, attention_mask, token_type_ids)
+    student_attr, _ = adkd.integrated_gradients(student, input_ids, attention_mask, token_type_ids, create_graph=True)
+    assert not teacher_attr.requires_grad and student_attr.requires_grad
+    loss = adkd.attribution_loss(adkd.attribution_maps(teacher_attr, attention_mask, top_k=24),
+                                 adkd.attribution_maps(student_attr, attention_mask), "batch")
+    loss.backward()
+    grads = {name: p.grad for name, p in student.named_parameters()}
+    # Deep weights (not only the embeddings of the (E - E') factor) get gradient: second derivatives flow.
+    for name in ("bert.encoder.layer.0.attention.self.query.weight", "bert.encoder.layer.1.output.dense.weight",
+                 "classifier.weight"):
+        assert grads[name] is not None and grads[name].abs().sum() > 0, name
+        assert torch.isfinite(grads[name]).all(), name
+    assert all(p.grad is None for p in teacher.parameters())
+    # A small step against that gradient lowers L_attr.
+    with torch.no_grad():
+        for p in student.parameters():
+            if p.grad is not None:
+                p -= 1e-2 * p.grad / (p.grad.norm() + 1e-12)
+    student_attr, _ = adkd.integrated_gradients(student, input_ids, attention_mask, token_type_ids)
+    after = adkd.attribution_loss(adkd.attribution_maps(teacher_attr, attention_mask, top_k=24),
+                                  adkd.attribution_maps(student_attr, attention_mask), "batch")
+    assert after.item() < loss.item()
+
+
+def test_objective_reduces_to_vanilla_kd_and_to_cross_entropy():
+    torch.manual_seed(0)
+    student_logits, teacher_logits = torch.randn(6, 3), torch.randn(6, 3)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    maps = adkd.normalise_maps(torch.rand(6, 3, 4), torch.ones(6, 4))
+    other = adkd.normalise_maps(torch.rand(6, 3, 4), torch.ones(6, 4))
+    common = dict(temperature=2.0, teacher_maps=maps, student_maps=other)
+    ce = torch.nn.functional.cross_entropy(student_logits, labels)
+    soft = -(torch.softmax(teacher_logits / 2, -1) * torch.log_softmax(student_logits / 2, -1)).sum(-1).mean()
+    loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=0.0, **common)
+    assert set(terms) == {"ce", "kd"} and loss.item() == pytest.approx((0.3 * ce + 0.7 * soft).item())
+    loss, terms = adkd.adkd_objective(student_logits, labels, None, alpha=0.0, beta=0.0, **common)
+    assert set(terms) == {"ce"} and loss.item() == pytest.approx(ce.item())
+    loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=10.0, **common)
+    attr = adkd.attribution_loss(maps, other)
+    assert loss.item() == pytest.approx((0.3 * ce + 0.7 * soft + 10 * attr).item())
+    loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=10.0,
+                                      use_ce=False, **common)
+    assert set(terms) == {"kd", "attr"} and loss.item() == pytest.approx((0.7 * soft + 10 * attr).item())
+    loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=10.0,
+                                      use_kd=False, **common)
+    assert set(terms) == {"ce", "attr"}
+
+
+def test_kd_forms_share_a_gradient_direction_and_regression_uses_mse():
+    torch.manual_seed(0)
+    teacher_logits = torch.randn(5, 3)
+    gradients = {}
+    for form in ("soft_ce", "kl"):
+        student_logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        adkd.kd_loss(student_logits, teacher_logits, 3.0, form).backward()
+        gradients[form] = student_logits.grad
+    torch.testing.assert_close(gradients["kl"], gradients["soft_ce"] * 9.0)  # KL carries tau^2
+    same = torch.randn(5, 3)
+    assert adkd.kd_loss(same, same, 2.0, "kl").item() == pytest.approx(0.0, abs=1e-6)
+    student, teacher = torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [1.0]])
+    assert adkd.kd_loss(student, teacher, 3.0, is_regression=True).item() == pytest.approx((0.25 + 1.0) / 2)
+
+
+def test_temperature_anneals_linearly_to_one():
+    assert [adkd.annealed_temperature(4.0, e, 4) for e in range(4)] == [4.0, 3.0, 2.0, 1.0]
+    assert adkd.annealed_temperature(3.0, 0, 1) == 3.0
+
+
+# ------------------------------------------------------------------------------ models & guards
+def test_load_model_uses_an_attention_with_double_backward(tmp_path):
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)  # saved with the library default (SDPA)
+    BertModel(config).save_pretrained(tmp_path / "m")  # a pretrained encoder, no classifier yet
+    model = adkd.load_model(tmp_path / "m", glue_data.get_task("mnli"))
+    assert model.config._attn_implementation == adkd.ATTENTION == "eager"
+    input_ids, attention_mask, token_type_ids = random_batch()
+    attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids, create_graph=True)
+    attributions.abs().sum().backward()  # raises on an attention without second derivatives
+    assert model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+
+
+def test_load_model_refuses_a_checkpoint_with_another_label_count(tmp_path):
+    tiny_bert(num_labels=3).save_pretrained(tmp_path / "three")
+    with pytest.raises(SystemExit, match="3 labels.*mrpc has 2"):
+        adkd.load_model(tmp_path / "three", glue_data.get_task("mrpc"))
+
+
+def test_tokenizer_guard(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path)
+    adkd.check_same_tokenizer(tokenizer, tokenizer)
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    (other_dir / "vocab.txt").write_text("\n".join(VOCAB + ["extra"]) + "\n")
+    with pytest.raises(SystemExit, match="vocabularies differ"):
+        adkd.check_same_tokenizer(tokenizer, BertTokenizerFast(vocab=str(other_dir / "vocab.txt")))
+    cased = BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"), do_lower_case=False)
+    with pytest.raises(SystemExit, match="split text differently"):
+        adkd.check_same_tokenizer(tokenizer, cased)
+
+
+# --------------------------------------------------------------------- the pipeline, end to end
+def write_mrpc(folder, rows, seed):
+    """A synthetic MRPC folder: label 1 when both sentences share their adjective."""
+    rng = np.random.default_rng(seed)
+    adjectives, nouns = ["happy", "sad", "big", "small", "red"], ["cat", "dog", "mat", "rug"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in rows.items():
+        header = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String" if split != "test" else \
+            "\ufeffindex\t#1 ID\t#2 ID\t#1 String\t#2 String"
+        lines = [header]
+        for i in range(count):
+            a, b = rng.choice(adjectives, 2)
+            n1, n2 = rng.choice(nouns, 2)
+            first = f"the {a} {n1} sat on the mat"
+            second = f"a {b} {n2} was {'very ' if i % 2 else ''}{'quick' if i % 3 else 'slow'}"
+            lead = str(i) if split == "test" else str(int(a == b))
+            lines.append(f"{lead}\t{100 + i}\t{200 + i}\t{first}\t{second}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+
+
+def save_tiny(directory, tokenizer, hidden, layers, seed, dropout=0.1):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=64,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    BertModel(config).save_pretrained(directory)  # a "pretrained" encoder without a classifier
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    tokenizer = tiny_tokenizer(root)
+    write_mrpc(root / "glue" / "MRPC", {"train": 48, "dev": 16, "test": 10}, seed=0)
+    return {"root": root, "data": str(root / "glue"), "tokenizer": tokenizer,
+            "teacher_base": save_tiny(root / "teacher_base", tokenizer, hidden=32, layers=2, seed=0),
+            "student_base": save_tiny(root / "student_base", tokenizer, hidden=16, layers=1, seed=1)}
+
+
+def cli(workspace, output_dir, *extra):
+    return ["--task", "mrpc", "--data-dir", workspace["data"], "--output-dir", str(output_dir),
+            "--teacher-model", workspace["teacher_base"], "--student", workspace["student_base"],
+            "--max-length", "24", "--batch-size", "8", "--teacher-batch-size", "8", "--teacher-epochs", "1",
+            "--epochs", "2", "--lr", "1e-3", "--teacher-lr", "1e-3", "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def pipeline(workspace):
+    output_dir = workspace["root"] / "run"
+    metrics = adkd.main(cli(workspace, output_dir, "--predict", "--log-every", "1"))
+    return {"output": output_dir, "metrics": metrics}
+
+
+def test_cli_runs_teacher_then_student_and_the_saved_student_reloads(pipeline, workspace):
+    out = pipeline["output"]
+    assert (out / "teacher" / "done.json").exists() and (out / "teacher" / "best" / "config.json").exists()
+    best = json.loads((out / "student" / "done.json").read_text())
+    reloaded = AutoModelForSequenceClassification.from_pretrained(out / "student" / "best")
+    task = glue_data.get_task("mrpc")
+    dev = {"dev": glue_data.encode(glue_data.read_split(workspace["data"], task, "dev"), workspace["tokenizer"], 24)}
+    again = adkd.evaluate(reloaded, task, dev, 64, 0, "cpu")
+    assert again == pytest.approx(best["metrics"]) and again == pytest.approx(pipeline["metrics"])
+    assert set(again) == {"f1", "accuracy"}
+    records = [json.loads(line) for line in (out / "student" / "log.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert len(losses) == 12 and {"ce", "kd", "attr", "lr", "temperature"} <= set(losses[0])
+    assert all(math.isfinite(r["attr"]) and r["attr"] >= 0 for r in losses)
+    assert [r["temperature"] for r in losses[:1] + losses[-1:]] == [4.0, 1.0]  # MRPC anneals tau 4 -> 1
+    assert sum("dev" in r for r in records) == 2  # one evaluation per epoch
+    teacher_records = [json.loads(line) for line in (out / "teacher" / "log.jsonl").read_text().splitlines()]
+    assert all(set(r) & {"kd", "attr"} == set() for r in teacher_records)  # the teacher stage is plain CE
+
+
+def test_predict_writes_glue_submission_files(pipeline):
+    lines = (pipeline["output"] / "predictions" / "MRPC.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 11
+    assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(10)]
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+
+
+def test_rerun_reuses_the_teacher_and_refuses_to_overwrite_the_student(pipeline, workspace):
+    teacher_log = (pipeline["output"] / "teacher" / "log.jsonl").read_text()
+    with pytest.raises(SystemExit, match="--resume"):
+        adkd.main(cli(workspace, pipeline["output"]))
+    assert (pipeline["output"] / "teacher" / "log.jsonl").read_text() == teacher_log
+    assert (pipeline["output"] / "student" / "best" / "config.json").exists()
+
+
+def test_epochs_zero_only_evaluates_and_predicts(pipeline, workspace, tmp_path):
+    best = str(pipeline["output"] / "student" / "best")
+    metrics = adkd.main(["--task", "mrpc", "--data-dir", workspace["data"], "--student", best, "--epochs", "0",
+                         "--output-dir", str(tmp_path), "--max-length", "24", "--predict"])
+    assert metrics == pytest.approx(pipeline["metrics"])
+    assert (tmp_path / "predictions" / "MRPC.tsv").read_text() == \
+        (pipeline["output"] / "predictions" / "MRPC.tsv").read_text()
+
+
+def read_weights(directory):
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(pipeline, workspace, tmp_path, monkeypatch):
+    teacher = str(pipeline["output"] / "teacher" / "best")
+    args = ["--teacher", teacher, "--save-every", "2", "--log-every", "1", "--ig-steps", "2"]
+    adkd.main(cli(workspace, tmp_path / "straight", *args))
+
+    calls, real_step = [], adkd.distillation_step
+
+    def crash_on_fifth_step(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(adkd, "distillation_step", crash_on_fifth_step)
+    with pytest.raises(KeyboardInterrupt):
+        adkd.main(cli(workspace, tmp_path / "resumed", *args))
+    monkeypatch.undo()
+    state = torch.load(tmp_path / "resumed" / "student" / "last" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 4  # the checkpoint before the crash
+    adkd.main(cli(workspace, tmp_path / "resumed", *args, "--resume"))
+
+    straight, resumed = read_weights(tmp_path / "straight" / "student" / "last"), \
+        read_weights(tmp_path / "resumed" / "student" / "last")
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
+    logs = [(tmp_path / run / "student" / "log.jsonl").read_text() for run in ("straight", "resumed")]
+    assert logs[0] == logs[1]
+
+
+def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(pipeline, workspace, tmp_path, monkeypatch):
+    teacher = str(pipeline["output"] / "teacher" / "best")
+    calls, real_objective = [], adkd.adkd_objective
+
+    def poisoned(*a, **k):
+        loss, terms = real_objective(*a, **k)
+        calls.append(1)
+        if len(calls) == 3:
+            terms["attr"] = torch.tensor(float("nan"))
+        return loss, terms
+
+    monkeypatch.setattr(adkd, "adkd_objective", poisoned)
+    with pytest.raises(FloatingPointError, match=r"step 3: loss term 'attr' is nan"):
+        adkd.main(cli(workspace, tmp_path, "--teacher", teacher, "--save-every", "1"))
+    state = torch.load(tmp_path / "student" / "last" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 2
+    AutoModelForSequenceClassification.from_pretrained(tmp_path / "student" / "last")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ig-steps", "0"], "--ig-steps"),
+    (["--alpha", "1.5"], "--alpha"),
+    (["--alpha", "-0.1"], "--alpha"),
+    (["--beta", "-1"], "--beta"),
+    (["--top-k", "0"], "--top-k"),
+    (["--top-k", "33"], "--top-k 33 exceeds the teacher's embedding width 32"),
+    (["--task", "wnli"], "--task"),
+    (["--alpha", "0", "--beta", "0", "--no-ce"], "no loss term"),
+])
+def test_impossible_flags_are_refused_before_any_model_loads(workspace, tmp_path, monkeypatch, flags, message):
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(adkd, "load_model", no_loading)
+    monkeypatch.setattr(adkd.AutoModelForSequenceClassification, "from_pretrained", no_loading)
+    with pytest.raises(SystemExit, match=message):
+        adkd.main(cli(workspace, tmp_path, *flags))
+
+
+def test_missing_data_is_a_clear_error(workspace, tmp_path):
+    args = cli(workspace, tmp_path)
+    args[args.index("--data-dir") + 1] = str(tmp_path / "nowhere")
+    with pytest.raises(SystemExit, match="nowhere"):
+        adkd.main(args)
+
+
+def test_student_with_another_vocabulary_is_refused(workspace, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "vocab.txt").write_text("\n".join(VOCAB + ["zebra"]) + "\n")
+    student = save_tiny(tmp_path / "student", BertTokenizerFast(vocab=str(other / "vocab.txt")), 16, 1, 0)
+    args = cli(workspace, tmp_path / "out")
+    args[args.index("--student") + 1] = student
+    with pytest.raises(SystemExit, match="vocabularies differ"):
+        adkd.main(args)
+
+
+# ============================================================ glue_data: readers, batching, metrics
+REAL_GLUE = Path(__file__).resolve().parent.parent / "shared" / "glue"
+BOM = "\ufeff"
+
+
+def write_tsv(folder, name, rows, trailing_newline=True):
+    """Write rows (lists of fields, or raw strings) as a tab-separated file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [row if isinstance(row, str) else "\t".join(row) for row in rows]
+    text = "\n".join(lines) + ("\n" if trailing_newline else "")
+    (folder / name).write_text(text, encoding="utf-8")
+    return folder / name
+
+
+# ---------------------------------------------------------------------------------------------
+# One synthetic copy of every task, in the exact layout of the GLUE download script.
+# Expected rows are (guid, text_a, text_b, label, line).
+
+MNLI_TRAIN_HEAD = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
+                   "sentence2_binary_parse", "sentence1_parse", "sentence2_parse",
+                   "sentence1", "sentence2"]
+MNLI_DEV_HEAD = MNLI_TRAIN_HEAD + ["label1", "label2", "label3", "label4", "label5", "gold_label"]
+STSB_HEAD = ["index", "genre", "filename", "year", "old_index", "source1", "source2",
+             "sentence1", "sentence2"]
+
+
+def mnli_row(index, s1, s2, *labels):
+    return [str(index), "p", "q", "fiction", "(bp1)", "(bp2)", "(p1)", "(p2)", s1, s2, *labels]
+
+
+def stsb_row(index, s1, s2, *score):
+    return [str(index), "main-captions", "MSRvid", "2012test", "0001", "none", "none", s1, s2,
+            *score]
+
+
+SYNTHETIC = {
+    "cola": {
+        "files": {
+            "train.tsv": [["gj04", "1", "", "The cat sat."], ["gj04", "0", "*", "Cat the sat."]],
+            "dev.tsv": [["cj99", "1", "", "A dog ran."]],
+            "test.tsv": [["index", "sentence"], ["0", "Bill whistled."], ["1", "Sue sang."]],
+        },
+        "no_trailing_newline": {"dev.tsv"},
+        "expected": {
+            "train": [("train-1", "The cat sat.", None, 1, 1), ("train-2", "Cat the sat.", None, 0, 2)],
+            "dev": [("dev-1", "A dog ran.", None, 1, 1)],
+            "test": [("0", "Bill whistled.", None, None, 2), ("1", "Sue sang.", None, None, 3)],
+        },
+    },
+    "sst2": {
+        "files": {
+            "train.tsv": [["sentence", "label"], ["hide new secretions ", "0"], ["a gem ", "1"]],
+            "dev.tsv": [["sentence", "label"], ["charming journey ", "1"], ""],  # blank last line
+            "test.tsv": [["index", "sentence"], ["0", "uneasy mishmash ."]],
+        },
+        "expected": {
+            "train": [("train-2", "hide new secretions ", None, 0, 2), ("train-3", "a gem ", None, 1, 3)],
+            "dev": [("dev-2", "charming journey ", None, 1, 2)],
+            "test": [("0", "uneasy mishmash .", None, None, 2)],
+        },
+    },
+    "mrpc": {
+        "files": {
+            "train.tsv": [BOM + "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String",
+                          ["1", "702876", "702977", 'He said " hi .', "He greeted ."],
+                          ["0", "2108705", "2108831", "Prices fell .", "Prices rose ."]],
+            "dev.tsv": [BOM + "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String",
+                        ["0", "1", "2", "A .", "B ."]],
+            "test.tsv": [["index", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+                         ["0", "1089874", "1089925", "PCCW chief .", "Chief officer ."]],
+        },
+        "expected": {
+            "train": [("train-2", 'He said " hi .', "He greeted .", 1, 2),
+                      ("train-3", "Prices fell .", "Prices rose .", 0, 3)],
+            "dev": [("dev-2", "A .", "B .", 0, 2)],
+            "test": [("0", "PCCW chief .", "Chief officer .", None, 2)],
+        },
+    },
+    "stsb": {
+        "files": {
+            # the second train row carries a stray extra column: the score is the last one
+            "train.tsv": [STSB_HEAD + ["score"], stsb_row(0, "A plane.", "An air plane.", "5.000"),
+                          stsb_row(1, "A man.", "A flute.", "extra", "3.8")],
+            "dev.tsv": [STSB_HEAD + ["score"], stsb_row(0, "A hat.", "A cap.", "0.00")],
+            "test.tsv": [STSB_HEAD, stsb_row(7, "A girl.", "A boy.")],
+        },
+        "expected": {
+            "train": [("train-2", "A plane.", "An air plane.", 5.0, 2),
+                      ("train-3", "A man.", "A flute.", 3.8, 3)],
+            "dev": [("dev-2", "A hat.", "A cap.", 0.0, 2)],
+            "test": [("7", "A girl.", "A boy.", None, 2)],
+        },
+    },
+    "qqp": {
+        "files": {
+            "train.tsv": [["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+                          ["133273", "213221", "213222", "How is life?", "How are you?", "0"],
+                          ["402555", "536040", "536041", "Why?", "Why so?", "1"]],
+            "dev.tsv": [["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+                        ["5", "6", "7", "Q1?", "Q2?", "1"]],
+            "test.tsv": [["id", "question1", "question2"], ["0", "Who?", "Whom?"]],
+        },
+        "expected": {
+            "train": [("train-2", "How is life?", "How are you?", 0, 2),
+                      ("train-3", "Why?", "Why so?", 1, 3)],
+            "dev": [("dev-2", "Q1?", "Q2?", 1, 2)],
+            "test": [("0", "Who?", "Whom?", None, 2)],
+        },
+    },
+    "mnli": {
+        "files": {
+            "train.tsv": [MNLI_TRAIN_HEAD + ["label1", "gold_label"],
+                          mnli_row(0, "It rains.", "It is wet.", "entailment", "entailment"),
+                          mnli_row(1, "It rains.", "It is dry.", "contradiction", "contradiction")],
+            # label1 disagrees with gold_label so reading the wrong column shows
+            "dev_matched.tsv": [MNLI_DEV_HEAD, mnli_row(0, "A.", "B.", "entailment", "neutral",
+                                                        "neutral", "neutral", "neutral", "neutral")],
+            "dev_mismatched.tsv": [MNLI_DEV_HEAD, mnli_row(0, "C.", "D.", "neutral", "entailment",
+                                                           "entailment", "entailment", "neutral",
+                                                           "entailment")],
+            "test_matched.tsv": [MNLI_TRAIN_HEAD, mnli_row(9, "E.", "F.")],
+            "test_mismatched.tsv": [MNLI_TRAIN_HEAD, mnli_row(11, "G.", "H.")],
+        },
+        "expected": {
+            "train": [("train-2", "It rains.", "It is wet.", 1, 2),
+                      ("train-3", "It rains.", "It is dry.", 0, 3)],
+            "dev_matched": [("dev_matched-2", "A.", "B.", 2, 2)],
+            "dev": [("dev_matched-2", "A.", "B.", 2, 2)],
+            "dev_mismatched": [("dev_mismatched-2", "C.", "D.", 1, 2)],
+            "test_matched": [("9", "E.", "F.", None, 2)],
+            "test": [("9", "E.", "F.", None, 2)],
+            "test_mismatched": [("11", "G.", "H.", None, 2)],
+        },
+    },
+    "qnli": {
+        "files": {
+            # an unmatched quote, as in the real file: quote handling would swallow line 3
+            "train.tsv": [["index", "question", "sentence", "label"],
+                          ["0", "What came?", '"Quiescent stance.', "entailment"],
+                          ["1", "Who?", "Nobody.", "not_entailment"]],
+            "dev.tsv": [["index", "question", "sentence", "label"],
+                        ["0", "Where?", "Here.", "not_entailment"]],
+            "test.tsv": [["index", "question", "sentence"], ["0", "When?", "Now."]],
+        },
+        "expected": {
+            "train": [("train-2", "What came?", '"Quiescent stance.', 0, 2),
+                      ("train-3", "Who?", "Nobody.", 1, 3)],
+            "dev": [("dev-2", "Where?", "Here.", 1, 2)],
+            "test": [("0", "When?", "Now.", None, 2)],
+        },
+    },
+    "rte": {
+        "files": {
+            "train.tsv": [["index", "sentence1", "sentence2", "label"],
+                          ["0", "No weapons found.", "Weapons found.", "not_entailment"],
+                          ["1", "Pope died.", "", "entailment"]],  # empty text is allowed
+            "dev.tsv": [["index", "sentence1", "sentence2", "label"],
+                        ["0", "Reeve died.", "Reeve had an accident.", "not_entailment"]],
+            "test.tsv": [["index", "sentence1", "sentence2"], ["0", "Mangla.", "Shukla."]],
+        },
+        "expected": {
+            "train": [("train-2", "No weapons found.", "Weapons found.", 1, 2),
+                      ("train-3", "Pope died.", "", 0, 3)],
+            "dev": [("dev-2", "Reeve died.", "Reeve had an accident.", 1, 2)],
+            "test": [("0", "Mangla.", "Shukla.", None, 2)],
+        },
+    },
+}
+
+
+def make_task(root, task):
+    """Write the synthetic files of one task under root/<folder>/ and return that folder."""
+    spec = SYNTHETIC[task]
+    folder = root / get_task(task).folder
+    for name, rows in spec["files"].items():
+        write_tsv(folder, name, rows, name not in spec.get("no_trailing_newline", set()))
+    return folder
+
+
+@pytest.mark.parametrize("task", sorted(SYNTHETIC))
+def test_read_synthetic_task(tmp_path, task):
+    make_task(tmp_path, task)
+    for split, expected in SYNTHETIC[task]["expected"].items():
+        examples = read_split(tmp_path, task, split)
+        got = [(ex.guid, ex.text_a, ex.text_b, ex.label, ex.line) for ex in examples]
+        assert got == expected, split
+        for ex in examples:
+            assert type(ex.label) is (float if task == "stsb" else int) or ex.label is None
+
+
+def test_all_eight_tasks_have_synthetic_data():
+    assert set(SYNTHETIC) == set(glue_data.TASKS) == {
+        "cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"}
+
+
+def test_task_table():
+    assert get_task("mrpc").num_labels == 2 and not get_task("mrpc").is_regression
+    assert get_task("mnli").num_labels == 3
+    assert get_task("stsb").num_labels == 1 and get_task("stsb").is_regression
+    assert get_task("mnli").submission_names == ("MNLI-m", "MNLI-mm")
+    assert get_task("mnli").dev_splits == ("dev_matched", "dev_mismatched")
+    assert get_task("sst2").folder == "SST-2" and get_task("stsb").folder == "STS-B"
+    main = {name: spec.main_metric for name, spec in glue_data.TASKS.items()}
+    assert main == {"cola": "mcc", "sst2": "accuracy", "mrpc": "f1", "stsb": "spearman",
+                    "qqp": "f1", "mnli": "accuracy", "qnli": "accuracy", "rte": "accuracy"}
+
+
+@pytest.mark.parametrize("alias,name", [("SST-2", "sst2"), ("sst-2", "sst2"), ("sts-b", "stsb"),
+                                        ("STS-B", "stsb"), ("MRPC", "mrpc"), ("CoLA", "cola")])
+def test_get_task_aliases(alias, name):
+    assert get_task(alias).name == name
+
+
+def test_unknown_task_lists_valid_names():
+    with pytest.raises(ValueError, match="wnli.*cola.*rte"):
+        get_task("wnli")
+
+
+def test_task_dir_accepts_root_or_task_folder(tmp_path):
+    folder = make_task(tmp_path, "mrpc")
+    assert task_dir(tmp_path, "mrpc") == folder
+    assert task_dir(folder, "mrpc") == folder
+    assert len(read_split(folder, "mrpc", "train")) == 2
+    qnli_dev_only = tmp_path / "qnli_only"
+    write_tsv(qnli_dev_only, "dev.tsv", SYNTHETIC["qnli"]["files"]["dev.tsv"])
+    assert task_dir(qnli_dev_only, "qnli") == qnli_dev_only
+    with pytest.raises(FileNotFoundError) as error:
+        task_dir(tmp_path / "empty", "rte")
+    assert str(tmp_path / "empty" / "RTE") in str(error.value)
+    assert str(tmp_path / "empty") in str(error.value)
+
+
+def test_missing_file_names_path(tmp_path):
+    folder = make_task(tmp_path, "rte")
+    (folder / "test.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(folder / "test.tsv"))):
+        read_split(tmp_path, "rte", "test")
+
+
+@pytest.mark.parametrize("task,split", [("rte", "validation"), ("mrpc", "dev_matched"),
+                                        ("mnli", "dev_other")])
+def test_unknown_split(tmp_path, task, split):
+    make_task(tmp_path, task)
+    with pytest.raises(ValueError, match="unknown split"):
+        read_split(tmp_path, task, split)
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed files
+
+RTE_HEAD = ["index", "sentence1", "sentence2", "label"]
+
+
+@pytest.mark.parametrize("bad_row,problem", [
+    (["1", "only two columns"], "columns"),
+    (["1", "A.", "B.", "maybe"], "maybe"),
+])
+def test_bad_row_reports_path_and_line(tmp_path, bad_row, problem):
+    good = ["0", "A.", "B.", "entailment"]
+    path = write_tsv(tmp_path / "RTE", "train.tsv", [RTE_HEAD, good, bad_row, good])
+    with pytest.raises(GlueFormatError, match=problem) as error:
+        read_split(tmp_path, "rte", "train")
+    assert f"{path}:3:" in str(error.value)
+    assert isinstance(error.value, ValueError)
+
+
+def test_unparsable_score(tmp_path):
+    path = write_tsv(tmp_path / "STS-B", "dev.tsv",
+                     [STSB_HEAD + ["score"], stsb_row(0, "A.", "B.", "high")])
+    with pytest.raises(GlueFormatError, match=re.escape(f"{path}:2:") + ".*high"):
+        read_split(tmp_path, "stsb", "dev")
+
+
+def test_header_without_expected_column(tmp_path):
+    write_tsv(tmp_path / "RTE", "dev.tsv", [["index", "premise", "hypothesis", "label"]])
+    with pytest.raises(GlueFormatError, match=":1:.*sentence1"):
+        read_split(tmp_path, "rte", "dev")
+
+
+def test_skip_bad_rows_counts_them(tmp_path):
+    head = ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"]
+    rows = [head, ["1", "2", "3", "Q?", "R?", "1"],
+            ["4", "5", "6", "Broken question"],  # a question split across lines, as in some copies
+            ["continued?", "S?", "0"],
+            ["7", "8", "9", "T?", "U?", "0"]]
+    write_tsv(tmp_path / "QQP", "train.tsv", rows)
+    with pytest.raises(GlueFormatError, match=":3:"):
+        read_split(tmp_path, "qqp", "train")
+    examples, num_skipped = read_split_counted(tmp_path, "qqp", "train", skip_bad_rows=True)
+    assert num_skipped == 2
+    assert [(ex.text_a, ex.label, ex.line) for ex in examples] == [("Q?", 1, 2), ("T?", 0, 5)]
+    with pytest.warns(UserWarning, match="2"):
+        assert len(read_split(tmp_path, "qqp", "train", skip_bad_rows=True)) == 2
+
+
+def test_clean_file_skips_nothing_and_warns_nothing(tmp_path):
+    make_task(tmp_path, "rte")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        examples, num_skipped = read_split_counted(tmp_path, "rte", "train", skip_bad_rows=True)
+    assert (len(examples), num_skipped) == (2, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation and batching
+
+GLUE_VOCAB = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]",  # [PAD] is id 3, so padding is not 0
+         "the", "cat", "sat", "on", "mat", "a", "dog", "ran", "."]
+GLUE_ID = {word: i for i, word in enumerate(GLUE_VOCAB)}
+
+
+@pytest.fixture
+def tokenizer(tmp_path):
+    vocab_path = tmp_path / "vocab.txt"
+    vocab_path.write_text("\n".join(GLUE_VOCAB) + "\n", encoding="utf-8")
+    # transformers 5 ignores a `vocab_file=` keyword here; `vocab=` takes the file path
+    tok = BertTokenizerFast(vocab=str(vocab_path), do_lower_case=True)
+    assert tok("The cat")["input_ids"] == [GLUE_ID["[CLS]"], GLUE_ID["the"], GLUE_ID["cat"], GLUE_ID["[SEP]"]]
+    return tok
+
+
+def example(text_a, text_b=None, label=None):
+    return glue_data.Example(guid="x", text_a=text_a, text_b=text_b, label=label, line=1)
+
+
+def test_encode_single_and_truncate(tokenizer):
+    features = encode([example("The cat sat on the mat", label=1)], tokenizer, max_length=4)
+    assert features[0]["input_ids"] == [GLUE_ID["[CLS]"], GLUE_ID["the"], GLUE_ID["cat"], GLUE_ID["[SEP]"]]
+    assert features[0]["label"] == 1
+
+
+def test_encode_pair_segments_and_longest_first(tokenizer):
+    pair = example("the cat sat on the mat", "a dog", label=0)
+    full = encode([pair], tokenizer, max_length=64)[0]
+    assert full["token_type_ids"] == [0] * 8 + [1] * 3
+    # 8 - 3 specials leaves 5 tokens: the longer first segment loses 3, "a dog" stays whole
+    cut = encode([pair], tokenizer, max_length=8)[0]
+    assert cut["input_ids"] == [GLUE_ID[w] for w in
+                                ["[CLS]", "the", "cat", "sat", "[SEP]", "a", "dog", "[SEP]"]]
+    assert cut["token_type_ids"] == [0, 0, 0, 0, 0, 1, 1, 1]
+    # the same budget on the swapped pair is taken from the (now longer) second segment
+    swapped = encode([example("a dog", "the cat sat on the mat")], tokenizer, max_length=8)[0]
+    assert swapped["input_ids"] == [GLUE_ID[w] for w in
+                                    ["[CLS]", "a", "dog", "[SEP]", "the", "cat", "sat", "[SEP]"]]
+
+
+def test_collate_pads_dynamically(tokenizer):
+    features = encode([example("a dog", label=1), example("the cat sat on the mat", label=0),
+                       example("dog", label=1)], tokenizer, max_length=128)
+    batch = collate(features, tokenizer.pad_token_id)
+    assert batch["input_ids"].shape == (3, 8)  # the longest in the batch, not max_length
+    assert batch["input_ids"].dtype == torch.long
+    lengths = [4, 8, 3]
+    expected_mask = torch.tensor([[1] * n + [0] * (8 - n) for n in lengths])
+    assert torch.equal(batch["attention_mask"], expected_mask)
+    assert torch.equal(batch["input_ids"][expected_mask == 0],
+                       torch.full((int((expected_mask == 0).sum()),), GLUE_ID["[PAD]"]))
+    assert torch.equal(batch["input_ids"][0, :4], torch.tensor(features[0]["input_ids"]))
+    assert torch.equal(batch["token_type_ids"], torch.zeros(3, 8, dtype=torch.long))
+    assert torch.equal(batch["labels"], torch.tensor([1, 0, 1]))
+    assert batch["labels"].dtype == torch.long
+
+
+def test_collate_pair_token_types_pad_with_zero(tokenizer):
+    features = encode([example("the cat", "a dog ran", label=0), example("cat", "dog", label=1)],
+                      tokenizer, max_length=32)
+    batch = collate(features, tokenizer.pad_token_id)
+    assert batch["token_type_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1, 1],
+                                                [0, 0, 0, 1, 1, 0, 0, 0]]
+    assert batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+
+
+def test_collate_regression_labels_are_float(tokenizer):
+    batch = collate(encode([example("a", "b", 3.8), example("the", "cat", 0.0)], tokenizer, 16),
+                    tokenizer.pad_token_id)
+    assert batch["labels"].dtype == torch.float32
+    assert batch["labels"].tolist() == pytest.approx([3.8, 0.0])
+
+
+def test_collate_test_split_has_no_labels(tokenizer, tmp_path):
+    make_task(tmp_path, "sst2")
+    batch = collate(encode(read_split(tmp_path, "sst2", "test"), tokenizer, 16),
+                    tokenizer.pad_token_id)
+    assert "labels" not in batch
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics against hand-computed values
+
+# preds  1 0 1 1 0 1
+# labels 1 0 0 1 1 1  ->  TP=3 (positions 0,3,5), TN=1 (1), FP=1 (2), FN=1 (4)
+BIN_PREDS, BIN_LABELS = [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 1, 1]
+
+
+def test_binary_metrics_by_hand():
+    assert glue_data.accuracy(BIN_PREDS, BIN_LABELS) == pytest.approx(4 / 6)
+    # F1 = 2TP / (2TP + FP + FN) = 6 / 8
+    assert glue_data.f1_score(BIN_PREDS, BIN_LABELS) == pytest.approx(0.75)
+    # MCC = (TP*TN - FP*FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) = (3 - 1) / sqrt(4*4*2*2) = 2/8
+    assert glue_data.matthews_corrcoef(BIN_PREDS, BIN_LABELS) == pytest.approx(0.25)
+    assert glue_data.f1_score(np.array(BIN_LABELS), np.array(BIN_PREDS)) == pytest.approx(0.75)
+
+
+def test_multiclass_mcc_by_hand():
+    labels = [0, 0, 1, 1, 2, 2]
+    preds = [0, 1, 1, 1, 2, 0]
+    # true counts t = (2, 2, 2), predicted counts p = (2, 3, 1), correct c = 4, samples s = 6
+    # MCC = (c*s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t)) = (24 - 12) / sqrt((36 - 14)(36 - 12))
+    assert glue_data.matthews_corrcoef(preds, labels) == pytest.approx(12 / math.sqrt(22 * 24))
+
+
+def test_mcc_is_zero_when_undefined():
+    assert glue_data.matthews_corrcoef([1, 1, 1, 1], [0, 1, 0, 1]) == 0.0
+    assert glue_data.matthews_corrcoef([0, 1, 0, 1], [1, 1, 1, 1]) == 0.0
+    assert glue_data.f1_score([0, 0], [0, 0]) == 0.0
+
+
+def test_pearson_by_hand():
+    # dx = (-1.5, -0.5, 0.5, 1.5), dy = (-3, -1, 0, 4): sum dx*dy = 11, sum dx^2 = 5, sum dy^2 = 26
+    assert glue_data.pearson([1, 2, 3, 4], [2, 4, 5, 9]) == pytest.approx(11 / math.sqrt(130))
+    assert glue_data.pearson([1, 2, 3], [6, 4, 2]) == pytest.approx(-1.0)
+
+
+def test_spearman_with_ties_by_hand():
+    # ranks of x = (1, 2.5, 2.5, 4), of y = (1, 3, 2, 4); centred: (-1.5, 0, 0, 1.5) and
+    # (-1.5, 0.5, -0.5, 1.5): covariance sum 4.5, squares 4.5 and 5 -> 4.5 / sqrt(22.5)
+    assert glue_data.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
+    ranks = glue_data._average_ranks(np.array([10, 20, 20, 20, 5]))
+    assert ranks.tolist() == [2.0, 4.0, 4.0, 4.0, 1.0]
+
+
+def test_spearman_invariant_to_monotone_transforms():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    y = x + 0.5 * y
+    expected = glue_data.spearman(x, y)
+    assert glue_data.spearman(np.exp(x), y**3) == pytest.approx(expected)
+    assert glue_data.spearman(x, y) != pytest.approx(glue_data.pearson(x, y))
+
+
+def test_metrics_reject_length_mismatch():
+    with pytest.raises(ValueError):
+        glue_data.accuracy([1, 0], [1])
+
+
+@pytest.mark.parametrize("task,keys", [
+    ("cola", {"mcc"}), ("sst2", {"accuracy"}), ("mrpc", {"f1", "accuracy"}),
+    ("qqp", {"f1", "accuracy"}), ("stsb", {"spearman", "pearson"}), ("mnli", {"accuracy"}),
+    ("qnli", {"accuracy"}), ("rte", {"accuracy"}),
+])
+def test_compute_metrics_keys(task, keys):
+    if task == "stsb":
+        metrics = compute_metrics(task, np.array([0.5, 2.0, 4.5]), np.array([1.0, 2.5, 4.0]))
+    else:
+        metrics = compute_metrics(task, np.array(BIN_PREDS), np.array(BIN_LABELS))
+    assert set(metrics) == keys
+    assert get_task(task).main_metric in metrics
+    assert all(type(value) is float for value in metrics.values())
+    if task in ("mrpc", "qqp"):
+        assert metrics == pytest.approx({"f1": 0.75, "accuracy": 4 / 6})
+    if task == "cola":
+        assert metrics["mcc"] == pytest.approx(0.25)
+
+
+# ---------------------------------------------------------------------------------------------
+# The real GLUE files in shared/glue (skipped when absent)
+
+REAL_COUNTS = [
+    ("cola", "train", 8551), ("cola", "dev", 1043), ("cola", "test", 1063),
+    ("sst2", "train", 67349), ("sst2", "dev", 872), ("sst2", "test", 1821),
+    ("mrpc", "train", 3668), ("mrpc", "dev", 408), ("mrpc", "test", 1725),
+    ("stsb", "train", 5749), ("stsb", "dev", 1500), ("stsb", "test", 1379),
+    ("rte", "train", 2490), ("rte", "dev", 277), ("rte", "test", 3000),
+    ("qnli", "train", 104743), ("qnli", "dev", 5463), ("qnli", "test", 5463),
+]
+# class-1 counts from the GLUE statistics; they catch a wrong label column or label order
+REAL_CLASS1_COUNTS = {("cola", "dev"): 721, ("sst2", "dev"): 444, ("mrpc", "train"): 2474,
+                      ("rte", "dev"): 131, ("qnli", "dev"): 2761}
+
+
+@pytest.mark.parametrize("task,split,count", REAL_COUNTS)
+def test_real_glue_files(task, split, count):
+    path = REAL_GLUE / get_task(task).folder / f"{split}.tsv"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    examples, num_skipped = read_split_counted(REAL_GLUE, task, split)
+    assert (len(examples), num_skipped) == (count, 0)
+    if split == "test":
+        assert all(ex.label is None for ex in examples)
+        assert [ex.guid for ex in examples] == [str(i) for i in range(count)]
+    elif task == "stsb":
+        assert all(0.0 <= ex.label <= 5.0 for ex in examples)
+    else:
+        assert all(ex.label in (0, 1) for ex in examples)
+    if (task, split) in REAL_CLASS1_COUNTS:
+        assert sum(ex.label == 1 for ex in examples) == REAL_CLASS1_COUNTS[(task, split)]
+    assert all(isinstance(ex.text_a, str) and ex.text_a for ex in examples)
+    assert all((ex.text_b is not None) == (get_task(task).text_b_column is not None)
+               for ex in examples)
