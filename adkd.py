@@ -13,6 +13,7 @@ Equations are numbered as in the paper; ../shared/ADKD.md (and the README) resta
     python adkd.py --task mrpc --data-dir glue_data      # fine-tune the teacher, then distil
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -75,7 +76,12 @@ def parse_args(argv=None):
     p.add_argument("--anneal-temperature", action=argparse.BooleanOptionalAction, default=None,
                    help="anneal tau linearly to 1 over the epochs (public code's kd_anneal)")
     p.add_argument("--top-k", type=int, default=None, help="K of Eq. 4 (default: the paper's K scaled to the teacher's width)")
-    p.add_argument("--ig-steps", type=int, default=1, help="m, Riemann steps of Eq. 2")
+    p.add_argument("--ig-steps", type=int, default=1, help="m, Riemann steps of Eq. 2 (the student's)")
+    p.add_argument("--teacher-ig-steps", type=int, default=None, help="the teacher's m (default --ig-steps)")
+    p.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute the frozen teacher's maps and logits once per example and reuse them")
+    p.add_argument("--teacher-cache-path", default=None,
+                   help="file of that cache, shareable between runs (default <output-dir>/student/teacher_cache.pt)")
     p.add_argument("--baseline", choices=["pad", "zero"], default="pad", help="IG baseline: [PAD] embeddings (paper) or zeros (public code)")
     p.add_argument("--kd-loss", choices=["soft_ce", "kl"], default="soft_ce", help="soft cross-entropy (public code) or KL * tau^2")
     p.add_argument("--attr-reduction", choices=["entries", "batch"], default="entries",
@@ -110,6 +116,8 @@ def fill_task_defaults(args, task):
     for name in ("lr", "batch_size", "epochs", "alpha", "beta", "temperature"):
         if getattr(args, name) is None:
             setattr(args, name, paper[name])
+    if args.teacher_ig_steps is None:
+        args.teacher_ig_steps = args.ig_steps
     if args.anneal_temperature is None:
         args.anneal_temperature = paper["anneal"]
     t_lr, t_batch, t_epochs = TEACHER_RECIPE[task.name]
@@ -123,6 +131,7 @@ def validate_args(args):
     """Refuse impossible flags before anything is loaded."""
     checks = [
         (args.ig_steps >= 1, f"--ig-steps must be >= 1, got {args.ig_steps}"),
+        (args.teacher_ig_steps >= 1, f"--teacher-ig-steps must be >= 1, got {args.teacher_ig_steps}"),
         (0.0 <= args.alpha <= 1.0, f"--alpha must lie in [0, 1], got {args.alpha}"),
         (args.beta >= 0.0, f"--beta must be >= 0, got {args.beta}"),
         (args.temperature > 0.0, f"--temperature must be > 0, got {args.temperature}"),
@@ -161,7 +170,7 @@ def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, 
     inputs = embeddings(input_ids)  # (batch, seq, dim)
     if baseline == "pad":  # the paper: a [PAD] embedding at every position
         base = embeddings.weight[pad_token_id].expand_as(inputs)
-    else:  # the public code: scale the embeddings by a, i.e. a zero baseline
+    else:  # zero word embeddings (the public code scales the whole embedding output by a)
         base = torch.zeros_like(inputs)
     if not create_graph:
         inputs, base = inputs.detach(), base.detach()
@@ -181,11 +190,8 @@ def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, 
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids.repeat(chunk, 1)}
         chunk_logits = model(inputs_embeds=path, attention_mask=attention_mask.repeat(chunk, 1), **extra).logits
         scores = class_scores(chunk_logits, is_regression)  # (chunk * batch, views)
-        views = scores.shape[-1]
-        grads = [torch.autograd.grad(scores[:, view].sum(), path, create_graph=create_graph,
-                                     retain_graph=create_graph or view < views - 1)[0]
-                 for view in range(views)]  # rows are independent, so d(sum)/d(row) = d(row's score)/d(row)
-        grads = torch.stack(grads, dim=1).view(chunk, batch, views, seq, -1)  # (chunk, batch, views, seq, dim)
+        grads = view_gradients(scores, path, is_regression, create_graph)  # (chunk * batch, views, seq, dim)
+        grads = grads.view(chunk, batch, *grads.shape[1:])
         grad_sum = grad_sum + grads.sum(dim=0)
         logits = chunk_logits.view(chunk, batch, -1)[-1]
     if not create_graph:  # the graph behind these logits was freed by the last autograd.grad
@@ -193,6 +199,23 @@ def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, 
     mask = attention_mask[:, None, :, None].to(inputs.dtype)
     attributions = delta[:, None] * grad_sum / steps * mask  # (batch, views, seq, dim)
     return attributions, logits
+
+
+def view_gradients(scores, inputs, is_regression=False, create_graph=False):
+    """dF_c/d(inputs) for every view c, from one batched vector-Jacobian product.
+
+    Rows are independent examples, so the gradient of a column's sum gives each row its own
+    gradient. Softmax probabilities sum to one, so their gradients sum to zero: the last class's
+    gradient is minus the others' sum, and C - 1 products suffice (one for a binary task).
+    scores (rows, views), inputs (rows, seq, dim) -> (rows, views, seq, dim)."""
+    rows, views = scores.shape
+    solved = views if is_regression else views - 1
+    one_hots = torch.eye(views, dtype=scores.dtype, device=scores.device)[:solved, None, :].expand(solved, rows, views)
+    grads = torch.autograd.grad(scores, inputs, grad_outputs=one_hots, is_grads_batched=True,
+                                create_graph=create_graph)[0]  # (solved, rows, seq, dim)
+    if not is_regression:
+        grads = torch.cat([grads, -grads.sum(dim=0, keepdim=True)])
+    return grads.transpose(0, 1)
 
 
 # ------------------------------------------------------------- attribution maps (Eq. 4-7, 9-10)
@@ -269,17 +292,25 @@ def adkd_objective(student_logits, labels, teacher_logits=None, teacher_maps=Non
     return loss, {name: value for name, (_, value) in terms.items()}
 
 
-def distillation_step(student, teacher, batch, args, task, temperature, pad_token_id):
-    """One batch of Eq. 12: teacher and student IG (when beta > 0), maps, and the objective."""
+def distillation_step(student, teacher, batch, args, task, temperature, pad_token_id, cache=None, indices=None):
+    """One batch of Eq. 12: teacher and student IG (when beta > 0), maps, and the objective.
+    With a teacher cache, `indices` name the batch's training examples."""
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
-    ig = dict(steps=args.ig_steps, baseline=args.baseline, pad_token_id=pad_token_id,
-              is_regression=task.is_regression, max_rows=args.ig_max_rows)
+    ig = dict(baseline=args.baseline, pad_token_id=pad_token_id, is_regression=task.is_regression,
+              max_rows=args.ig_max_rows)
     teacher_logits = teacher_maps = student_maps = None
     if args.beta > 0:
-        teacher_attr, teacher_logits = integrated_gradients(teacher, **inputs, create_graph=False, **ig)
-        teacher_maps = attribution_maps(teacher_attr, inputs["attention_mask"], args.top_k)
+        cached = cache_lookup(cache, indices, inputs["input_ids"].shape[1]) if cache is not None else None
+        if cached is not None:
+            teacher_maps, teacher_logits = (t.to(inputs["input_ids"].device) for t in cached)
+        else:
+            teacher_attr, teacher_logits = integrated_gradients(teacher, **inputs, steps=args.teacher_ig_steps, **ig)
+            teacher_maps = attribution_maps(teacher_attr, inputs["attention_mask"], args.top_k)
+            if cache is not None:
+                cache_store(cache, indices, teacher_maps, teacher_logits)
         # The a = 1 step of the student's IG is its ordinary forward pass: CE and KD reuse it.
-        student_attr, student_logits = integrated_gradients(student, **inputs, create_graph=True, **ig)
+        student_attr, student_logits = integrated_gradients(student, **inputs, steps=args.ig_steps,
+                                                            create_graph=True, **ig)
         student_maps = attribution_maps(student_attr, inputs["attention_mask"], None)
     else:
         student_logits = student(**inputs).logits
@@ -297,6 +328,75 @@ def annealed_temperature(start, epoch, epochs):
     if epochs <= 1:
         return start
     return start + (1.0 - start) * epoch / (epochs - 1)
+
+
+# ----------------------------------------------------------------------- the teacher cache
+# The teacher is frozen and runs without dropout, so its maps and logits for a training example
+# never change: compute them in the first epoch, reuse them in every later one. Examples are
+# stored ragged (each at its own length) in one flat tensor, so the cache costs
+# views x real tokens floats per example whatever the batch padding.
+def new_teacher_cache(key, lengths, views, classes):
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
+    offsets[1:] = torch.tensor(lengths, dtype=torch.long).cumsum(0)
+    return {"key": key, "offsets": offsets,
+            "maps": torch.zeros(views, int(offsets[-1])),  # (views, total tokens)
+            "logits": torch.zeros(len(lengths), classes),  # (examples, classes)
+            "filled": torch.zeros(len(lengths), dtype=torch.bool)}
+
+
+def cache_lookup(cache, indices, seq):
+    """(maps (batch, views, seq), logits (batch, classes)) for examples already cached, else None."""
+    if not bool(cache["filled"][indices].all()):
+        return None
+    offsets = cache["offsets"]
+    maps = torch.zeros(len(indices), cache["maps"].shape[0], seq)
+    for row, index in enumerate(indices):
+        start, end = int(offsets[index]), int(offsets[index + 1])
+        maps[row, :, :end - start] = cache["maps"][:, start:end]
+    return maps, cache["logits"][indices]
+
+
+def cache_store(cache, indices, maps, logits):
+    offsets = cache["offsets"]
+    for row, index in enumerate(indices):
+        start, end = int(offsets[index]), int(offsets[index + 1])
+        cache["maps"][:, start:end] = maps[row, :, :end - start].float().cpu()
+    cache["logits"][indices] = logits.float().cpu()
+    cache["filled"][indices] = True
+
+
+def teacher_cache_key(teacher, features, args):
+    """A digest of everything a teacher map depends on: weights, token ids and IG settings."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    for feature in features:
+        digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
+        digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
+    settings = {"m": args.teacher_ig_steps, "top_k": args.top_k, "baseline": args.baseline,
+                "max_length": args.max_length}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def open_teacher_cache(path, teacher, features, args, task):
+    """The cache saved at `path` if it was made for this teacher, data and settings, else a new one."""
+    key = teacher_cache_key(teacher, features, args)
+    if Path(path).exists():
+        cache = torch.load(path, weights_only=False)
+        if cache["key"] == key:
+            print(f"teacher cache {path}: {int(cache['filled'].sum())}/{len(features)} examples")
+            return cache
+        print(f"teacher cache {path} was made for another teacher, data or IG setting: rebuilding it")
+    views = task.num_labels
+    return new_teacher_cache(key, [len(f["input_ids"]) for f in features], views, task.num_labels)
+
+
+def save_teacher_cache(cache, path):
+    temporary = Path(str(path) + ".tmp")
+    torch.save(cache, temporary)
+    os.replace(temporary, path)
 
 
 # -------------------------------------------------------------------- models and checkpoints
@@ -449,6 +549,11 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
     optimizer = torch.optim.AdamW(groups, lr=args.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
     step, best = 0, {"metric": -math.inf, "metrics": None, "step": 0}
+    cache = None
+    if teacher is not None and args.beta > 0 and args.teacher_cache:
+        cache_path = Path(args.teacher_cache_path or output_dir / "teacher_cache.pt")
+        cache = open_teacher_cache(cache_path, teacher, train_features, args, task)
+        cache_saved = int(cache["filled"].sum())
     last_dir, best_dir, log_path = output_dir / "last", output_dir / "best", output_dir / "log.jsonl"
 
     checkpoint = find_checkpoint(last_dir) if args.resume else None
@@ -467,7 +572,10 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
                          "or choose another --output-dir")
 
     def checkpoint_now(with_eval):
-        nonlocal best
+        nonlocal best, cache_saved
+        if cache is not None and int(cache["filled"].sum()) > cache_saved:
+            save_teacher_cache(cache, cache_path)
+            cache_saved = int(cache["filled"].sum())
         if with_eval:
             metrics = evaluate(student, task, dev_sets, args.eval_batch_size, pad_token_id, device)
             improved = metrics[task.main_metric] > best["metric"]
@@ -488,9 +596,11 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
         temperature = (annealed_temperature(args.temperature, epoch, args.epochs)
                        if args.anneal_temperature else args.temperature)
         for first in range(batch_in_epoch * args.batch_size, len(order), args.batch_size):
-            batch = glue_data.collate([train_features[i] for i in order[first:first + args.batch_size]], pad_token_id)
+            indices = order[first:first + args.batch_size]
+            batch = glue_data.collate([train_features[i] for i in indices], pad_token_id)
             batch = {key: value.to(device) for key, value in batch.items()}
-            loss, terms = distillation_step(student, teacher, batch, args, task, temperature, pad_token_id)
+            loss, terms = distillation_step(student, teacher, batch, args, task, temperature, pad_token_id,
+                                            cache, indices)
             for name, value in terms.items():
                 if not torch.isfinite(value):
                     raise FloatingPointError(

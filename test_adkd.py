@@ -265,6 +265,73 @@ def test_temperature_anneals_linearly_to_one():
     assert adkd.annealed_temperature(3.0, 0, 1) == 3.0
 
 
+# ----------------------------------------------------------------------------- the teacher cache
+def step_args(**overrides):
+    args = adkd.fill_task_defaults(adkd.parse_args(["--task", "mnli"]), glue_data.get_task("mnli"))
+    args.top_k = 24
+    return adkd.stage_args(args, **overrides)
+
+
+def test_cached_teacher_maps_equal_fresh_ones_in_loss_and_gradient():
+    task = glue_data.get_task("mnli")
+    teacher = tiny_bert(num_labels=3, seed=0, dropout=0.1, init=0.1)
+    input_ids, attention_mask, token_type_ids = random_batch(batch=3, seq=9)
+    lengths = attention_mask.sum(1).tolist()
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                 labels=torch.tensor([0, 1, 2]))
+    features = [{"input_ids": input_ids[i, :n].tolist()} for i, n in enumerate(lengths)]
+    args = step_args()
+    cache = adkd.new_teacher_cache(adkd.teacher_cache_key(teacher, features, args), lengths, 3, 3)
+    results = []
+    for use_cache in (False, True, True):  # fresh, then filling the cache, then reading it
+        student = tiny_bert(num_labels=3, seed=1, init=0.1)
+        teacher.eval()  # as in train(): no dropout, so cached and fresh maps agree
+        loss, _ = adkd.distillation_step(student, teacher, batch, args, task, 2.0, 0,
+                                         cache if use_cache else None, [0, 1, 2])
+        loss.backward()
+        results.append((loss.detach(), student.classifier.weight.grad.clone()))
+    assert bool(cache["filled"].all())
+    for loss, grad in results[1:]:
+        torch.testing.assert_close(loss, results[0][0], rtol=0, atol=0)
+        torch.testing.assert_close(grad, results[0][1], rtol=0, atol=0)
+
+
+def test_cache_is_ragged_and_serves_any_batch_composition():
+    lengths = [4, 2, 3]
+    cache = adkd.new_teacher_cache("k", lengths, views=2, classes=2)
+    maps = torch.arange(2 * 2 * 5, dtype=torch.float32).view(2, 2, 5) + 1  # stored from a batch padded to 5
+    for row, n in enumerate((4, 2)):
+        maps[row, :, n:] = 0
+    adkd.cache_store(cache, [0, 1], maps, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    assert cache["maps"].shape == (2, 9) and adkd.cache_lookup(cache, [1, 2], 4) is None  # 2 not cached
+    looked_up, logits = adkd.cache_lookup(cache, [1, 0], 4)  # another order, another padding
+    torch.testing.assert_close(looked_up[0], torch.cat([maps[1, :, :2], torch.zeros(2, 2)], dim=1))
+    torch.testing.assert_close(looked_up[1], maps[0, :, :4])
+    torch.testing.assert_close(logits, torch.tensor([[3.0, 4.0], [1.0, 2.0]]))
+
+
+def test_cache_key_changes_with_teacher_data_and_ig_settings(tmp_path):
+    task = glue_data.get_task("mrpc")
+    teacher = tiny_bert(num_labels=2)
+    features = [{"input_ids": [2, 7, 8, 3]}, {"input_ids": [2, 9, 3]}]
+    args = step_args()
+    key = adkd.teacher_cache_key(teacher, features, args)
+    assert adkd.teacher_cache_key(teacher, features, args) == key
+    assert adkd.teacher_cache_key(tiny_bert(num_labels=2, seed=5), features, args) != key
+    assert adkd.teacher_cache_key(teacher, features[:1], args) != key
+    assert adkd.teacher_cache_key(teacher, [{"input_ids": [2, 7, 9, 3]}, features[1]], args) != key
+    for change in ({"teacher_ig_steps": 8}, {"top_k": 16}, {"baseline": "zero"}, {"max_length": 64}):
+        assert adkd.teacher_cache_key(teacher, features, adkd.stage_args(args, **change)) != key, change
+    # A saved cache is reused for the same key and rebuilt for another.
+    path = tmp_path / "cache.pt"
+    cache = adkd.open_teacher_cache(path, teacher, features, args, task)
+    adkd.cache_store(cache, [0], torch.ones(1, 2, 4), torch.zeros(1, 2))
+    adkd.save_teacher_cache(cache, path)
+    assert int(adkd.open_teacher_cache(path, teacher, features, args, task)["filled"].sum()) == 1
+    other = adkd.open_teacher_cache(path, teacher, features, adkd.stage_args(args, top_k=3), task)
+    assert int(other["filled"].sum()) == 0
+
+
 # ------------------------------------------------------------------------------ models & guards
 def test_load_model_uses_an_attention_with_double_backward(tmp_path):
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -427,6 +494,18 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(pipel
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
     logs = [(tmp_path / run / "student" / "log.jsonl").read_text() for run in ("straight", "resumed")]
     assert logs[0] == logs[1]
+
+
+def test_teacher_cache_changes_nothing_but_speed(pipeline, workspace, tmp_path):
+    teacher = str(pipeline["output"] / "teacher" / "best")
+    for flag in ("--teacher-cache", "--no-teacher-cache"):
+        adkd.main(cli(workspace, tmp_path / flag, "--teacher", teacher, "--ig-steps", "2", flag))
+    cache = torch.load(tmp_path / "--teacher-cache" / "student" / "teacher_cache.pt", weights_only=False)
+    assert bool(cache["filled"].all()) and cache["filled"].numel() == 48
+    assert not (tmp_path / "--no-teacher-cache" / "student" / "teacher_cache.pt").exists()
+    cached, fresh = (read_weights(tmp_path / flag / "student" / "last") for flag in ("--teacher-cache", "--no-teacher-cache"))
+    for name in cached:
+        torch.testing.assert_close(cached[name], fresh[name], rtol=0, atol=0, msg=name)
 
 
 def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(pipeline, workspace, tmp_path, monkeypatch):
