@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
                           get_linear_schedule_with_warmup)
@@ -105,6 +107,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
     p.add_argument("--predict", action="store_true", help="write GLUE test-set submission files with the best student")
     p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed TSV rows (and report how many)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes and IG")
     p.add_argument("--seed", type=int, default=42, help="random seed")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     return p.parse_args(argv)
@@ -166,7 +169,7 @@ def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, 
     which is the plain forward pass on the real input. With create_graph=True the attributions
     stay differentiable in the model's parameters (the student's L_attr needs that).
     """
-    embeddings = model.get_input_embeddings()
+    embeddings = getattr(model, "module", model).get_input_embeddings()  # .module: under DDP
     inputs = embeddings(input_ids)  # (batch, seq, dim)
     if baseline == "pad":  # the paper: a [PAD] embedding at every position
         base = embeddings.weight[pad_token_id].expand_as(inputs)
@@ -476,19 +479,80 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+# ------------------------------------------------------------------------- distributed training
+# Under `torchrun --nproc_per_node N adkd.py ...` every process trains a DistributedDataParallel
+# copy of the student on its slice of each global batch (--batch-size stays the global batch);
+# evaluation is sharded and gathered; only rank 0 writes files.
+def init_distributed(args):
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPU); a no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or dist.is_initialized():
+        return
+    if args.device.startswith("cuda"):
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(args.device)
+    dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+
+
+def world():
+    """(rank, world size); (0, 1) outside torchrun."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def barrier():
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def gather_objects(obj):
+    """A list of every rank's `obj`, on every rank."""
+    if world()[1] == 1:
+        return [obj]
+    gathered = [None] * world()[1]
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def all_reduce_sum(tensor, device):
+    """Sum a CPU tensor over ranks (nccl needs it on the GPU for the trip)."""
+    if world()[1] == 1:
+        return tensor
+    on_device = tensor.to(device)
+    dist.all_reduce(on_device)
+    return on_device.to(tensor.device)
+
+
+def merge_teacher_cache(cache, device):
+    """Each rank filled the cache for its own examples; afterwards every rank holds all of them."""
+    if world()[1] == 1:
+        return
+    lengths = cache["offsets"][1:] - cache["offsets"][:-1]
+    filled = cache["filled"].float()
+    token_filled = filled.repeat_interleave(lengths)  # (total tokens,)
+    filled_total = all_reduce_sum(filled, device).clamp_min(1)
+    cache["maps"] = all_reduce_sum(cache["maps"] * token_filled, device) / \
+        all_reduce_sum(token_filled, device).clamp_min(1)
+    cache["logits"] = all_reduce_sum(cache["logits"] * filled[:, None], device) / filled_total[:, None]
+    cache["filled"] = all_reduce_sum(filled, device) > 0
+
+
 # ------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
 def predict_logits(model, features, batch_size, pad_token_id, device):
-    """Logits for a list of encoded examples, in order. (examples, classes)"""
+    """Logits for a list of encoded examples, in order, (examples, classes); sharded over ranks."""
+    rank, size = world()
+    shard = list(range(rank, len(features), size))
     was_training = model.training
     model.eval()
-    outputs = []
-    for start in range(0, len(features), batch_size):
-        batch = glue_data.collate(features[start:start + batch_size], pad_token_id)
+    outputs = [torch.zeros(0, model.config.num_labels)]
+    for start in range(0, len(shard), batch_size):
+        batch = glue_data.collate([features[i] for i in shard[start:start + batch_size]], pad_token_id)
         batch.pop("labels", None)
         outputs.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
     model.train(was_training)
-    return torch.cat(outputs).numpy()
+    logits = np.zeros((len(features), model.config.num_labels), dtype=np.float32)
+    for indices, shard_logits in gather_objects((shard, torch.cat(outputs).numpy())):
+        logits[indices] = shard_logits
+    return logits
 
 
 def predictions_from_logits(logits, task):
@@ -517,43 +581,55 @@ def write_predictions(model, task, data_dir, tokenizer, args, output_dir):
         logits = predict_logits(model, features, args.eval_batch_size, tokenizer.pad_token_id, args.device)
         predictions = predictions_from_logits(logits, task)
         path = output_dir / f"{stem}.tsv"
-        with open(path, "w") as f:
-            f.write("index\tprediction\n")
-            for example, prediction in zip(examples, predictions):
-                value = f"{float(prediction):.3f}" if task.is_regression else task.labels[int(prediction)]
-                f.write(f"{example.guid}\t{value}\n")
+        if world()[0] == 0:
+            with open(path, "w") as f:
+                f.write("index\tprediction\n")
+                for example, prediction in zip(examples, predictions):
+                    value = f"{float(prediction):.3f}" if task.is_regression else task.labels[int(prediction)]
+                    f.write(f"{example.guid}\t{value}\n")
         written.append(path)
     return written
 
 
 # ------------------------------------------------------------------------------ training loop
+def make_optimizer(student, args, total_steps):
+    """AdamW (no weight decay on biases and LayerNorm) with linear warm-up and decay."""
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [{"params": [p for n, p in student.named_parameters() if not n.endswith(no_decay)],
+               "weight_decay": args.weight_decay},
+              {"params": [p for n, p in student.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
+
+
+def check_finite(terms, step, last_dir, device):
+    """Stop before the update when a loss term is NaN or infinite, on every rank at once."""
+    finite = torch.tensor([float(torch.isfinite(value)) for value in terms.values()])
+    finite = all_reduce_sum(finite, device) == world()[1]
+    for (name, value), ok in zip(terms.items(), finite):
+        if not ok:
+            raise FloatingPointError(
+                f"step {step}: loss term '{name}' is {value.item()}; stopped before the update, "
+                f"the last good checkpoint is {last_dir if last_dir.exists() else 'not written yet'}")
+
+
 def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, teacher=None):
     """Train `student` on Eq. 12 and keep the best dev checkpoint in output_dir/best.
 
     With teacher=None and alpha = beta = 0 this is plain fine-tuning (the teacher stage).
     output_dir/last holds everything --resume needs: weights, optimizer, scheduler, RNG, step.
     Returns the best dev metrics."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir, (rank, world_size) = Path(output_dir), world()
     device, pad_token_id = args.device, tokenizer.pad_token_id
     student.to(device).train()
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)  # frozen: no dropout, no parameter grads
+    if not train_features:
+        raise SystemExit("error: no training examples")
     steps_per_epoch = math.ceil(len(train_features) / args.batch_size)
-    total_steps = steps_per_epoch * args.epochs
-    if args.max_steps is not None:
-        total_steps = min(total_steps, args.max_steps)
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    groups = [{"params": [p for n, p in student.named_parameters() if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
-              {"params": [p for n, p in student.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=args.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
+    total_steps = min(steps_per_epoch * args.epochs, args.max_steps or math.inf)
+    optimizer, scheduler = make_optimizer(student, args, total_steps)
     step, best = 0, {"metric": -math.inf, "metrics": None, "step": 0}
-    cache = None
-    if teacher is not None and args.beta > 0 and args.teacher_cache:
-        cache_path = Path(args.teacher_cache_path or output_dir / "teacher_cache.pt")
-        cache = open_teacher_cache(cache_path, teacher, train_features, args, task)
-        cache_saved = int(cache["filled"].sum())
     last_dir, best_dir, log_path = output_dir / "last", output_dir / "best", output_dir / "log.jsonl"
 
     checkpoint = find_checkpoint(last_dir) if args.resume else None
@@ -564,31 +640,48 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
-        set_rng_state(state["rng"])
-        keep_log_until(log_path, step)  # records of steps after the checkpoint are redone
-        print(f"resumed {output_dir} at step {step}")
-    elif (output_dir / "last").exists() or log_path.exists():
+        set_rng_state(state["rng"][rank])
+        if rank == 0:
+            keep_log_until(log_path, step)  # records of steps after the checkpoint are redone
+            print(f"resumed {output_dir} at step {step}")
+    elif last_dir.exists() or log_path.exists():
         raise SystemExit(f"error: {output_dir} already holds a run; pass --resume to continue it "
                          "or choose another --output-dir")
+    barrier()  # every rank has looked before rank 0 writes
+    if rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    cache = None
+    if teacher is not None and args.beta > 0 and args.teacher_cache:
+        cache_path = Path(args.teacher_cache_path or output_dir / "teacher_cache.pt")
+        cache = open_teacher_cache(cache_path, teacher, train_features, args, task)
+        cache_saved = int(cache["filled"].sum())
+    model = student if world_size == 1 else DistributedDataParallel(student)
 
     def checkpoint_now(with_eval):
         nonlocal best, cache_saved
-        if cache is not None and int(cache["filled"].sum()) > cache_saved:
-            save_teacher_cache(cache, cache_path)
+        if cache is not None:
+            merge_teacher_cache(cache, device)
+            if rank == 0 and int(cache["filled"].sum()) > cache_saved:
+                save_teacher_cache(cache, cache_path)
             cache_saved = int(cache["filled"].sum())
+        rng_states = gather_objects(rng_state())
         if with_eval:
             metrics = evaluate(student, task, dev_sets, args.eval_batch_size, pad_token_id, device)
             improved = metrics[task.main_metric] > best["metric"]
             if improved:
                 best = {"metric": metrics[task.main_metric], "metrics": metrics, "step": step}
-                save_model_atomically(student, tokenizer, best_dir)
-            write_log(log_path, {"step": step, "epoch": step / steps_per_epoch, "dev": metrics, "best": improved})
-            tqdm.write(f"step {step}: dev {format_metrics(metrics)}{'  (best)' if improved else ''}")
-        trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "step": step, "best": best, "rng": rng_state()}
-        save_model_atomically(student, tokenizer, last_dir, trainer_state)
+            if rank == 0:
+                if improved:
+                    save_model_atomically(student, tokenizer, best_dir)
+                write_log(log_path, {"step": step, "epoch": step / steps_per_epoch, "dev": metrics, "best": improved})
+                tqdm.write(f"step {step}: dev {format_metrics(metrics)}{'  (best)' if improved else ''}")
+        if rank == 0:
+            trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "step": step, "best": best, "rng": rng_states}
+            save_model_atomically(student, tokenizer, last_dir, trainer_state)
+        barrier()
 
-    progress = tqdm(total=total_steps, initial=step, desc=output_dir.name, dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=step, desc=output_dir.name, dynamic_ncols=True, disable=rank != 0)
     while step < total_steps:
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
         # The order of an epoch depends on (seed, epoch) alone, so a resumed run sees the same batches.
@@ -596,16 +689,13 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
         temperature = (annealed_temperature(args.temperature, epoch, args.epochs)
                        if args.anneal_temperature else args.temperature)
         for first in range(batch_in_epoch * args.batch_size, len(order), args.batch_size):
-            indices = order[first:first + args.batch_size]
+            indices = order[first:first + args.batch_size][rank::world_size]  # this rank's slice
             batch = glue_data.collate([train_features[i] for i in indices], pad_token_id)
             batch = {key: value.to(device) for key, value in batch.items()}
-            loss, terms = distillation_step(student, teacher, batch, args, task, temperature, pad_token_id,
-                                            cache, indices)
-            for name, value in terms.items():
-                if not torch.isfinite(value):
-                    raise FloatingPointError(
-                        f"step {step + 1}: loss term '{name}' is {value.item()}; stopped before the update, "
-                        f"the last good checkpoint is {last_dir if last_dir.exists() else 'not written yet'}")
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=args.bf16):
+                loss, terms = distillation_step(model, teacher, batch, args, task, temperature, pad_token_id,
+                                                cache, indices)
+            check_finite(terms, step + 1, last_dir, device)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), args.max_grad_norm)
             optimizer.step()
@@ -613,7 +703,7 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
             optimizer.zero_grad(set_to_none=True)
             step += 1
             progress.update(1)
-            if step % args.log_every == 0 or step == total_steps:
+            if rank == 0 and (step % args.log_every == 0 or step == total_steps):
                 record = {"step": step, "epoch": step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
                           "temperature": temperature, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
                 write_log(log_path, record)
@@ -625,6 +715,13 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
             if step == total_steps:
                 break
     progress.close()
+    if world_size > 1:  # DDP keeps replicas equal; check it rather than trust it
+        digests = gather_objects(hashlib.sha256(b"".join(
+            p.detach().float().cpu().numpy().tobytes() for p in student.parameters())).hexdigest())
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"ranks ended with different weights: {digests}")
+        if rank == 0:
+            write_log(log_path, {"step": step, "ranks": world_size, "weights_sha256": digests[0]})
     return best
 
 
@@ -647,6 +744,11 @@ def format_metrics(metrics):
 def stage_args(args, **overrides):
     """A copy of the arguments with one stage's hyperparameters."""
     return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def say(*message):
+    if world()[0] == 0:
+        print(*message, flush=True)
 
 
 def main(argv=None):
@@ -676,18 +778,21 @@ def main(argv=None):
                           if args.epochs > 0 else [])
     except (FileNotFoundError, glue_data.GlueFormatError) as error:
         raise SystemExit(f"error: {error}")
+    init_distributed(args)
 
     if args.epochs > 0 and args.teacher is None:
         teacher_dir = output_dir / "teacher"
         if not (teacher_dir / "done.json").exists():
-            print(f"== fine-tuning the teacher {args.teacher_model} on {task.name}")
+            say(f"== fine-tuning the teacher {args.teacher_model} on {task.name}")
             seed_everything(args.seed)
             teacher_args = stage_args(args, lr=args.teacher_lr, batch_size=args.teacher_batch_size,
                                       epochs=args.teacher_epochs, alpha=0.0, beta=0.0, no_ce=False,
                                       anneal_temperature=False)
             best = train(load_model(args.teacher_model, task), tokenizer, task, train_features, dev_sets,
                          teacher_dir, teacher_args)
-            (teacher_dir / "done.json").write_text(json.dumps(best, indent=1))
+            if world()[0] == 0:
+                (teacher_dir / "done.json").write_text(json.dumps(best, indent=1))
+            barrier()
         args.teacher = str(teacher_dir / "best")
 
     seed_everything(args.seed)
@@ -696,25 +801,27 @@ def main(argv=None):
         teacher = load_model(args.teacher, task)
         teacher_metrics = evaluate(teacher.to(args.device), task, dev_sets, args.eval_batch_size,
                                    tokenizer.pad_token_id, args.device)
-        print(f"teacher {args.teacher}: dev {format_metrics(teacher_metrics)}")
-        print(f"== distilling into {args.student}: alpha={args.alpha} beta={args.beta} tau={args.temperature} "
-              f"K={args.top_k} m={args.ig_steps}")
+        say(f"teacher {args.teacher}: dev {format_metrics(teacher_metrics)}")
+        say(f"== distilling into {args.student}: alpha={args.alpha} beta={args.beta} tau={args.temperature} "
+            f"K={args.top_k} m={args.ig_steps} (teacher m={args.teacher_ig_steps})")
         seed_everything(args.seed)
         best = train(student, tokenizer, task, train_features, dev_sets, output_dir / "student", args, teacher)
-        (output_dir / "student" / "done.json").write_text(json.dumps(best, indent=1))
+        if world()[0] == 0:
+            (output_dir / "student" / "done.json").write_text(json.dumps(best, indent=1))
+        barrier()
         student = AutoModelForSequenceClassification.from_pretrained(output_dir / "student" / "best").to(args.device)
     metrics = evaluate(student.to(args.device), task, dev_sets, args.eval_batch_size, tokenizer.pad_token_id, args.device)
-    print(f"student: dev {format_metrics(metrics)}")
+    say(f"student: dev {format_metrics(metrics)}")
     if args.predict:
         for path in write_predictions(student, task, data_dir, tokenizer, args, output_dir / "predictions"):
-            print(f"wrote {path}")
+            say(f"wrote {path}")
     return metrics
 
 
 def read_rows(data_dir, task, split, args):
     examples, skipped = glue_data.read_split_counted(data_dir, task, split, skip_bad_rows=args.skip_bad_rows)
     if skipped:
-        print(f"{task.name} {split}: skipped {skipped} malformed rows")
+        say(f"{task.name} {split}: skipped {skipped} malformed rows")
     return examples
 
 
@@ -722,3 +829,5 @@ if __name__ == "__main__":
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     main(sys.argv[1:])
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -4,7 +4,10 @@ Run: python -m pytest -q test_adkd.py
 """
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -1065,3 +1068,50 @@ def test_real_glue_files(task, split, count):
     assert all(isinstance(ex.text_a, str) and ex.text_a for ex in examples)
     assert all((ex.text_b is not None) == (get_task(task).text_b_column is not None)
                for ex in examples)
+
+
+# ------------------------------------------------------------------------ distributed and bf16
+def test_two_process_ddp_matches_a_single_process_run(pipeline, workspace, tmp_path):
+    teacher = str(pipeline["output"] / "teacher" / "best")
+    student = save_tiny(tmp_path / "student_nodropout", workspace["tokenizer"], hidden=16, layers=1, seed=1, dropout=0.0)
+    def args(out):
+        a = cli(workspace, out, "--teacher", teacher, "--attr-reduction", "batch", "--ig-steps", "2", "--predict")
+        a[a.index("--student") + 1] = student
+        return a
+    adkd.main(args(tmp_path / "single"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(adkd.__file__).parent)}
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               adkd.__file__, *args(tmp_path / "ddp")], env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "student" / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["ranks"] == 2  # both ranks ended with identical weights (checked in train)
+    single, ddp = read_weights(tmp_path / "single" / "student" / "last"), read_weights(tmp_path / "ddp" / "student" / "last")
+    for name in single:
+        torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
+    cache = torch.load(tmp_path / "ddp" / "student" / "teacher_cache.pt", weights_only=False)
+    assert bool(cache["filled"].all())  # the ranks' halves were merged
+    assert (tmp_path / "ddp" / "predictions" / "MRPC.tsv").read_text() == \
+        (tmp_path / "single" / "predictions" / "MRPC.tsv").read_text()
+    single_dev = [r["dev"] for r in map(json.loads, (tmp_path / "single" / "student" / "log.jsonl").read_text().splitlines()) if "dev" in r]
+    assert [r["dev"] for r in records if "dev" in r] == pytest.approx(single_dev)
+
+
+def test_bf16_autocast_keeps_the_double_backward_correct():
+    task = glue_data.get_task("mnli")
+    input_ids, attention_mask, token_type_ids = random_batch()
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                 labels=torch.tensor([0, 1, 2]))
+    teacher = tiny_bert(num_labels=3, seed=0, init=0.1)
+    results = {}
+    for bf16 in (False, True):
+        student = tiny_bert(num_labels=3, seed=1, init=0.1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, terms = adkd.distillation_step(student, teacher, batch, step_args(), task, 2.0, 0)
+        loss.backward()
+        grad = student.bert.encoder.layer[0].attention.self.query.weight.grad
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+        results[bf16] = (terms["attr"].float(), grad.float())
+    assert results[True][0].item() == pytest.approx(results[False][0].item(), rel=0.1)
+    cosine = torch.nn.functional.cosine_similarity(results[True][1].flatten(), results[False][1].flatten(), dim=0)
+    assert cosine > 0.9
