@@ -1,6 +1,7 @@
 """How the IG chunk size (--ig-max-rows) changes the student's cost at m = 8 on this machine.
 
-    python bench/chunk_sweep.py
+    python bench/chunk_sweep.py             # the timings
+    python bench/chunk_sweep.py --profile   # torch.profiler tables for 16 and 128 rows
 
 The 3-layer MiniLM student (bench/make_student.py), 3 classes, batch 16, length 64, m = 8:
 integrated_gradients with create_graph=True, maps, and the backward through them, timed for
@@ -33,6 +34,14 @@ def student_ig_step(max_rows):
 
 
 student_ig_step(16)
+if "--profile" in sys.argv:
+    from torch.profiler import ProfilerActivity, profile
+    for rows in (16, 128):
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            student_ig_step(rows)
+        print(f"{rows} rows per chunk")
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+    sys.exit()
 seconds = {rows: [] for rows in (16, 32, 64, 128)}
 for _ in range(2):
     for rows in seconds:
