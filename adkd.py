@@ -830,4 +830,5 @@ if __name__ == "__main__":
     hf_logging.disable_progress_bar()
     main(sys.argv[1:])
     if dist.is_initialized():
+        barrier()  # no rank tears the group down while another still writes or gathers
         dist.destroy_process_group()
