@@ -392,8 +392,8 @@ def open_teacher_cache(path, teacher, features, args, task):
             print(f"teacher cache {path}: {int(cache['filled'].sum())}/{len(features)} examples")
             return cache
         print(f"teacher cache {path} was made for another teacher, data or IG setting: rebuilding it")
-    views = task.num_labels
-    return new_teacher_cache(key, [len(f["input_ids"]) for f in features], views, task.num_labels)
+    # One view per class (one for regression), and as many logits.
+    return new_teacher_cache(key, [len(f["input_ids"]) for f in features], task.num_labels, task.num_labels)
 
 
 def save_teacher_cache(cache, path):
