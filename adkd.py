@@ -389,9 +389,9 @@ def open_teacher_cache(path, teacher, features, args, task):
     if Path(path).exists():
         cache = torch.load(path, weights_only=False)
         if cache["key"] == key:
-            print(f"teacher cache {path}: {int(cache['filled'].sum())}/{len(features)} examples")
+            say(f"teacher cache {path}: {int(cache['filled'].sum())}/{len(features)} examples")
             return cache
-        print(f"teacher cache {path} was made for another teacher, data or IG setting: rebuilding it")
+        say(f"teacher cache {path} was made for another teacher, data or IG setting: rebuilding it")
     # One view per class (one for regression), and as many logits.
     return new_teacher_cache(key, [len(f["input_ids"]) for f in features], task.num_labels, task.num_labels)
 
@@ -528,11 +528,11 @@ def merge_teacher_cache(cache, device):
     lengths = cache["offsets"][1:] - cache["offsets"][:-1]
     filled = cache["filled"].float()
     token_filled = filled.repeat_interleave(lengths)  # (total tokens,)
-    filled_total = all_reduce_sum(filled, device).clamp_min(1)
+    filled_total = all_reduce_sum(filled, device)
     cache["maps"] = all_reduce_sum(cache["maps"] * token_filled, device) / \
         all_reduce_sum(token_filled, device).clamp_min(1)
-    cache["logits"] = all_reduce_sum(cache["logits"] * filled[:, None], device) / filled_total[:, None]
-    cache["filled"] = all_reduce_sum(filled, device) > 0
+    cache["logits"] = all_reduce_sum(cache["logits"] * filled[:, None], device) / filled_total.clamp_min(1)[:, None]
+    cache["filled"] = filled_total > 0
 
 
 # ------------------------------------------------------------------------------ evaluation
