@@ -14,12 +14,14 @@ Equations are numbered as in the paper; ../shared/ADKD.md (and the README) resta
 """
 import argparse
 import hashlib
+import html
 import json
 import math
 import os
 import random
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--teacher", default=None, help="a teacher already fine-tuned on the task; skips the teacher stage")
     p.add_argument("--teacher-model", default="bert-base-uncased", help="pretrained model the teacher stage fine-tunes")
     p.add_argument("--student", default="google/bert_uncased_L-6_H-768_A-12", help="student model (hub name or folder)")
+    p.add_argument("--teacher-only", action="store_true", help="fine-tune the teacher into <output-dir>/teacher and stop")
     p.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
     # Eq. 12 and the maps; None means the task's value from the paper's Table 5.
     p.add_argument("--lr", type=float, default=None, help="student learning rate")
@@ -90,7 +93,8 @@ def parse_args(argv=None):
                    help="L_attr / non-zero teacher entries (public code, Table 5's beta) or / batch (Eq. 11)")
     p.add_argument("--no-ce", action="store_true", help="ablation: drop the CE term")
     p.add_argument("--no-kd", action="store_true", help="ablation: drop the KD term")
-    p.add_argument("--ig-max-rows", type=int, default=256, help="memory cap: interpolated rows per IG forward pass")
+    p.add_argument("--ig-max-rows", type=int, default=None,
+                   help="interpolated rows per IG forward pass (default: 256 on GPU, 32 on CPU)")
     # The teacher stage (plain fine-tuning, Eq. 12 with alpha = beta = 0).
     p.add_argument("--teacher-lr", type=float, default=None, help="teacher learning rate")
     p.add_argument("--teacher-batch-size", type=int, default=None, help="teacher batch size")
@@ -123,6 +127,8 @@ def fill_task_defaults(args, task):
         args.teacher_ig_steps = args.ig_steps
     if args.anneal_temperature is None:
         args.anneal_temperature = paper["anneal"]
+    if args.ig_max_rows is None:  # large chunks are memory-bound on CPU (bench/chunk_sweep.py)
+        args.ig_max_rows = 256 if str(args.device).startswith("cuda") else 32
     t_lr, t_batch, t_epochs = TEACHER_RECIPE[task.name]
     args.teacher_lr = t_lr if args.teacher_lr is None else args.teacher_lr
     args.teacher_batch_size = t_batch if args.teacher_batch_size is None else args.teacher_batch_size
@@ -146,6 +152,7 @@ def validate_args(args):
         (args.ig_max_rows >= 1, f"--ig-max-rows must be >= 1, got {args.ig_max_rows}"),
         (0.0 <= args.warmup < 1.0, f"--warmup must lie in [0, 1), got {args.warmup}"),
         (args.max_steps is None or args.max_steps >= 1, f"--max-steps must be >= 1, got {args.max_steps}"),
+        (not (args.teacher_only and args.teacher), "--teacher-only fine-tunes a teacher; drop --teacher"),
         (args.beta > 0 or not (args.no_ce or args.alpha == 1) or not (args.no_kd or args.alpha == 0),
          "--alpha, --beta, --no-ce and --no-kd leave no loss term to train on"),
     ]
@@ -673,7 +680,8 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
             if rank == 0:
                 if improved:
                     save_model_atomically(student, tokenizer, best_dir)
-                write_log(log_path, {"step": step, "epoch": step / steps_per_epoch, "dev": metrics, "best": improved})
+                write_log(log_path, {"step": step, "epoch": step / steps_per_epoch, "dev": metrics, "best": improved,
+                                     "time": time.time()})
                 tqdm.write(f"step {step}: dev {format_metrics(metrics)}{'  (best)' if improved else ''}")
         if rank == 0:
             trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -681,6 +689,8 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
             save_model_atomically(student, tokenizer, last_dir, trainer_state)
         barrier()
 
+    if rank == 0:  # marks each (re)start in the log: epoch wall times are read from it
+        write_log(log_path, {"step": step, "started": time.time()})
     progress = tqdm(total=total_steps, initial=step, desc=output_dir.name, dynamic_ncols=True, disable=rank != 0)
     while step < total_steps:
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
@@ -740,6 +750,85 @@ def format_metrics(metrics):
     return " ".join(f"{name}={value:.4f}" for name, value in metrics.items())
 
 
+# ---------------------------------------------------------------- explain: maps of a checkpoint
+def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps=32, baseline="pad"):
+    """A model's attribution map per class (Eq. 6 over all dims, Eq. 9 norm) for one example.
+    Returns (tokens, maps (views, seq), class scores (views,)): what AD-KD compares, per token."""
+    encoded = tokenizer(text_a, text_b, truncation="longest_first", max_length=512, return_tensors="pt")
+    inputs = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
+    attributions, logits = integrated_gradients(model.eval(), **inputs, steps=steps, baseline=baseline,
+                                                pad_token_id=tokenizer.pad_token_id, is_regression=is_regression)
+    maps = attribution_maps(attributions, inputs["attention_mask"])[0]  # (views, seq)
+    tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+    return tokens, maps.detach(), class_scores(logits, is_regression)[0].detach()
+
+
+def explanation_html(examples, class_names):
+    """A self-contained page: per example, one row of shaded tokens per model and class.
+    examples: [(title, [(model name, tokens, maps, scores), ...]), ...]."""
+    def shade(tokens, values):
+        top = float(values.max()) or 1.0
+        return " ".join(f'<span style="background:rgba(214,39,40,{float(v) / top:.2f})" title="{float(v):.3f}">'
+                        f"{html.escape(t)}</span>" for t, v in zip(tokens, values))
+    body = []
+    for title, rows in examples:
+        body.append(f"<h3>{html.escape(title)}</h3><table>")
+        for name, tokens, maps, scores in rows:
+            for view, values in enumerate(maps):
+                body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>{class_names[view]} "
+                            f"({float(scores[view]):.2f})</td><td>{shade(tokens, values)}</td></tr>")
+        body.append("</table>")
+    return ("<!doctype html><meta charset='utf-8'><title>AD-KD attribution maps</title><style>body{font-family:"
+            "sans-serif}td{padding:3px 8px;vertical-align:top}span{padding:0 1px}</style>"
+            "<p>Token shade: the class's attribution map (IG, Eq. 6 over all dimensions, L2-normalised), "
+            "relative to its largest token; in brackets the model's score for the class.</p>"
+            + "\n".join(body))
+
+
+def explain_main(argv):
+    p = argparse.ArgumentParser(prog="adkd.py explain", description="print (and draw) the per-class token "
+                                "attribution maps of one or more checkpoints")
+    p.add_argument("--task", required=True, help="GLUE task the checkpoints were trained on")
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH", help="a checkpoint (repeatable)")
+    p.add_argument("--text", action="append", nargs="+", default=[], metavar="SENTENCE",
+                   help="one sentence, or two for a pair task (repeatable)")
+    p.add_argument("--dev", type=int, nargs="+", default=[], metavar="ROW", help="dev examples by 0-based row")
+    p.add_argument("--data-dir", default="glue_data", help="GLUE root, for --dev")
+    p.add_argument("--ig-steps", type=int, default=32, help="m of Eq. 2")
+    p.add_argument("--html", default=None, help="also write the maps to this HTML file")
+    args = p.parse_args(argv)
+    task = glue_data.get_task(args.task)
+    examples = [(text[0], text[1] if len(text) > 1 else None, None) for text in args.text]
+    if args.dev:
+        dev = glue_data.read_split(glue_data.task_dir(args.data_dir, task), task, task.dev_splits[0])
+        bad = [row for row in args.dev if not 0 <= row < len(dev)]
+        if bad:
+            raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows 0..{len(dev) - 1}")
+        examples += [(dev[row].text_a, dev[row].text_b, dev[row].label) for row in args.dev]
+    if not examples:
+        raise SystemExit("error: give --text or --dev")
+    models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
+    loaded = [(name, AutoTokenizer.from_pretrained(path), load_model(path, task)) for name, path in models]
+    class_names = ["score"] if task.is_regression else list(task.labels)
+    pages = []
+    for text_a, text_b, label in examples:
+        title = text_a + (f"  ||  {text_b}" if text_b else "") + (f"  (gold: {label})" if label is not None else "")
+        print(f"\n== {title}")
+        rows = []
+        for name, tokenizer, model in loaded:
+            tokens, maps, scores = explain(model, tokenizer, text_a, text_b, is_regression=task.is_regression,
+                                           steps=args.ig_steps)
+            rows.append((name, tokens, maps, scores))
+            for view, values in enumerate(maps):
+                cells = " ".join(f"{t}:{float(v):.2f}" for t, v in zip(tokens, values))
+                print(f"{name} [{class_names[view]} {float(scores[view]):.2f}] {cells}")
+        pages.append((title, rows))
+    if args.html:
+        Path(args.html).write_text(explanation_html(pages, class_names))
+        print(f"wrote {args.html}")
+    return pages
+
+
 # ------------------------------------------------------------------------------------- the CLI
 def stage_args(args, **overrides):
     """A copy of the arguments with one stage's hyperparameters."""
@@ -752,6 +841,8 @@ def say(*message):
 
 
 def main(argv=None):
+    if argv and argv[0] == "explain":
+        return explain_main(argv[1:])
     args = parse_args(argv)
     try:
         task = glue_data.get_task(args.task)
@@ -762,7 +853,8 @@ def main(argv=None):
     output_dir = Path(args.output_dir or Path("runs") / task.name)
 
     tokenizer = AutoTokenizer.from_pretrained(args.student)
-    if args.epochs > 0:
+    training = args.epochs > 0 or args.teacher_only
+    if training:
         teacher_source = args.teacher or args.teacher_model
         width = AutoConfig.from_pretrained(teacher_source).hidden_size
         if args.top_k is None:  # the paper's K is for a 768-wide teacher: keep the same fraction
@@ -775,12 +867,12 @@ def main(argv=None):
         dev_sets = {split: glue_data.encode(read_rows(data_dir, task, split, args), tokenizer, args.max_length)
                     for split in task.dev_splits}
         train_features = (glue_data.encode(read_rows(data_dir, task, "train", args), tokenizer, args.max_length)
-                          if args.epochs > 0 else [])
+                          if training else [])
     except (FileNotFoundError, glue_data.GlueFormatError) as error:
         raise SystemExit(f"error: {error}")
     init_distributed(args)
 
-    if args.epochs > 0 and args.teacher is None:
+    if training and args.teacher is None:
         teacher_dir = output_dir / "teacher"
         if not (teacher_dir / "done.json").exists():
             say(f"== fine-tuning the teacher {args.teacher_model} on {task.name}")
@@ -794,6 +886,8 @@ def main(argv=None):
                 (teacher_dir / "done.json").write_text(json.dumps(best, indent=1))
             barrier()
         args.teacher = str(teacher_dir / "best")
+        if args.teacher_only:
+            return json.loads((teacher_dir / "done.json").read_text())["metrics"]
 
     seed_everything(args.seed)
     student = load_model(args.student, task)

@@ -465,6 +465,50 @@ def test_epochs_zero_only_evaluates_and_predicts(pipeline, workspace, tmp_path):
         (pipeline["output"] / "predictions" / "MRPC.tsv").read_text()
 
 
+def test_teacher_only_stops_after_the_teacher(pipeline, workspace, tmp_path):
+    metrics = adkd.main(cli(workspace, tmp_path, "--teacher-only"))
+    assert metrics == json.loads((tmp_path / "teacher" / "done.json").read_text())["metrics"]
+    assert not (tmp_path / "student").exists()
+    records = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
+    assert "started" in records[0] and all("time" in r for r in records if "dev" in r)
+    with pytest.raises(SystemExit, match="--teacher-only"):
+        adkd.main(cli(workspace, tmp_path / "again", "--teacher-only", "--teacher", workspace["teacher_base"]))
+
+
+def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace, tmp_path, capsys):
+    page = tmp_path / "maps.html"
+    teacher, student = pipeline["output"] / "teacher" / "best", pipeline["output"] / "student" / "best"
+    pages = adkd.main(["explain", "--task", "mrpc", "--model", f"teacher={teacher}", "--model", f"AD-KD={student}",
+                       "--text", "the red cat sat", "a red dog was slow", "--dev", "3", "--data-dir", workspace["data"],
+                       "--ig-steps", "8", "--html", str(page)])
+    assert len(pages) == 2 and [name for name, *_ in pages[0][1]] == ["teacher", "AD-KD"]
+    for _, rows in pages:
+        for name, tokens, maps, scores in rows:
+            assert maps.shape == (2, len(tokens)) and tokens[0] == "[CLS]"
+            assert torch.linalg.vector_norm(maps, dim=-1) == pytest.approx(torch.ones(2))  # Eq. 9 per view
+            assert torch.allclose(maps[0], maps[1], atol=1e-6)  # binary: |dp0| = |dp1| at every step
+            assert float(scores.sum()) == pytest.approx(1.0)
+    text = page.read_text()
+    assert text.count("<tr>") == 2 * 2 * 2 and "AD-KD" in text and "the red cat sat" in text
+    assert "teacher [1 " in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="rows 0..15"):
+        adkd.main(["explain", "--task", "mrpc", "--model", str(teacher), "--dev", "16", "--data-dir", workspace["data"]])
+
+
+def test_every_bench_row_is_a_valid_adkd_command():
+    sys.path.insert(0, str(Path(__file__).parent / "bench"))
+    import run
+    for task in run.TASKS:
+        rows = run.task_rows(task)
+        assert rows[0].name == "teacher" and len({row.out for row in rows}) == len(rows)
+        for row in rows:
+            args = adkd.parse_args(row.argv)
+            adkd.fill_task_defaults(args, glue_data.get_task(task))
+            adkd.validate_args(args)
+            assert all(after in {r.name for r in rows} for after in row.after)
+            assert row.command().startswith("python adkd.py --task " + task)
+
+
 def read_weights(directory):
     model = AutoModelForSequenceClassification.from_pretrained(directory)
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}
@@ -495,8 +539,13 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(pipel
         read_weights(tmp_path / "resumed" / "student" / "last")
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
-    logs = [(tmp_path / run / "student" / "log.jsonl").read_text() for run in ("straight", "resumed")]
-    assert logs[0] == logs[1]
+    def records(run):  # wall-clock stamps aside; the resumed log also marks its restart at step 4
+        lines = (tmp_path / run / "student" / "log.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in lines if "started" not in line]
+    assert records("straight") == records("resumed")
+    starts = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "student" / "log.jsonl").read_text()
+              .splitlines() if "started" in line]
+    assert starts == [0, 4]
 
 
 def test_teacher_cache_changes_nothing_but_speed(pipeline, workspace, tmp_path):

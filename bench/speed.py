@@ -10,6 +10,7 @@ reports the median. Cases:
   adkd_m{m}_fresh    AD-KD, teacher maps computed in the step (the first epoch, or --no-teacher-cache)
   adkd_m{m}_cached   AD-KD, teacher maps and logits from the cache (every epoch after the first)
   adkd_m8_unbatched  as adkd_m8_cached, but one Riemann step per forward pass (--ig-max-rows = batch)
+  adkd_m8_rows32     as adkd_m8_cached, with adkd.py's CPU default of 32 rows (2 steps) per forward
   teacher_ig_m{m}    the teacher's Integrated Gradients and maps alone
   public_m{m}        a re-creation of the public AD-KD code's step structure: a separate forward
                      for CE/KD, per Riemann step a forward of both models with the embedding output
@@ -39,7 +40,7 @@ import glue_data  # noqa: E402
 
 CASES = [(name, classes) for classes in (2, 3) for name in (
     "vanilla_kd", "adkd_m1_fresh", "adkd_m1_cached", "adkd_m8_fresh", "adkd_m8_cached", "public_m1", "public_m8")]
-CASES += [("adkd_m8_unbatched", 3), ("teacher_ig_m1", 3), ("teacher_ig_m8", 3), ("teacher_ig_m32", 3)]
+CASES += [("adkd_m8_unbatched", 3), ("adkd_m8_rows32", 3), ("teacher_ig_m1", 3), ("teacher_ig_m8", 3), ("teacher_ig_m32", 3)]
 
 
 def build_models(classes, quick):
@@ -131,11 +132,13 @@ def run_case(name, classes, options):
     cache = None
     if name == "vanilla_kd":
         args.beta = 0.0
-    if name.endswith("_cached") or name.endswith("_unbatched"):
+    if name.endswith(("_cached", "_unbatched", "_rows32")):
         lengths = [options.length] * options.batch
         cache = adkd.new_teacher_cache("bench", lengths, task.num_labels, task.num_labels)
     if name.endswith("_unbatched"):
         args.ig_max_rows = options.batch
+    if name.endswith("_rows32"):
+        args.ig_max_rows = 32
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
     indices = list(range(options.batch))
 
