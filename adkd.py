@@ -375,12 +375,18 @@ def cache_store(cache, indices, maps, logits):
     cache["filled"][indices] = True
 
 
-def teacher_cache_key(teacher, features, args):
-    """A digest of everything a teacher map depends on: weights, token ids and IG settings."""
+def weights_digest(model):
+    """sha256 of a model's named weights and buffers."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(teacher.state_dict().items()):
+    for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def teacher_cache_key(teacher, features, args):
+    """A digest of everything a teacher map depends on: weights, token ids and IG settings."""
+    digest = hashlib.sha256(weights_digest(teacher).encode())
     for feature in features:
         digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
         digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
@@ -726,8 +732,7 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
                 break
     progress.close()
     if world_size > 1:  # DDP keeps replicas equal; check it rather than trust it
-        digests = gather_objects(hashlib.sha256(b"".join(
-            p.detach().float().cpu().numpy().tobytes() for p in student.parameters())).hexdigest())
+        digests = gather_objects(weights_digest(student))
         if len(set(digests)) > 1:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
         if rank == 0:
