@@ -8,12 +8,13 @@ Rows: the MiniLM-L6 teacher fine-tuned on the task; then per seed the 3-layer st
 fine-tuned without KD (alpha = beta = 0), vanilla KD (beta = 0) and AD-KD (the paper's
 alpha, beta, tau, K scaled to width 384, m = 1); on MRPC also AD-KD with m = 8 and the two
 ablations. Each row is one `adkd.py` command run in its own process (one torch thread, --jobs
-rows at a time), which then measures on dev what the row's checkpoint does: the attribution
+rows at a time, across all the tasks named), which then measures on dev what the row's checkpoint does: the attribution
 gap to the teacher (Eq. 11) and, for the teacher, the completeness error of IG at m = 1 and
 m = 32. A row's numbers land in bench/runs/<task>/<row>/row.json.
 
 Resumable: a finished row (row.json present) is skipped, an interrupted one continues from its
-last checkpoint with adkd.py --resume. The AD-KD rows share one teacher-map cache per task and
+last checkpoint with adkd.py --resume, and a row another bench/run.py is training (its
+<row>.pid names a live process) is waited for, not started twice. The AD-KD rows share one teacher-map cache per task and
 m, so only the first of them pays for the teacher's IG.
 """
 import argparse
@@ -177,6 +178,8 @@ def execute(row, task, threads=1):
     import torch
     import adkd
     torch.set_num_threads(threads)
+    lock = row.out / f"{row.name}.pid"
+    lock.write_text(str(os.getpid()))
     stage = row.stage_dir
     if stage.exists() and adkd.find_checkpoint(stage / "last") is None and not (stage / "done.json").exists():
         shutil.rmtree(stage)  # interrupted before its first checkpoint: nothing to keep
@@ -208,6 +211,7 @@ def execute(row, task, threads=1):
         result["attribution_gap"] = attribution_gap(teacher, student, spec, features, pad, top_k)
     result["measure_s"] = round(time.time() - measure_start, 1)
     (row.out / "row.json").write_text(json.dumps(result, indent=1))
+    lock.unlink()
     return result
 
 
@@ -215,43 +219,60 @@ def done(row):
     return (row.out / "row.json").exists()
 
 
-def run_task(task, jobs):
-    """Run the task's unfinished rows, `jobs` at a time, each in its own process."""
+def running_elsewhere(row):
+    """True while another process (an earlier or parallel bench/run.py) trains this row."""
+    lock = row.out / f"{row.name}.pid"
+    if not lock.exists():
+        return False
+    try:
+        os.kill(int(lock.read_text()), 0)
+        return True
+    except (ValueError, ProcessLookupError):
+        return False
+
+
+def run_tasks(tasks, jobs):
+    """Run the unfinished rows of all `tasks`, `jobs` at a time, each in its own process and
+    one torch thread, a row as soon as the rows it needs are finished."""
     if not STUDENT.exists():
         subprocess.run([sys.executable, str(BENCH / "make_student.py")], check=True)
-    rows = task_rows(task)
-    if not (GLUE / glue_dir(task) / "train.tsv").exists():
-        print(f"{task}: {GLUE / glue_dir(task) / 'train.tsv'} is absent; nothing to run")
-        return
-    names = {row.name: row for row in rows}
-    running = {}  # name -> (process, log file)
-    failed = []
+    rows = []
+    for task in tasks:
+        if (GLUE / glue_dir(task) / "train.tsv").exists():
+            rows += [(task, row) for row in task_rows(task)]
+        else:
+            print(f"{task}: {GLUE / glue_dir(task) / 'train.tsv'} is absent; nothing to run")
+    by_name = {(task, row.name): row for task, row in rows}
+    running, failed = {}, set()  # (task, name) -> (process, log file)
+
+    def stamp(task, row, message):
+        print(f"[{time.strftime('%H:%M:%S')}] {task}/{row.name}: {message}", flush=True)
+
     while True:
-        for name, (process, log) in list(running.items()):
+        for key, (process, log) in list(running.items()):
             if process.poll() is not None:
                 log.close()
-                del running[name]
+                del running[key]
                 if process.returncode:
-                    failed.append(name)
-                print(f"[{time.strftime('%H:%M:%S')}] {task}/{name}: "
-                      f"{'done' if not process.returncode else f'FAILED ({process.returncode}), see {log.name}'}",
-                      flush=True)
-        pending = [r for r in rows if not done(r) and r.name not in running and r.name not in failed]
-        ready = [r for r in pending if all(done(names[a]) for a in r.after)]
-        blocked = [r for r in pending if any(a in failed for a in r.after)]
-        for row in ready[:max(0, jobs - len(running))]:
+                    failed.add(key)
+                stamp(*key[:1], by_name[key], "done" if not process.returncode
+                      else f"FAILED ({process.returncode}), see {log.name}")
+        elsewhere = [(t, r) for t, r in rows if not done(r) and (t, r.name) not in running and running_elsewhere(r)]
+        pending = [(t, r) for t, r in rows if not done(r) and (t, r.name) not in running and (t, r.name) not in failed
+                   and (t, r) not in elsewhere]
+        ready = [(t, r) for t, r in pending if all(done(by_name[(t, a)]) for a in r.after)]
+        blocked = [(t, r) for t, r in pending if any((t, a) in failed for a in r.after)]
+        for task, row in ready[:max(0, jobs - len(running) - len(elsewhere))]:
             row.out.mkdir(parents=True, exist_ok=True)
             log = open(row.out / f"{row.name}.log", "a")
-            # The teacher runs alone (every other row needs it): it gets all `jobs` threads.
-            threads = jobs if row.kind == "teacher" else 1
-            command = [sys.executable, __file__, task, "--exec", row.name, "--threads", str(threads)]
-            running[row.name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log)
-            print(f"[{time.strftime('%H:%M:%S')}] {task}/{row.name}: started ({row.command()})", flush=True)
-        if not running and len(pending) == len(blocked):
+            command = [sys.executable, __file__, task, "--exec", row.name]
+            running[(task, row.name)] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log)
+            stamp(task, row, f"started ({row.command()})")
+        if not running and not elsewhere and len(pending) == len(blocked):
             break
         time.sleep(5)
-    print(f"{task}: {sum(done(r) for r in rows)}/{len(rows)} rows finished"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(f"{sum(done(r) for _, r in rows)}/{len(rows)} rows finished"
+          + (f"; failed: {', '.join('/'.join(k) for k in sorted(failed))}" if failed else ""))
     if failed:
         sys.exit(1)
 
@@ -273,14 +294,14 @@ if __name__ == "__main__":
     unknown = [task for task in args.tasks if task not in TASKS]
     if unknown:
         parser.error(f"unknown task {unknown[0]!r}: choose from {', '.join(TASKS)}")
-    for task in args.tasks:
-        if args.list:
+    if args.exec:
+        execute({r.name: r for r in task_rows(args.tasks[0])}[args.exec], args.tasks[0], args.threads)
+    elif args.list:
+        for task in args.tasks:
             for row in task_rows(task):
                 print(f"{task}/{row.name}{' (done)' if done(row) else ''}: {row.command()}")
-        elif args.exec:
-            execute({r.name: r for r in task_rows(task)}[args.exec], task, args.threads)
-        else:
-            run_task(task, args.jobs)
+    elif args.tasks:
+        run_tasks(args.tasks, args.jobs)
     if args.report:
         import report
         report.write_results(BENCH / "RESULTS.md")
