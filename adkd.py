@@ -7,10 +7,11 @@ is trained so that its own attribution map over the tokens matches the teacher's
     L = (1 - alpha) * CE(student, gold) + alpha * KD(student, teacher; tau) + beta * L_attr   (Eq. 12)
 
 Read top to bottom: hyperparameters -> Integrated Gradients (Eq. 1-2) -> attribution maps
-(Eq. 4-7, 9-10) -> losses (Eq. 11-12) -> models and checkpoints -> training loop -> CLI.
+(Eq. 4-7, 9-10) -> losses (Eq. 11-12) -> models and checkpoints -> training loop -> explain -> CLI.
 Equations are numbered as in the paper; ../shared/ADKD.md (and the README) restate them.
 
     python adkd.py --task mrpc --data-dir glue_data      # fine-tune the teacher, then distil
+    python adkd.py explain --task mrpc --model runs/mrpc/student/best --text "A sentence." "Its pair."
 """
 import argparse
 import hashlib
