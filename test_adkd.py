@@ -509,6 +509,18 @@ def test_every_bench_row_is_a_valid_adkd_command():
             assert row.command().startswith("python adkd.py --task " + task)
 
 
+def test_bench_epoch_times_survive_a_restart(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent / "bench"))
+    import run
+    records = [{"step": 0, "started": 100.0}, {"step": 10, "loss": 0.5},
+               {"step": 23, "epoch": 1.0, "dev": {}, "time": 160.0},
+               {"step": 30, "epoch": 30 / 23, "dev": {}, "time": 175.0},  # an --eval-every record
+               {"step": 23, "started": 500.0},  # killed in epoch 2, resumed from the epoch-1 checkpoint
+               {"step": 46, "epoch": 2.0, "dev": {}, "time": 570.0}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert run.epoch_seconds(tmp_path / "log.jsonl") == [60.0, 70.0]
+
+
 def read_weights(directory):
     model = AutoModelForSequenceClassification.from_pretrained(directory)
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}

@@ -159,12 +159,17 @@ def attribution_gap(teacher, student, task, features, pad_token_id, top_k):
 
 
 def epoch_seconds(log_path):
-    """Wall seconds of each epoch (with its dev evaluation and checkpoint) of the last uninterrupted run."""
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines()]
-    starts = [i for i, r in enumerate(records) if "started" in r]
-    records = records[starts[-1]:] if starts else records
-    times = [records[0].get("started")] + [r["time"] for r in records if "dev" in r and float(r["epoch"]).is_integer()]
-    return [round(b - a, 1) for a, b in zip(times, times[1:]) if a is not None]
+    """Wall seconds of each epoch, with its dev evaluation and checkpoint. After a restart the epoch
+    is timed from the restart (a resumed run starts at an epoch's checkpoint), so work lost to an
+    interruption is not counted."""
+    seconds, since = [], None
+    for record in map(json.loads, Path(log_path).read_text().splitlines()):
+        if "started" in record:
+            since = record["started"]
+        elif "dev" in record and float(record["epoch"]).is_integer() and since is not None:
+            seconds.append(round(record["time"] - since, 1))
+            since = record["time"]
+    return seconds
 
 
 def dev_history(log_path):
