@@ -32,7 +32,10 @@ def load(task):
     rows = {}
     for row in run.task_rows(task):
         path = row.out / "row.json"
-        rows[row.name] = (row, json.loads(path.read_text()) if path.exists() else None)
+        result = json.loads(path.read_text()) if path.exists() else None
+        if result is not None:  # re-read from the log, which a resumed run extends
+            result["epoch_s"] = run.epoch_seconds(row.stage_dir / "log.jsonl")
+        rows[row.name] = (row, result)
     return rows
 
 
