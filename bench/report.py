@@ -78,7 +78,8 @@ def task_section(task):
     if teacher:
         dev = " | ".join(f"{100 * teacher['dev'][m]:.1f}" for m in metrics)
         lines.append(f"| teacher (MiniLM-L6 fine-tuned) | {dev} | – | {PAPER['teacher'][task]} | "
-                     f"{train_seconds(teacher):.0f} ({', '.join(f'{s:.0f}' for s in teacher['epoch_s'])}) | – | – | 0 |")
+                     f"{train_seconds(teacher):.0f} ({', '.join(f'{s:.0f}' for s in teacher['epoch_s'])}) | – | "
+                     f"{teacher['peak_rss_mib']} | – |")
     else:
         lines.append("| teacher (MiniLM-L6 fine-tuned) | " + " | ".join("not run yet" for _ in metrics) + " | | | | | | |")
     vanilla_time = [train_seconds(r) for n, (_, r) in rows.items() if n.startswith("vanilla-") and r]
