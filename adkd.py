@@ -769,6 +769,14 @@ def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps
     return tokens, maps.detach(), class_scores(logits, is_regression)[0].detach()
 
 
+def shown_views(maps, scores, class_names):
+    """(view, label) pairs worth showing: a binary task's two maps are equal, so one stands for both."""
+    labels = [f"{name} ({float(score):.2f})" for name, score in zip(class_names, scores)]
+    if len(maps) == 2 and torch.allclose(maps[0], maps[1], atol=1e-6):
+        return [(1, f"either class; p({class_names[1]}) = {float(scores[1]):.2f}")]
+    return list(enumerate(labels))
+
+
 def explanation_html(examples, class_names):
     """A self-contained page: per example, one row of shaded tokens per model and class.
     examples: [(title, [(model name, tokens, maps, scores), ...]), ...]."""
@@ -780,14 +788,15 @@ def explanation_html(examples, class_names):
     for title, rows in examples:
         body.append(f"<h3>{html.escape(title)}</h3><table>")
         for name, tokens, maps, scores in rows:
-            for view, values in enumerate(maps):
-                body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>{class_names[view]} "
-                            f"({float(scores[view]):.2f})</td><td>{shade(tokens, values)}</td></tr>")
+            for view, label in shown_views(maps, scores, class_names):
+                body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>{html.escape(label)}</td>"
+                            f"<td>{shade(tokens, maps[view])}</td></tr>")
         body.append("</table>")
     return ("<!doctype html><meta charset='utf-8'><title>AD-KD attribution maps</title><style>body{font-family:"
             "sans-serif}td{padding:3px 8px;vertical-align:top}span{padding:0 1px}</style>"
             "<p>Token shade: the class's attribution map (IG, Eq. 6 over all dimensions, L2-normalised), "
-            "relative to its largest token; in brackets the model's score for the class.</p>"
+            "relative to its largest token (hover for the value), with the model's probability for the class. "
+            "A binary task's two maps are identical, so one row stands for both.</p>"
             + "\n".join(body))
 
 
@@ -825,9 +834,8 @@ def explain_main(argv):
             tokens, maps, scores = explain(model, tokenizer, text_a, text_b, is_regression=task.is_regression,
                                            steps=args.ig_steps)
             rows.append((name, tokens, maps, scores))
-            for view, values in enumerate(maps):
-                cells = " ".join(f"{t}:{float(v):.2f}" for t, v in zip(tokens, values))
-                print(f"{name} [{class_names[view]} {float(scores[view]):.2f}] {cells}")
+            for view, label in shown_views(maps, scores, class_names):
+                print(f"{name} [{label}] " + " ".join(f"{t}:{float(v):.2f}" for t, v in zip(tokens, maps[view])))
         pages.append((title, rows))
     if args.html:
         Path(args.html).write_text(explanation_html(pages, class_names))
