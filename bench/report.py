@@ -140,12 +140,13 @@ def verdict(task, rows, metric):
         return [f"**AD-KD − vanilla KD: {difference:+.1f} {metric} points, one seed each: no spread to compare "
                 "it with.**", ""]
     spread_ = max(stds)
-    judged = ("larger than" if abs(difference) > 2 * spread_ else "within about twice" if abs(difference) > spread_
-              else "within")
-    beat = "beat" if difference > 0 else "did not beat"
-    return [f"**AD-KD {beat} vanilla KD here: {difference:+.1f} {metric} points (mean over "
-            f"{len(scores['adkd'])}/{len(scores['vanilla'])} seeds), {judged} the larger seed std "
-            f"({spread_:.1f}).**", ""]
+    seeds = f"mean over {len(scores['adkd'])}/{len(scores['vanilla'])} seeds"
+    if abs(difference) > 2 * spread_:
+        verb = "beat" if difference > 0 else "lost to"
+        return [f"**AD-KD {verb} vanilla KD here: {difference:+.1f} {metric} points ({seeds}), more than twice "
+                f"the larger seed std ({spread_:.1f}).**", ""]
+    return [f"**No clear difference between AD-KD and vanilla KD here: {difference:+.1f} {metric} points ({seeds}), "
+            f"not more than twice the larger seed std ({spread_:.1f}).**", ""]
 
 
 def ablation_table(task, rows, extra, metrics):
