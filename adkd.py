@@ -760,7 +760,8 @@ def format_metrics(metrics):
 def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps=32, baseline="pad"):
     """A model's attribution map per class (Eq. 6 over all dims, Eq. 9 norm) for one example.
     Returns (tokens, maps (views, seq), class scores (views,)): what AD-KD compares, per token."""
-    encoded = tokenizer(text_a, text_b, truncation="longest_first", max_length=512, return_tensors="pt")
+    encoded = tokenizer(text_a, text_b, truncation="longest_first",
+                        max_length=model.config.max_position_embeddings, return_tensors="pt")
     inputs = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
     attributions, logits = integrated_gradients(model.eval(), **inputs, steps=steps, baseline=baseline,
                                                 pad_token_id=tokenizer.pad_token_id, is_regression=is_regression)
@@ -834,8 +835,8 @@ def explain_main(argv):
             tokens, maps, scores = explain(model, tokenizer, text_a, text_b, is_regression=task.is_regression,
                                            steps=args.ig_steps)
             rows.append((name, tokens, maps, scores))
-            for view, label in shown_views(maps, scores, class_names):
-                print(f"{name} [{label}] " + " ".join(f"{t}:{float(v):.2f}" for t, v in zip(tokens, maps[view])))
+            for view, view_label in shown_views(maps, scores, class_names):
+                print(f"{name} [{view_label}] " + " ".join(f"{t}:{float(v):.2f}" for t, v in zip(tokens, maps[view])))
         pages.append((title, rows))
     if args.html:
         Path(args.html).write_text(explanation_html(pages, class_names))
