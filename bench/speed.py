@@ -2,6 +2,7 @@
 
     python bench/speed.py                 # MiniLM 6-layer teacher, 3-layer student, batch 16, length 64
     python bench/speed.py --quick         # tiny random BERTs (seconds; what the tests run)
+    python bench/speed.py --flops         # also count each step's matrix-product FLOPs
 
 Every case runs in its own process (so its peak memory is its own), times --steps training
 steps (forward, backward, optimizer) after --warmup untimed ones, on one fixed batch, and
@@ -34,6 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils.flop_counter import flop_registry  # noqa: E402
 
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
@@ -41,6 +44,25 @@ import glue_data  # noqa: E402
 CASES = [(name, classes) for classes in (2, 3) for name in (
     "vanilla_kd", "adkd_m1_fresh", "adkd_m1_cached", "adkd_m8_fresh", "adkd_m8_cached", "public_m1", "public_m8")]
 CASES += [("adkd_m8_unbatched", 3), ("adkd_m8_rows32", 3), ("teacher_ig_m1", 3), ("teacher_ig_m8", 3), ("teacher_ig_m32", 3)]
+
+
+class MatmulFlops(TorchDispatchMode):
+    """Sums torch's FLOP formulas (matrix products, attention) over every op run inside it.
+
+    torch's own FlopCounterMode also tracks modules with global backward hooks, which
+    autograd.grad (the IG gradients) refuses, so this counts without module tracking.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func._overloadpacket in flop_registry:
+            self.total += flop_registry[func._overloadpacket](*args, **kwargs, out_val=out)
+        return out
 
 
 def build_models(classes, quick):
@@ -169,11 +191,17 @@ def run_case(name, classes, options):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+    flops = None
+    if options.flops:  # matrix-product FLOPs of one more step: what the arithmetic alone costs
+        with MatmulFlops() as counter:
+            one_step()
+        flops = counter.total
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"case": name, "classes": classes, "ms_per_step": 1000 * statistics.median(times),
+    return {"case": name, "classes": classes, "ms_per_step": 1000 * statistics.median(times) if times else None,
             "ms_all": [round(1000 * t, 1) for t in times], "peak_mb": round(peak_mb, 1),
-            "peak_kind": "cuda allocated" if device.startswith("cuda") else "process RSS"}
+            "peak_kind": "cuda allocated" if device.startswith("cuda") else "process RSS",
+            "flop_per_step": flops, "gflop_per_step": None if flops is None else round(flops / 1e9, 2)}
 
 
 def main():
@@ -181,15 +209,19 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny random BERTs instead of MiniLM")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per case (median reported)")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per case (median reported); 0 with --flops counts FLOPs only")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--flops", action="store_true",
+                        help="also count one step's matrix-product FLOPs (torch.utils.flop_counter)")
     parser.add_argument("--only", default=None, help="comma-separated case names to run")
     parser.add_argument("--json", default=str(ROOT / "bench" / "speed.json"), help="where to write the results")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--classes", type=int, default=2, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.steps < 1 and not options.flops:
+        parser.error("--steps must be at least 1 (0 only together with --flops)")
     if options.case:  # a child process: one case, one JSON line
         print(json.dumps(run_case(options.case, options.classes, options)))
         return
@@ -197,6 +229,7 @@ def main():
     results = []
     passthrough = [f"--batch={options.batch}", f"--length={options.length}", f"--steps={options.steps}",
                    f"--warmup={options.warmup}", f"--threads={options.threads}", f"--device={options.device}"]
+    passthrough += ["--flops"] if options.flops else []
     for name, classes in cases:
         command = [sys.executable, __file__, "--case", name, "--classes", str(classes), *passthrough]
         command += ["--quick"] if options.quick else []
@@ -204,17 +237,23 @@ def main():
         if output.returncode != 0:
             raise SystemExit(f"case {name} ({classes} classes) failed:\n{output.stderr[-3000:]}")
         results.append(json.loads(output.stdout.strip().splitlines()[-1]))
-        print(f"  {name:<18} {classes} classes  {results[-1]['ms_per_step']:9.1f} ms/step", flush=True)
+        print(f"  {name:<18} {classes} classes  {results[-1]['ms_per_step'] or 0:9.1f} ms/step", flush=True)
     vanilla = {r["classes"]: r["ms_per_step"] for r in results if r["case"] == "vanilla_kd"}
+    vanilla_flop = {r["classes"]: r["flop_per_step"] for r in results if r["case"] == "vanilla_kd"}
     for r in results:
-        r["x_vanilla_kd"] = round(r["ms_per_step"] / vanilla[r["classes"]], 2) if r["classes"] in vanilla else None
+        r["x_vanilla_kd"] = (round(r["ms_per_step"] / vanilla[r["classes"]], 2)
+                             if r["ms_per_step"] and vanilla.get(r["classes"]) else None)
+        if options.flops and vanilla_flop.get(r["classes"]):
+            r["flop_x_vanilla_kd"] = round(r["flop_per_step"] / vanilla_flop[r["classes"]], 2)
     setup = {"quick": options.quick, "batch": options.batch, "length": options.length, "device": options.device,
              "threads": options.threads, "torch": torch.__version__, "steps": options.steps}
     print(f"\nsetup: {json.dumps(setup)}")
     print(f"{'case':<18} {'classes':>7} {'ms/step':>10} {'x vanilla KD':>13} {'peak MB':>9}")
     for r in results:
         ratio = f"{r['x_vanilla_kd']:.2f}" if r["x_vanilla_kd"] is not None else "-"
-        print(f"{r['case']:<18} {r['classes']:>7} {r['ms_per_step']:>10.1f} {ratio:>13} {r['peak_mb']:>9.0f}")
+        flop = (f"  {r['gflop_per_step']:8.1f} GFLOP ({r['flop_x_vanilla_kd']:.2f}x)"
+                if r.get("flop_x_vanilla_kd") is not None else "")
+        print(f"{r['case']:<18} {r['classes']:>7} {r['ms_per_step'] or 0:>10.1f} {ratio:>13} {r['peak_mb']:>9.0f}{flop}")
     Path(options.json).write_text(json.dumps({"setup": setup, "results": results}, indent=1) + "\n")
     print(f"wrote {options.json}")
 
