@@ -204,12 +204,17 @@ def run_case(name, classes, options):
             "flop_per_step": flops, "gflop_per_step": None if flops is None else round(flops / 1e9, 2)}
 
 
+def milliseconds(result, width):
+    return f"{result['ms_per_step']:{width}.1f}" if result["ms_per_step"] is not None else f"{'-':>{width}}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny random BERTs instead of MiniLM")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per case (median reported); 0 with --flops counts FLOPs only")
+    parser.add_argument("--steps", type=int, default=6,
+                        help="timed steps per case (median reported); 0 with --flops counts FLOPs only")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -237,7 +242,7 @@ def main():
         if output.returncode != 0:
             raise SystemExit(f"case {name} ({classes} classes) failed:\n{output.stderr[-3000:]}")
         results.append(json.loads(output.stdout.strip().splitlines()[-1]))
-        print(f"  {name:<18} {classes} classes  {results[-1]['ms_per_step'] or 0:9.1f} ms/step", flush=True)
+        print(f"  {name:<18} {classes} classes  {milliseconds(results[-1], 9)} ms/step", flush=True)
     vanilla = {r["classes"]: r["ms_per_step"] for r in results if r["case"] == "vanilla_kd"}
     vanilla_flop = {r["classes"]: r["flop_per_step"] for r in results if r["case"] == "vanilla_kd"}
     for r in results:
@@ -253,7 +258,7 @@ def main():
         ratio = f"{r['x_vanilla_kd']:.2f}" if r["x_vanilla_kd"] is not None else "-"
         flop = (f"  {r['gflop_per_step']:8.1f} GFLOP ({r['flop_x_vanilla_kd']:.2f}x)"
                 if r.get("flop_x_vanilla_kd") is not None else "")
-        print(f"{r['case']:<18} {r['classes']:>7} {r['ms_per_step'] or 0:>10.1f} {ratio:>13} {r['peak_mb']:>9.0f}{flop}")
+        print(f"{r['case']:<18} {r['classes']:>7} {milliseconds(r, 10)} {ratio:>13} {r['peak_mb']:>9.0f}{flop}")
     Path(options.json).write_text(json.dumps({"setup": setup, "results": results}, indent=1) + "\n")
     print(f"wrote {options.json}")
 
