@@ -521,17 +521,17 @@ def test_bench_epoch_times_survive_a_restart(tmp_path):
     assert run.epoch_seconds(tmp_path / "log.jsonl") == [60.0, 70.0]
 
 
-def test_speed_ruler_counts_flops_and_ig_chunking_changes_none(tmp_path):
+def test_speed_ruler_counts_flops_and_ig_chunking_changes_none():
     sys.path.insert(0, str(Path(__file__).parent / "bench"))
+    import argparse
     import speed
     with speed.MatmulFlops() as counter:
         torch.randn(4, 5) @ torch.randn(5, 6)
     assert counter.total == 2 * 4 * 5 * 6
-    out = tmp_path / "speed.json"
-    subprocess.run([sys.executable, "bench/speed.py", "--quick", "--threads=1", "--steps=1", "--warmup=0", "--flops",
-                    "--only=adkd_m1_fresh,adkd_m1_cached,adkd_m8_cached,adkd_m8_unbatched", f"--json={out}"],
-                   check=True, capture_output=True, cwd=Path(__file__).parent, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    flop = {(r["case"], r["classes"]): r["flop_per_step"] for r in json.loads(out.read_text())["results"]}
+    options = argparse.Namespace(quick=True, batch=8, length=32, steps=0, warmup=0, flops=True, device="cpu",
+                                 threads=torch.get_num_threads())
+    flop = {(name, classes): speed.run_case(name, classes, options)["flop_per_step"]
+            for name in ("adkd_m1_fresh", "adkd_m1_cached", "adkd_m8_cached", "adkd_m8_unbatched") for classes in (2, 3)}
     assert flop[("adkd_m8_unbatched", 3)] == flop[("adkd_m8_cached", 3)]  # chunks change the layout, not the sums
     for classes in (2, 3):  # the cache saves the teacher's IG; eight Riemann steps cost more than one
         assert flop[("adkd_m1_cached", classes)] < flop[("adkd_m1_fresh", classes)] < flop[("adkd_m8_cached", classes)]
