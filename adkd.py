@@ -252,25 +252,31 @@ def attribution_maps(attributions, attention_mask, top_k=None):
 
 # ---------------------------------------------------------------------- losses (Eq. 11-12)
 def attribution_loss(teacher_maps, student_maps, reduction="entries"):
-    """Eq. 11: || A~t - A~s ||^2 over all views and tokens.
+    """Eq. 11: || A~t - A~s ||^2 over all views and tokens; maps are (batch, views, seq).
 
     reduction="batch": averaged over the batch, as Eq. 11 is written; each example lies in
     [0, 2 * views] because every view is a non-negative unit vector.
-    reduction="entries": divided by the number of non-zero teacher entries, as the public code
-    does; the beta values of the paper's Table 5 were tuned with this scale.
+    reduction="entries": the public code's scale (its `loss.py`), at which Table 5's beta was
+    tuned: per view, the squared error over batch and tokens / that view's non-zero teacher
+    entries, summed over the views; a binary task counts one view (its two are identical).
     """
-    squared = (teacher_maps.detach() - student_maps).pow(2).sum()
+    squared = (teacher_maps.detach() - student_maps).pow(2)  # (batch, views, seq)
     if reduction == "batch":
-        return squared / teacher_maps.shape[0]
-    return squared / (teacher_maps != 0).sum().clamp_min(1)
+        return squared.sum() / teacher_maps.shape[0]
+    entries = (teacher_maps != 0).sum(dim=(0, 2)).clamp_min(1)  # (views,)
+    per_view = squared.sum(dim=(0, 2)) / entries
+    # Binary: the public code computes one view; ours are two identical ones.
+    return per_view.mean() if per_view.numel() == 2 else per_view.sum()
 
 
 def kd_loss(student_logits, teacher_logits, temperature, form="soft_ce", is_regression=False):
     """The logit term of Eq. 12. Classification: soft cross-entropy -sum p_t log p_s at
     temperature tau (the public code; same gradient as KL, no tau^2), or KL * tau^2 (Hinton
-    et al.) with form="kl". Regression: MSE between student and teacher outputs."""
+    et al.) with form="kl". Regression, any form: the public code's MSE between the student's
+    and the teacher's outputs, both divided by tau."""
     if is_regression:
-        return F.mse_loss(student_logits.squeeze(-1), teacher_logits.squeeze(-1))
+        return F.mse_loss(student_logits.squeeze(-1) / temperature,
+                          teacher_logits.squeeze(-1) / temperature)
     teacher_probs = (teacher_logits / temperature).softmax(dim=-1)
     student_log_probs = (student_logits / temperature).log_softmax(dim=-1)
     if form == "kl":

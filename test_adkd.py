@@ -192,9 +192,45 @@ def test_attribution_loss_zero_iff_equal_positive_otherwise_and_bounded():
     disjoint_s = adkd.normalise_maps(torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]), torch.ones(1, 4))
     assert adkd.attribution_loss(disjoint_t, disjoint_s, "batch").item() == pytest.approx(2.0)
     assert adkd.attribution_loss(teacher, student, "batch").item() <= 2 * 3
-    # "entries": the same sum over the number of non-zero teacher entries (5*3*6 - 3*3 padded).
-    expected = (teacher - student).pow(2).sum() / (5 * 3 * 6 - 3 * 3)
+    # "entries": per view, the sum over that view's non-zero teacher entries (5*6 - 3 padded).
+    expected = (teacher - student).pow(2).sum() / (5 * 6 - 3)
     assert adkd.attribution_loss(teacher, student, "entries").item() == pytest.approx(expected.item())
+
+
+# The public code's loss.py, written out again here from its description (ADKD.md), per map
+# (batch, seq): saliency_mse (binary, regression: one view) and saliency_mse_for_multiclass.
+def public_single_view(teacher_map, student_map):
+    return ((teacher_map - student_map) ** 2).sum() / (teacher_map != 0).sum()
+
+
+def public_multiclass(teacher_maps, student_maps):  # lists of (batch, seq), one per class
+    return sum(public_single_view(t, s) for t, s in zip(teacher_maps, student_maps))
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3])
+def test_entries_reduction_is_the_public_code_scale_and_gradient(classes):
+    """Regression (1 view), binary (2 identical views, the public code uses one), 3 classes
+    (the public code adds the classes' losses): value and gradient w.r.t. the student's maps."""
+    generator = torch.Generator().manual_seed(classes)
+    attention_mask = torch.ones(4, 7, dtype=torch.long)
+    attention_mask[1, 5:], attention_mask[3, 2:] = 0, 0
+    distinct = 1 if classes == 2 else classes  # a binary task's two views are one map twice
+    teacher = adkd.normalise_maps(torch.rand(4, distinct, 7, generator=generator), attention_mask)
+    raw = torch.rand(4, distinct, 7, generator=generator).requires_grad_(True)
+    student = adkd.normalise_maps(raw, attention_mask)
+    if classes == 2:
+        teacher, student = teacher.repeat(1, 2, 1), student.repeat(1, 2, 1)
+    ours = adkd.attribution_loss(teacher, student, "entries")
+    (ours_grad,) = torch.autograd.grad(ours, raw, retain_graph=True)
+    views = range(distinct)
+    public = (public_single_view(teacher[:, 0], student[:, 0]) if classes < 3 else
+              public_multiclass([teacher[:, c] for c in views], [student[:, c] for c in views]))
+    (public_grad,) = torch.autograd.grad(public, raw)
+    assert ours.item() == pytest.approx(public.item(), rel=1e-6)
+    torch.testing.assert_close(ours_grad, public_grad)
+    if classes == 3:  # averaging the classes instead of adding them is 3x too small
+        averaged = (teacher - student).pow(2).sum() / (teacher != 0).sum()
+        assert ours.item() == pytest.approx(3 * averaged.item(), rel=0.05)
 
 
 def test_attribution_loss_alone_trains_the_student_through_second_derivatives():
@@ -260,7 +296,22 @@ def test_kd_forms_share_a_gradient_direction_and_regression_uses_mse():
     same = torch.randn(5, 3)
     assert adkd.kd_loss(same, same, 2.0, "kl").item() == pytest.approx(0.0, abs=1e-6)
     student, teacher = torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [1.0]])
-    assert adkd.kd_loss(student, teacher, 3.0, is_regression=True).item() == pytest.approx((0.25 + 1.0) / 2)
+    for form in ("soft_ce", "kl"):  # both outputs over tau, as the public code: (0.25 + 1) / 2 / 9
+        value = adkd.kd_loss(student, teacher, 3.0, form, is_regression=True).item()
+        assert value == pytest.approx((0.25 + 1.0) / 2 / 9)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_regression_kd_is_the_public_code_mse_of_outputs_over_tau(temperature):
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(6, 1, generator=generator).requires_grad_(True)
+    teacher = torch.randn(6, 1, generator=generator)
+    ours = adkd.kd_loss(student, teacher, temperature, is_regression=True)
+    # DistillKL(T)(y_s, y_t, mode="regression") of the public loss.py, written out again.
+    public = ((student.view(-1) / temperature - teacher.view(-1) / temperature) ** 2).mean()
+    assert ours.item() == pytest.approx(public.item(), rel=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(ours, student)[0],
+                               torch.autograd.grad(public, student)[0])
 
 
 def test_temperature_anneals_linearly_to_one():
