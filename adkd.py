@@ -4,16 +4,19 @@ The student learns the teacher's logits *and* its reasons: for every class c, In
 Gradients (IG) attributes the teacher's probability of c to the input tokens, and the student
 is trained so that its own attribution map over the tokens matches the teacher's.
 
-    L = (1 - alpha) * CE(student, gold) + alpha * KD(student, teacher; tau) + beta * L_attr   (Eq. 12)
+    L = (1 - alpha) * CE(student, gold) + alpha * KD(student, teacher; tau) + beta * L_attr  (12)
 
-Read top to bottom: hyperparameters -> Integrated Gradients (Eq. 1-2) -> attribution maps
-(Eq. 4-7, 9-10) -> losses (Eq. 11-12) -> models and checkpoints -> training loop -> explain -> CLI.
-Equations are numbered as in the paper; ../shared/ADKD.md (and the README) restate them.
+Part I is the method, read top to bottom: hyperparameters -> Integrated Gradients (Eq. 1-2)
+-> attribution maps (Eq. 4-7, 9-10) -> losses (Eq. 11-12) -> one distillation step -> the
+training loop -> main. Part II (after the marker) is plumbing a first reading can skip: the
+command line, the teacher cache, checkpoints, several processes, evaluation files, `explain`.
+Equation numbers are the paper's; the README restates every equation.
 
     python adkd.py --task mrpc --data-dir glue_data      # fine-tune the teacher, then distil
-    python adkd.py explain --task mrpc --model runs/mrpc/student/best --text "A sentence." "Its pair."
+    python adkd.py explain --task mrpc --model runs/mrpc/student/best --text "A sentence." "Pair."
 """
 import argparse
+import dataclasses
 import hashlib
 import html
 import json
@@ -36,203 +39,123 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTo
 
 import glue_data
 
-# ----------------------------------------------------------------------------- hyperparameters
-# The paper's Table 5 (lr, batch, alpha, beta, tau, K for a 768-wide teacher) and the epochs and
-# temperature annealing of the public code's student scripts.
-PAPER_STUDENT = {
-    "cola": dict(lr=4e-5, batch_size=32, alpha=0.9, beta=1.0, temperature=1.0, top_k=768, epochs=10, anneal=False),
-    "mnli": dict(lr=4e-5, batch_size=64, alpha=0.8, beta=10.0, temperature=3.0, top_k=768, epochs=6, anneal=True),
-    "sst2": dict(lr=5e-5, batch_size=32, alpha=0.8, beta=1.0, temperature=2.0, top_k=768, epochs=6, anneal=False),
-    "qnli": dict(lr=4e-5, batch_size=32, alpha=0.9, beta=100.0, temperature=3.0, top_k=768, epochs=6, anneal=False),
-    "mrpc": dict(lr=3e-5, batch_size=16, alpha=0.9, beta=10.0, temperature=4.0, top_k=768, epochs=10, anneal=True),
-    "qqp": dict(lr=4e-5, batch_size=32, alpha=1.0, beta=50.0, temperature=4.0, top_k=734, epochs=8, anneal=True),
-    "rte": dict(lr=2e-5, batch_size=16, alpha=0.9, beta=10.0, temperature=2.0, top_k=700, epochs=12, anneal=False),
-    "stsb": dict(lr=5e-5, batch_size=16, alpha=0.8, beta=1.0, temperature=3.0, top_k=640, epochs=8, anneal=False),
-}
-PAPER_TOP_K_WIDTH = 768
-# Teacher fine-tuning (lr, batch, epochs) from the public code's teacher scripts; QNLI, QQP and
-# MNLI are not among the scripts we read, so they get the standard BERT recipe.
+# ==================================================================================================
+# PART I - AD-KD
+# ==================================================================================================
+# Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_width,
+# teacher_stage_args, adkd_config (the command line); prepare, load_model (models, data, every
+# early check); RunFiles (log.jsonl, checkpoints, --resume); open_training_cache, cached_teacher
+# (the teacher cache); term_gradients, term_norms, check_finite (loss diagnostics); evaluate,
+# teacher_dev_maps, attribution_gap, format_metrics, write_predictions (evaluation); world,
+# init_distributed (several processes); seed_everything, say; explain_main (`explain`).
+
+# ------------------------------------------------------------------------------- hyperparameters
+# The paper's Table 5 (K for a 768-wide teacher) and the public student scripts' epochs and
+# temperature annealing ("kd_anneal").
+TABLE_5_COLUMNS = ("lr", "batch_size", "alpha", "beta", "temperature", "top_k", "epochs", "anneal")
+PAPER_STUDENT = {task: dict(zip(TABLE_5_COLUMNS, row)) for task, row in {
+    #        lr    batch alpha  beta   tau   K    epochs anneal
+    "cola": (4e-5, 32,   0.9,   1.0,   1.0,  768, 10,    False),
+    "mnli": (4e-5, 64,   0.8,   10.0,  3.0,  768, 6,     True),
+    "sst2": (5e-5, 32,   0.8,   1.0,   2.0,  768, 6,     False),
+    "qnli": (4e-5, 32,   0.9,   100.0, 3.0,  768, 6,     False),
+    "mrpc": (3e-5, 16,   0.9,   10.0,  4.0,  768, 10,    True),
+    "qqp":  (4e-5, 32,   1.0,   50.0,  4.0,  734, 8,     True),
+    "rte":  (2e-5, 16,   0.9,   10.0,  2.0,  700, 12,    False),
+    "stsb": (5e-5, 16,   0.8,   1.0,   3.0,  640, 8,     False),
+}.items()}
+PAPER_TOP_K_WIDTH = 768  # K scales with the teacher's width: K_paper * width / 768
+# Teacher fine-tuning (lr, batch, epochs) from the public teacher scripts; QNLI, QQP and MNLI
+# get the standard BERT recipe (their scripts were not read).
 TEACHER_RECIPE = {
     "cola": (2e-5, 8, 5), "sst2": (2e-5, 32, 5), "mrpc": (5e-5, 8, 5), "rte": (5e-5, 16, 4),
     "stsb": (3e-5, 4, 4), "qnli": (2e-5, 32, 3), "qqp": (2e-5, 32, 3), "mnli": (2e-5, 32, 3),
 }
-# Double backward (the student's L_attr differentiates through its own gradients) needs an
+# L_attr differentiates through the student's own gradients (double backward), which needs an
 # attention kernel with second derivatives; PyTorch's fused CPU SDPA kernel has none.
 ATTENTION = "eager"
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="AD-KD: fine-tune a teacher on a GLUE task, then distil it into a student.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte")
-    p.add_argument("--data-dir", default="glue_data", help="GLUE root (with MRPC/, ...) or the task folder itself")
-    p.add_argument("--output-dir", default=None, help="where checkpoints, logs and predictions go (default runs/<task>)")
-    p.add_argument("--teacher", default=None, help="a teacher already fine-tuned on the task; skips the teacher stage")
-    p.add_argument("--teacher-model", default="bert-base-uncased", help="pretrained model the teacher stage fine-tunes")
-    p.add_argument("--student", default="google/bert_uncased_L-6_H-768_A-12", help="student model (hub name or folder)")
-    p.add_argument("--teacher-only", action="store_true", help="fine-tune the teacher into <output-dir>/teacher and stop")
-    p.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
-    # Eq. 12 and the maps; None means the task's value from the paper's Table 5.
-    p.add_argument("--lr", type=float, default=None, help="student learning rate")
-    p.add_argument("--batch-size", type=int, default=None, help="student batch size")
-    p.add_argument("--epochs", type=int, default=None, help="student epochs (0: only evaluate/predict --student)")
-    p.add_argument("--alpha", type=float, default=None, help="weight of the KD term; 1-alpha weighs CE")
-    p.add_argument("--beta", type=float, default=None, help="weight of L_attr (0 = vanilla KD)")
-    p.add_argument("--temperature", type=float, default=None, help="KD temperature tau")
-    p.add_argument("--anneal-temperature", action=argparse.BooleanOptionalAction, default=None,
-                   help="anneal tau linearly to 1 over the epochs (public code's kd_anneal)")
-    p.add_argument("--top-k", type=int, default=None, help="K of Eq. 4 (default: the paper's K scaled to the teacher's width)")
-    p.add_argument("--ig-steps", type=int, default=1, help="m, Riemann steps of Eq. 2 (the student's)")
-    p.add_argument("--teacher-ig-steps", type=int, default=None, help="the teacher's m (default --ig-steps)")
-    p.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction, default=True,
-                   help="compute the frozen teacher's maps and logits once per example and reuse them")
-    p.add_argument("--teacher-cache-path", default=None,
-                   help="file of that cache, shareable between runs (default <output-dir>/student/teacher_cache.pt)")
-    p.add_argument("--baseline", choices=["pad", "zero"], default="pad", help="IG baseline: [PAD] embeddings (paper) or zeros (public code)")
-    p.add_argument("--kd-loss", choices=["soft_ce", "kl"], default="soft_ce", help="soft cross-entropy (public code) or KL * tau^2")
-    p.add_argument("--attr-reduction", choices=["entries", "batch"], default="entries",
-                   help="L_attr / non-zero teacher entries (public code, Table 5's beta) or / batch (Eq. 11)")
-    p.add_argument("--no-ce", action="store_true", help="ablation: drop the CE term")
-    p.add_argument("--no-kd", action="store_true", help="ablation: drop the KD term")
-    p.add_argument("--ig-max-rows", type=int, default=None,
-                   help="interpolated rows per IG forward pass (default: 256 on GPU, 32 on CPU)")
-    # The teacher stage (plain fine-tuning, Eq. 12 with alpha = beta = 0).
-    p.add_argument("--teacher-lr", type=float, default=None, help="teacher learning rate")
-    p.add_argument("--teacher-batch-size", type=int, default=None, help="teacher batch size")
-    p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs")
-    # The loop.
-    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of linear learning-rate warm-up")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    p.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
-    p.add_argument("--max-steps", type=int, default=None, help="stop each stage after this many steps")
-    p.add_argument("--eval-every", type=int, default=0, help="also evaluate on dev every N steps (0: each epoch only)")
-    p.add_argument("--save-every", type=int, default=0, help="also write the resumable checkpoint every N steps")
-    p.add_argument("--log-every", type=int, default=10, help="write a loss record to log.jsonl every N steps")
-    p.add_argument("--eval-batch-size", type=int, default=64, help="batch size for dev and test")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
-    p.add_argument("--predict", action="store_true", help="write GLUE test-set submission files with the best student")
-    p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed TSV rows (and report how many)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes and IG")
-    p.add_argument("--seed", type=int, default=42, help="random seed")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    return p.parse_args(argv)
-
-
-def fill_task_defaults(args, task):
-    """Replace every unset (None) hyperparameter with the paper's value for the task."""
-    paper = PAPER_STUDENT[task.name]
-    for name in ("lr", "batch_size", "epochs", "alpha", "beta", "temperature"):
-        if getattr(args, name) is None:
-            setattr(args, name, paper[name])
-    if args.teacher_ig_steps is None:
-        args.teacher_ig_steps = args.ig_steps
-    if args.anneal_temperature is None:
-        args.anneal_temperature = paper["anneal"]
-    if args.ig_max_rows is None:  # large chunks are memory-bound on CPU (bench/chunk_sweep.py)
-        args.ig_max_rows = 256 if str(args.device).startswith("cuda") else 32
-    t_lr, t_batch, t_epochs = TEACHER_RECIPE[task.name]
-    args.teacher_lr = t_lr if args.teacher_lr is None else args.teacher_lr
-    args.teacher_batch_size = t_batch if args.teacher_batch_size is None else args.teacher_batch_size
-    args.teacher_epochs = t_epochs if args.teacher_epochs is None else args.teacher_epochs
-    return args
-
-
-def validate_args(args):
-    """Refuse impossible flags before anything is loaded."""
-    checks = [
-        (args.ig_steps >= 1, f"--ig-steps must be >= 1, got {args.ig_steps}"),
-        (args.teacher_ig_steps >= 1, f"--teacher-ig-steps must be >= 1, got {args.teacher_ig_steps}"),
-        (0.0 <= args.alpha <= 1.0, f"--alpha must lie in [0, 1], got {args.alpha}"),
-        (args.beta >= 0.0, f"--beta must be >= 0, got {args.beta}"),
-        (args.temperature > 0.0, f"--temperature must be > 0, got {args.temperature}"),
-        (args.top_k is None or args.top_k >= 1, f"--top-k must be >= 1, got {args.top_k}"),
-        (args.lr > 0 and args.teacher_lr > 0, "--lr and --teacher-lr must be > 0"),
-        (args.batch_size >= 1 and args.teacher_batch_size >= 1, "--batch-size and --teacher-batch-size must be >= 1"),
-        (args.epochs >= 0 and args.teacher_epochs >= 1, "--epochs must be >= 0 and --teacher-epochs >= 1"),
-        (args.max_length >= 8, f"--max-length must be >= 8, got {args.max_length}"),
-        (args.ig_max_rows >= 1, f"--ig-max-rows must be >= 1, got {args.ig_max_rows}"),
-        (0.0 <= args.warmup < 1.0, f"--warmup must lie in [0, 1), got {args.warmup}"),
-        (args.max_steps is None or args.max_steps >= 1, f"--max-steps must be >= 1, got {args.max_steps}"),
-        (not (args.teacher_only and args.teacher), "--teacher-only fine-tunes a teacher; drop --teacher"),
-        (args.beta > 0 or not (args.no_ce or args.alpha == 1) or not (args.no_kd or args.alpha == 0),
-         "--alpha, --beta, --no-ce and --no-kd leave no loss term to train on"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise SystemExit(f"error: {message}")
-
-
-# ----------------------------------------------------------------- Integrated Gradients (Eq. 1-2)
+# -------------------------------------------------------------- Integrated Gradients (Eq. 1-2)
 def class_scores(logits, is_regression):
-    """F_c of Eq. 1: the softmax probability of each class, or the regression output itself."""
+    """F_c of Eq. 1: each class's softmax probability, or the regression output itself."""
     return logits if is_regression else logits.softmax(dim=-1)  # (rows, views)
 
 
-def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, *, steps=1, baseline="pad",
-                         pad_token_id=0, is_regression=False, create_graph=False, max_rows=256):
-    """Eq. 2: Integrated Gradients on the input embeddings by a right Riemann sum (a = k/m, k = 1..m).
+def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, *, steps=1,
+                         baseline="pad", pad_token_id=0, is_regression=False,
+                         create_graph=False, max_rows=256):
+    """Eq. 2, Integrated Gradients on the input embeddings E by a right Riemann sum:
 
-    Returns (attributions, logits): attributions for every view (class) at once,
-    shape (batch, views, seq, dim), zero on padding; logits (batch, classes) of the a = 1 step,
-    which is the plain forward pass on the real input. With create_graph=True the attributions
-    stay differentiable in the model's parameters (the student's L_attr needs that).
-    """
+        IG_c(E)_ij = (e_ij - e'_ij) * 1/m * sum_{k=1..m} dF_c(E' + k/m * (E - E')) / de_ij
+
+    for every class c at once. E' is the [PAD] embedding at every position (the paper) or
+    zeros (baseline="zero"). Returns (attributions (batch, views, seq, dim), zero on padding;
+    logits (batch, classes) of the k = m step, which *is* the forward pass on the real input).
+    create_graph=True keeps the attributions differentiable in the model's weights (the
+    student's L_attr). max_rows only caps memory: the m steps go through the model in chunks
+    of about max_rows interpolated rows, which changes no number."""
     embeddings = getattr(model, "module", model).get_input_embeddings()  # .module: under DDP
-    inputs = embeddings(input_ids)  # (batch, seq, dim)
-    if baseline == "pad":  # the paper: a [PAD] embedding at every position
+    inputs = embeddings(input_ids)  # E (batch, seq, dim)
+    if baseline == "pad":
         base = embeddings.weight[pad_token_id].expand_as(inputs)
-    else:  # zero word embeddings (the public code scales the whole embedding output by a)
+    else:  # zero word embeddings; the public code scales the whole embedding output instead
         base = torch.zeros_like(inputs)
     if not create_graph:
         inputs, base = inputs.detach(), base.detach()
-    delta = inputs - base  # (batch, seq, dim)
-    batch, seq, _ = inputs.shape
-    steps_per_chunk = max(1, max_rows // batch)
+    delta = inputs - base  # E - E'
+    alphas = torch.arange(1, steps + 1, device=inputs.device) / steps  # a = k / m
     grad_sum, logits = 0.0, None
-    for first in range(1, steps + 1, steps_per_chunk):
-        alphas = torch.arange(first, min(first + steps_per_chunk, steps + 1), device=inputs.device) / steps
-        # inputs - (1 - a) * delta rather than base + a * delta: exact at a = 1, so the last
-        # row is bit-for-bit the real input.
-        path = inputs - (1 - alphas.to(inputs.dtype)).view(-1, 1, 1, 1) * delta  # (chunk, batch, seq, dim)
-        path = path.reshape(-1, seq, inputs.shape[-1])
-        if not path.requires_grad:
-            path.requires_grad_(True)
-        chunk = len(alphas)
-        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids.repeat(chunk, 1)}
-        chunk_logits = model(inputs_embeds=path, attention_mask=attention_mask.repeat(chunk, 1), **extra).logits
-        scores = class_scores(chunk_logits, is_regression)  # (chunk * batch, views)
-        grads = view_gradients(scores, path, is_regression, create_graph)  # (chunk * batch, views, seq, dim)
-        grads = grads.view(chunk, batch, *grads.shape[1:])
-        grad_sum = grad_sum + grads.sum(dim=0)
-        logits = chunk_logits.view(chunk, batch, -1)[-1]
-    if not create_graph:  # the graph behind these logits was freed by the last autograd.grad
-        logits = logits.detach()
+    for chunk in alphas.split(max(1, max_rows // len(input_ids))):  # memory cap, see docstring
+        grads, logits = path_gradients(model, inputs, delta, chunk, attention_mask,
+                                       token_type_ids, is_regression, create_graph)
+        grad_sum = grad_sum + grads.sum(dim=0)  # the sum over k
     mask = attention_mask[:, None, :, None].to(inputs.dtype)
     attributions = delta[:, None] * grad_sum / steps * mask  # (batch, views, seq, dim)
-    return attributions, logits
+    return attributions, (logits if create_graph else logits.detach())
+
+
+def path_gradients(model, inputs, delta, alphas, attention_mask, token_type_ids, is_regression,
+                   create_graph):
+    """dF_c/dE at E' + a (E - E') for each a in `alphas`, in one forward pass.
+    Returns (gradients (len(alphas), batch, views, seq, dim), logits at the last a)."""
+    chunk, (batch, seq, dim) = len(alphas), inputs.shape
+    # E - (1 - a) * delta rather than E' + a * delta: exact at a = 1, so the last step is the
+    # real input bit for bit and its logits serve as the forward pass.
+    path = inputs - (1 - alphas.to(inputs.dtype)).view(-1, 1, 1, 1) * delta  # (chunk, b, s, d)
+    path = path.reshape(chunk * batch, seq, dim)
+    if not path.requires_grad:
+        path.requires_grad_(True)
+    extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids.repeat(chunk, 1)}
+    logits = model(inputs_embeds=path, attention_mask=attention_mask.repeat(chunk, 1),
+                   **extra).logits
+    grads = view_gradients(class_scores(logits, is_regression), path, is_regression,
+                           create_graph)  # (chunk * batch, views, seq, dim)
+    return grads.view(chunk, batch, *grads.shape[1:]), logits.view(chunk, batch, -1)[-1]
 
 
 def view_gradients(scores, inputs, is_regression=False, create_graph=False):
-    """dF_c/d(inputs) for every view c, from one batched vector-Jacobian product.
+    """dF_c/d(inputs) for every view c from one batched vector-Jacobian product.
 
     Rows are independent examples, so the gradient of a column's sum gives each row its own
-    gradient. Softmax probabilities sum to one, so their gradients sum to zero: the last class's
-    gradient is minus the others' sum, and C - 1 products suffice (one for a binary task).
+    gradient. Softmax probabilities sum to one, so their gradients sum to zero: the last
+    class's gradient is minus the others' sum, and C - 1 products suffice (one when binary).
     scores (rows, views), inputs (rows, seq, dim) -> (rows, views, seq, dim)."""
     rows, views = scores.shape
     solved = views if is_regression else views - 1
-    one_hots = torch.eye(views, dtype=scores.dtype, device=scores.device)[:solved, None, :].expand(solved, rows, views)
-    grads = torch.autograd.grad(scores, inputs, grad_outputs=one_hots, is_grads_batched=True,
-                                create_graph=create_graph)[0]  # (solved, rows, seq, dim)
-    if not is_regression:
+    one_hots = torch.eye(views, dtype=scores.dtype, device=scores.device)[:solved, None, :]
+    grads = torch.autograd.grad(scores, inputs, grad_outputs=one_hots.expand(solved, rows, views),
+                                is_grads_batched=True, create_graph=create_graph)[0]
+    if not is_regression:  # (solved, rows, seq, dim) -> all views
         grads = torch.cat([grads, -grads.sum(dim=0, keepdim=True)])
     return grads.transpose(0, 1)
 
 
-# ------------------------------------------------------------- attribution maps (Eq. 4-7, 9-10)
+# ------------------------------------------------------------ attribution maps (Eq. 4-7, 9-10)
 def token_attributions(attributions, top_k=None):
-    """Eq. 4 / Eq. 6: a token's score is the L2 norm of its |IG| over the top-K dimensions
-    (teacher) or over all dimensions (student, top_k=None). (batch, views, seq, dim) -> (batch, views, seq)."""
+    """Eq. 4 / Eq. 6: a token's score is the L2 norm of its |IG| over the top-K embedding
+    dimensions (teacher) or over all of them (student, top_k=None).
+    (batch, views, seq, dim) -> (batch, views, seq)."""
     magnitudes = attributions.abs()
     if top_k is not None and top_k < magnitudes.shape[-1]:
         magnitudes = magnitudes.topk(top_k, dim=-1).values
@@ -240,17 +163,17 @@ def token_attributions(attributions, top_k=None):
 
 
 def normalise_maps(maps, attention_mask, eps=1e-12):
-    """Eq. 9-10: each view becomes a unit vector over the real tokens; padding stays exactly zero."""
+    """Eq. 9-10: each view becomes a unit vector over the real tokens; padding stays zero."""
     maps = maps * attention_mask[:, None, :].to(maps.dtype)  # (batch, views, seq)
     return maps / torch.linalg.vector_norm(maps, dim=-1, keepdim=True).clamp_min(eps)
 
 
 def attribution_maps(attributions, attention_mask, top_k=None):
-    """Eq. 4-7 then Eq. 9-10: multi-view, L2-normalised token maps, shape (batch, views, seq)."""
+    """Eq. 4-7, then Eq. 9-10: multi-view, L2-normalised token maps (batch, views, seq)."""
     return normalise_maps(token_attributions(attributions, top_k), attention_mask)
 
 
-# ---------------------------------------------------------------------- losses (Eq. 11-12)
+# ----------------------------------------------------------------------------- losses (Eq. 11-12)
 def attribution_loss(teacher_maps, student_maps, reduction="entries"):
     """Eq. 11: || A~t - A~s ||^2 over all views and tokens; maps are (batch, views, seq).
 
@@ -291,63 +214,605 @@ def gold_loss(student_logits, labels, is_regression=False):
     return F.cross_entropy(student_logits, labels)
 
 
-def adkd_objective(student_logits, labels, teacher_logits=None, teacher_maps=None, student_maps=None, *,
-                   alpha, beta, temperature, kd_form="soft_ce", attr_reduction="entries",
-                   use_ce=True, use_kd=True, is_regression=False):
-    """Eq. 12: (1 - alpha) * CE + alpha * KD + beta * L_attr. Returns (loss, unweighted terms).
+def adkd_objective(student_logits, labels, teacher_logits=None, teacher_maps=None,
+                   student_maps=None, *, alpha, beta, temperature, kd_form="soft_ce",
+                   attr_reduction="entries", use_ce=True, use_kd=True, is_regression=False):
+    """Eq. 12: (1 - alpha) * CE + alpha * KD + beta * L_attr -> (loss, unweighted terms).
 
     beta = 0 is vanilla KD; alpha = beta = 0 is plain fine-tuning; use_ce / use_kd = False are
     the paper's ablations (the term is dropped, the others keep their weights)."""
+    weights = term_weights(alpha, beta, use_ce, use_kd)
     terms = {}
-    if use_ce and alpha < 1:
-        terms["ce"] = ((1 - alpha), gold_loss(student_logits, labels, is_regression))
-    if use_kd and alpha > 0:
-        terms["kd"] = (alpha, kd_loss(student_logits, teacher_logits, temperature, kd_form, is_regression))
-    if beta > 0:
-        terms["attr"] = (beta, attribution_loss(teacher_maps, student_maps, attr_reduction))
-    loss = sum(weight * value for weight, value in terms.values())
-    return loss, {name: value for name, (_, value) in terms.items()}
+    if "ce" in weights:
+        terms["ce"] = gold_loss(student_logits, labels, is_regression)
+    if "kd" in weights:
+        terms["kd"] = kd_loss(student_logits, teacher_logits, temperature, kd_form, is_regression)
+    if "attr" in weights:
+        terms["attr"] = attribution_loss(teacher_maps, student_maps, attr_reduction)
+    return sum(weights[name] * value for name, value in terms.items()), terms
 
 
-def distillation_step(student, teacher, batch, args, task, temperature, pad_token_id, cache=None, indices=None):
-    """One batch of Eq. 12: teacher and student IG (when beta > 0), maps, and the objective.
-    With a teacher cache, `indices` name the batch's training examples."""
-    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
-    ig = dict(baseline=args.baseline, pad_token_id=pad_token_id, is_regression=task.is_regression,
-              max_rows=args.ig_max_rows)
-    teacher_logits = teacher_maps = student_maps = None
-    if args.beta > 0:
-        cached = cache_lookup(cache, indices, inputs["input_ids"].shape[1]) if cache is not None else None
-        if cached is not None:
-            teacher_maps, teacher_logits = (t.to(inputs["input_ids"].device) for t in cached)
-        else:
-            teacher_attr, teacher_logits = integrated_gradients(teacher, **inputs, steps=args.teacher_ig_steps, **ig)
-            teacher_maps = attribution_maps(teacher_attr, inputs["attention_mask"], args.top_k)
-            if cache is not None:
-                cache_store(cache, indices, teacher_maps, teacher_logits)
-        # The a = 1 step of the student's IG is its ordinary forward pass: CE and KD reuse it.
-        student_attr, student_logits = integrated_gradients(student, **inputs, steps=args.ig_steps,
-                                                            create_graph=True, **ig)
-        student_maps = attribution_maps(student_attr, inputs["attention_mask"], None)
-    else:
-        student_logits = student(**inputs).logits
-        if teacher is not None and args.alpha > 0 and not args.no_kd:
-            with torch.no_grad():
-                teacher_logits = teacher(**inputs).logits
-    return adkd_objective(student_logits, batch["labels"], teacher_logits, teacher_maps, student_maps,
-                          alpha=args.alpha, beta=args.beta, temperature=temperature, kd_form=args.kd_loss,
-                          attr_reduction=args.attr_reduction, use_ce=not args.no_ce, use_kd=not args.no_kd,
-                          is_regression=task.is_regression)
+def term_weights(alpha, beta, use_ce=True, use_kd=True):
+    """The weight of each term of Eq. 12 that is present."""
+    weights = {"ce": 1 - alpha if use_ce else 0.0, "kd": alpha if use_kd else 0.0, "attr": beta}
+    return {name: weight for name, weight in weights.items() if weight > 0}
 
 
 def annealed_temperature(start, epoch, epochs):
-    """The public code's kd_anneal: tau falls linearly from its start value to 1 at the last epoch."""
+    """The public code's kd_anneal: tau falls linearly from its start to 1 at the last epoch."""
     if epochs <= 1:
         return start
     return start + (1.0 - start) * epoch / (epochs - 1)
 
 
-# ----------------------------------------------------------------------- the teacher cache
+# ------------------------------------------------------------------ one step of AD-KD (portable)
+@dataclasses.dataclass
+class ADKDConfig:
+    """Everything one distillation step needs besides the models and the batch."""
+    alpha: float = 0.9             # weight of KD; 1 - alpha weighs CE
+    beta: float = 10.0             # weight of L_attr (0: vanilla KD)
+    temperature: float = 4.0       # tau of the KD term
+    top_k: int | None = None       # K of Eq. 4, the teacher's kept dimensions (None: all)
+    ig_steps: int = 1              # m of Eq. 2 for the student
+    teacher_ig_steps: int = 1      # m for the teacher
+    baseline: str = "pad"          # IG baseline E': "pad" (paper) or "zero"
+    kd_form: str = "soft_ce"       # "soft_ce" (public code) or "kl" (KL * tau^2)
+    attr_reduction: str = "entries"  # "entries" (public code's scale) or "batch" (Eq. 11)
+    use_ce: bool = True            # False: the "w/o CE" ablation
+    use_kd: bool = True            # False: the "w/o KD" ablation
+    is_regression: bool = False    # STS-B
+    pad_token_id: int = 0
+    ig_max_rows: int = 256         # interpolated rows per IG forward (memory only)
+
+
+def teacher_outputs(teacher, inputs, config):
+    """The teacher's multi-view maps (top-K, Eq. 4-10) and logits for a batch of inputs."""
+    teacher.eval()  # frozen and without dropout, or its maps would change from call to call
+    attributions, logits = integrated_gradients(
+        teacher, **inputs, steps=config.teacher_ig_steps, baseline=config.baseline,
+        pad_token_id=config.pad_token_id, is_regression=config.is_regression,
+        max_rows=config.ig_max_rows)
+    return attribution_maps(attributions, inputs["attention_mask"], config.top_k), logits
+
+
+def distillation_step(student, teacher, batch, config, teacher_fn=teacher_outputs):
+    """One batch of Eq. 12 -> (loss, unweighted terms). `batch` holds input_ids,
+    attention_mask, labels (and token_type_ids); teacher_fn(teacher, inputs, config) returns
+    the teacher's (maps, logits): pass another function to serve them from a cache."""
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")
+              if key in batch}
+    teacher_logits = teacher_maps = student_maps = None
+    if config.beta > 0:
+        teacher_maps, teacher_logits = teacher_fn(teacher, inputs, config)
+        # The last Riemann step of the student's IG is its ordinary forward pass: CE and KD
+        # reuse its logits.
+        student_attr, student_logits = integrated_gradients(
+            student, **inputs, steps=config.ig_steps, baseline=config.baseline,
+            pad_token_id=config.pad_token_id, is_regression=config.is_regression,
+            create_graph=True, max_rows=config.ig_max_rows)
+        student_maps = attribution_maps(student_attr, inputs["attention_mask"])  # Eq. 6: all dims
+    else:
+        student_logits = student(**inputs).logits
+        if teacher is not None and config.alpha > 0 and config.use_kd:
+            with torch.no_grad():
+                teacher_logits = teacher.eval()(**inputs).logits
+    return adkd_objective(
+        student_logits, batch["labels"], teacher_logits, teacher_maps, student_maps,
+        alpha=config.alpha, beta=config.beta, temperature=config.temperature,
+        kd_form=config.kd_form, attr_reduction=config.attr_reduction, use_ce=config.use_ce,
+        use_kd=config.use_kd, is_regression=config.is_regression)
+
+
+# ---------------------------------------------------------------------------- the training loop
+def make_optimizer(model, lr, weight_decay, warmup, total_steps):
+    """AdamW (no weight decay on biases and LayerNorm) with linear warm-up, then linear decay."""
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if not n.endswith(no_decay)],
+               "weight_decay": weight_decay},
+              {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, teacher=None):
+    """Train `student` on Eq. 12; keep the best dev checkpoint in output_dir/best.
+    With teacher=None and alpha = beta = 0 this is plain fine-tuning (the teacher stage).
+    Returns the best dev metrics and where they were reached."""
+    config = adkd_config(args, task, tokenizer.pad_token_id)
+    device, (rank, world_size) = args.device, world()
+    steps_per_epoch = math.ceil(len(train_features) / args.batch_size)
+    total_steps = min(steps_per_epoch * args.epochs, args.max_steps or math.inf)
+    student.to(device).train()
+    optimizer, scheduler = make_optimizer(student, args.lr, args.weight_decay, args.warmup,
+                                          total_steps)
+    run = RunFiles(output_dir, args, tokenizer, steps_per_epoch)
+    step, best = run.start(student, optimizer, scheduler)  # fresh, or resumed from last/
+    cache = open_training_cache(teacher, train_features, output_dir, args, task)  # or None
+    teacher_dev = teacher_dev_maps(teacher, dev_sets, config, args)  # for the attribution gap
+    model = student if world_size == 1 else DistributedDataParallel(student)
+    progress = tqdm(total=total_steps, initial=step, desc=Path(output_dir).name,
+                    dynamic_ncols=True, disable=rank != 0)
+    while step < total_steps:
+        epoch, batch_in_epoch = divmod(step, steps_per_epoch)
+        # An epoch's order depends on (seed, epoch) alone: a resumed run sees the same batches.
+        order = torch.randperm(len(train_features),
+                               generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
+        if args.anneal_temperature:
+            config.temperature = annealed_temperature(args.temperature, epoch, args.epochs)
+        for first in range(batch_in_epoch * args.batch_size, len(order), args.batch_size):
+            indices = order[first:first + args.batch_size][rank::world_size]  # this rank's slice
+            batch = glue_data.collate([train_features[i] for i in indices], config.pad_token_id)
+            batch = {key: value.to(device) for key, value in batch.items()}
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=args.bf16):
+                loss, terms = distillation_step(model, teacher, batch, config,
+                                                cached_teacher(cache, indices))
+            check_finite(terms, step + 1, run.last_dir, device)
+            log_now = (step + 1) % args.log_every == 0 or step + 1 == total_steps
+            term_grads = term_gradients(terms, config, student, log_now and args.grad_norms)
+            loss.backward()
+            norms = term_norms(term_grads, student)  # per weighted term, before clipping
+            norms["total"] = float(torch.nn.utils.clip_grad_norm_(student.parameters(),
+                                                                  args.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            progress.update(1)
+            if log_now:
+                run.log_losses(step, scheduler, config.temperature, loss, terms, norms)
+            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            if end_of_epoch or (args.eval_every and step % args.eval_every == 0):
+                metrics = evaluate(student, task, dev_sets, args.eval_batch_size,
+                                   config.pad_token_id, device)
+                metrics.update(attribution_gap(student, teacher_dev, config, args))
+                best = run.record_evaluation(student, step, metrics, best, task.main_metric)
+                run.save_last(student, optimizer, scheduler, step, best, cache)
+            elif args.save_every and step % args.save_every == 0:
+                run.save_last(student, optimizer, scheduler, step, best, cache)
+            if step == total_steps:
+                break
+    progress.close()
+    return run.finish(student, best)
+
+
+def main(argv=None):
+    """Fine-tune the teacher (unless --teacher is given), distil it into the student, evaluate
+    the best student on dev and (with --predict) write the GLUE test submission files."""
+    if argv and argv[0] == "explain":
+        return explain_main(argv[1:])
+    args = parse_args(argv)
+    args, task = resolve_config(args, teacher_width(args))
+    tokenizer, data = prepare(args, task)  # every check that can fail comes before training
+    init_distributed(args)
+    output_dir = Path(args.output_dir)
+    if args.teacher is None and data.training:
+        if not (output_dir / "teacher" / "done.json").exists():
+            say(f"== fine-tuning the teacher {args.teacher_model} on {task.name}")
+            seed_everything(args.seed)
+            train(load_model(args.teacher_model, task, "--teacher-model"), tokenizer, task,
+                  data.train, data.dev, output_dir / "teacher", teacher_stage_args(args))
+        args.teacher = str(output_dir / "teacher" / "best")
+        if args.teacher_only:
+            return json.loads((output_dir / "teacher" / "done.json").read_text())["metrics"]
+
+    seed_everything(args.seed)
+    student = load_model(args.student, task, "--student")
+    if data.training and not (output_dir / "student" / "done.json").exists():
+        teacher = load_model(args.teacher, task, "--teacher").to(args.device)
+        teacher.requires_grad_(False)  # frozen: its maps need input gradients only
+        teacher_metrics = evaluate(teacher, task, data.dev, args.eval_batch_size,
+                                   tokenizer.pad_token_id, args.device)
+        say(f"teacher {args.teacher}: dev {format_metrics(teacher_metrics)}")
+        say(f"== distilling into {args.student}: alpha={args.alpha} beta={args.beta} "
+            f"tau={args.temperature} K={args.top_k} m={args.ig_steps} "
+            f"(teacher m={args.teacher_ig_steps})")
+        seed_everything(args.seed)
+        train(student, tokenizer, task, data.train, data.dev, output_dir / "student", args,
+              teacher)
+    if data.training:
+        student = load_model(output_dir / "student" / "best", task, "--output-dir")
+    metrics = evaluate(student.to(args.device), task, data.dev, args.eval_batch_size,
+                       tokenizer.pad_token_id, args.device)
+    say(f"student: dev {format_metrics(metrics)}")
+    if args.predict:
+        for path in write_predictions(student, task, data.test, args, output_dir / "predictions"):
+            say(f"wrote {path}")
+    return metrics
+
+
+# ==================================================================================================
+# PART II - PLUMBING. A first reading can stop here: nothing below changes what is trained.
+# ==================================================================================================
+
+# ---------------------------------------------------------------------------------- configuration
+def per_task(name):
+    """Help text for a flag whose default is the task's Table 5 value."""
+    return ", ".join(f"{task} {values[name]:g}" for task, values in PAPER_STUDENT.items())
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows a flag's default only where it has one that is not None or off."""
+    def _get_help_string(self, action):
+        shown = action.default not in (None, False, argparse.SUPPRESS)
+        return action.help + (" (default: %(default)s)" if shown else "")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description="AD-KD: fine-tune a teacher on a GLUE task, then distil it into a student.",
+        epilog="Per-class attribution maps of checkpoints: python adkd.py explain --help",
+        formatter_class=HelpFormatter)
+    g = p.add_argument_group("task, data and models")
+    g.add_argument("--task", required=True,
+                   help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte")
+    g.add_argument("--data-dir", default="glue_data", help="GLUE root (with MRPC/, ...) or the "
+                   "task folder itself; a task with no files there is downloaded into it")
+    g.add_argument("--output-dir", default=None, help="checkpoints, logs, predictions; "
+                   "default runs/<task>")
+    g.add_argument("--teacher", default=None,
+                   help="a teacher already fine-tuned on the task; skips the teacher stage")
+    g.add_argument("--teacher-model", default="bert-base-uncased",
+                   help="pretrained model the teacher stage fine-tunes (hub name or folder)")
+    g.add_argument("--student", default="google/bert_uncased_L-6_H-768_A-12",
+                   help="student model (hub name or folder)")
+    g.add_argument("--teacher-only", action="store_true",
+                   help="fine-tune the teacher into <output-dir>/teacher and stop")
+    g.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
+    g.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip malformed train/dev TSV rows and report how many (never test rows)")
+    g = p.add_argument_group("AD-KD (Eq. 12 and the maps); unset: the task's Table 5 value")
+    g.add_argument("--alpha", type=float,
+                   help=f"weight of KD; 1-alpha weighs CE ({per_task('alpha')})")
+    g.add_argument("--beta", type=float,
+                   help=f"weight of L_attr, 0 = vanilla KD ({per_task('beta')})")
+    g.add_argument("--temperature", type=float,
+                   help=f"KD temperature tau ({per_task('temperature')})")
+    g.add_argument("--anneal-temperature", action=argparse.BooleanOptionalAction,
+                   help="tau falls linearly to 1 over the epochs, the public code's kd_anneal "
+                   "(on for mrpc, mnli, qqp)")
+    g.add_argument("--top-k", type=int, help="K of Eq. 4: the task's K * teacher width / 768 "
+                   f"({per_task('top_k')} for a 768-wide teacher)")
+    g.add_argument("--ig-steps", type=int, default=1, help="m of Eq. 2, the student's")
+    g.add_argument("--teacher-ig-steps", type=int, help="the teacher's m (default: --ig-steps)")
+    g.add_argument("--baseline", choices=["pad", "zero"], default="pad",
+                   help="IG baseline: [PAD] embeddings (paper) or zero word embeddings")
+    g.add_argument("--kd-loss", choices=["soft_ce", "kl"], default="soft_ce",
+                   help="soft cross-entropy (public code) or KL * tau^2")
+    g.add_argument("--attr-reduction", choices=["entries", "batch"], default="entries",
+                   help="L_attr at the public code's scale (Table 5's beta) or per batch (Eq. 11)")
+    g.add_argument("--no-ce", action="store_true", help="ablation: drop the CE term")
+    g.add_argument("--no-kd", action="store_true", help="ablation: drop the KD term")
+    g = p.add_argument_group("the student's loop; unset: the task's value")
+    g.add_argument("--lr", type=float, help=f"learning rate ({per_task('lr')})")
+    g.add_argument("--batch-size", type=int, help=f"batch size ({per_task('batch_size')})")
+    g.add_argument("--epochs", type=int, help="epochs, 0: only evaluate/predict --student "
+                   f"({per_task('epochs')})")
+    g = p.add_argument_group("the teacher stage (plain fine-tuning); unset: the task's recipe")
+    g.add_argument("--teacher-lr", type=float, help="learning rate (mrpc 5e-5, rte 5e-5, "
+                   "stsb 3e-5, others 2e-5)")
+    g.add_argument("--teacher-batch-size", type=int, help="batch size (cola 8, mrpc 8, stsb 4, "
+                   "rte 16, others 32)")
+    g.add_argument("--teacher-epochs", type=int, help="epochs (cola, sst2, mrpc 5; rte, stsb 4; "
+                   "others 3)")
+    g = p.add_argument_group("both stages")
+    g.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of lr warm-up")
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
+    g.add_argument("--max-steps", type=int, help="stop each stage after this many steps")
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="also evaluate on dev every N steps (0: each epoch only)")
+    g.add_argument("--save-every", type=int, default=0,
+                   help="also write the resumable checkpoint every N steps (0: at evaluations)")
+    g.add_argument("--log-every", type=int, default=10,
+                   help="write a loss record to log.jsonl every N steps")
+    g.add_argument("--grad-norms", action=argparse.BooleanOptionalAction, default=True,
+                   help="log each weighted term's gradient norm on logging steps")
+    g.add_argument("--dev-attribution-gap", action=argparse.BooleanOptionalAction, default=True,
+                   help="log the student's attribution gap to the teacher at each evaluation")
+    g.add_argument("--eval-batch-size", type=int, default=64, help="batch size for dev and test")
+    g.add_argument("--seed", type=int, default=42, help="random seed")
+    g = p.add_argument_group("run")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --output-dir from wherever it stopped")
+    g.add_argument("--predict", action="store_true",
+                   help="write GLUE test submission files with the best student")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forwards and IG")
+    g.add_argument("--ig-max-rows", type=int,
+                   help="interpolated rows per IG forward pass (256 on GPU, 32 on CPU)")
+    g.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute the frozen teacher's maps and logits once per example, reuse them")
+    g.add_argument("--teacher-cache-path", help="that cache's file, shareable between runs "
+                   "(default: <output-dir>/student/teacher_cache.pt)")
+    return p.parse_args(argv)
+
+
+def resolve_config(args, teacher_width=None):
+    """Every derived default in one place: the task's Table 5 values and teacher recipe, the
+    output folder, the teacher's m, IG rows per forward, K scaled to the teacher's width.
+    Then refuses impossible flags. Returns (args, task)."""
+    try:
+        task = glue_data.get_task(args.task)
+    except ValueError as error:
+        raise SystemExit(f"error: --task: {error}") from None
+    paper = PAPER_STUDENT[task.name]
+    for name in ("lr", "batch_size", "epochs", "alpha", "beta", "temperature"):
+        if getattr(args, name) is None:
+            setattr(args, name, paper[name])
+    if args.anneal_temperature is None:
+        args.anneal_temperature = paper["anneal"]
+    teacher_recipe = dict(zip(("teacher_lr", "teacher_batch_size", "teacher_epochs"),
+                              TEACHER_RECIPE[task.name]))
+    for name, value in teacher_recipe.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.output_dir = str(args.output_dir or Path("runs") / task.name)
+    args.teacher_ig_steps = args.teacher_ig_steps or args.ig_steps
+    if args.ig_max_rows is None:  # large chunks are memory-bound on CPU (bench/chunk_sweep.py)
+        args.ig_max_rows = 256 if str(args.device).startswith("cuda") else 32
+    if args.top_k is None and teacher_width is not None:  # keep the paper's fraction of d
+        args.top_k = max(1, round(paper["top_k"] * teacher_width / PAPER_TOP_K_WIDTH))
+    args.stage = "student"
+    validate_args(args, teacher_width)
+    return args, task
+
+
+def validate_args(args, teacher_width=None):
+    """Refuse impossible flags, one line each, before anything is loaded."""
+    checks = [
+        (args.ig_steps >= 1, f"--ig-steps must be >= 1, got {args.ig_steps}"),
+        (args.teacher_ig_steps >= 1, f"--teacher-ig-steps must be >= 1"),
+        (0.0 <= args.alpha <= 1.0, f"--alpha must lie in [0, 1], got {args.alpha}"),
+        (args.beta >= 0.0, f"--beta must be >= 0, got {args.beta}"),
+        (args.temperature > 0.0, f"--temperature must be > 0, got {args.temperature}"),
+        (args.top_k is None or args.top_k >= 1, f"--top-k must be >= 1, got {args.top_k}"),
+        (args.top_k is None or teacher_width is None or args.top_k <= teacher_width,
+         f"--top-k {args.top_k} exceeds the teacher's embedding width {teacher_width}"),
+        (args.lr > 0 and args.teacher_lr > 0, "--lr and --teacher-lr must be > 0"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.teacher_batch_size >= 1, "--teacher-batch-size must be >= 1"),
+        (args.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {args.eval_batch_size}"),
+        (args.epochs >= 0, f"--epochs must be >= 0, got {args.epochs}"),
+        (args.teacher_epochs >= 1, f"--teacher-epochs must be >= 1, got {args.teacher_epochs}"),
+        (args.max_length >= 8, f"--max-length must be >= 8, got {args.max_length}"),
+        (args.ig_max_rows >= 1, f"--ig-max-rows must be >= 1, got {args.ig_max_rows}"),
+        (0.0 <= args.warmup < 1.0, f"--warmup must lie in [0, 1), got {args.warmup}"),
+        (args.max_steps is None or args.max_steps >= 1, f"--max-steps must be >= 1"),
+        (args.log_every >= 1, f"--log-every must be >= 1, got {args.log_every}"),
+        (args.eval_every >= 0 and args.save_every >= 0, "--eval-every, --save-every must be >= 0"),
+        (args.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
+        (not (args.teacher_only and args.teacher), "--teacher-only fine-tunes a teacher; "
+         "drop --teacher"),
+        (args.beta > 0 or not (args.no_ce or args.alpha == 1)
+         or not (args.no_kd or args.alpha == 0),
+         "--alpha, --beta, --no-ce and --no-kd leave no loss term to train on"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SystemExit(f"error: {message}")
+
+
+def adkd_config(args, task, pad_token_id):
+    """The step's settings (ADKDConfig) from the command line's."""
+    return ADKDConfig(
+        alpha=args.alpha, beta=args.beta, temperature=args.temperature, top_k=args.top_k,
+        ig_steps=args.ig_steps, teacher_ig_steps=args.teacher_ig_steps, baseline=args.baseline,
+        kd_form=args.kd_loss, attr_reduction=args.attr_reduction, use_ce=not args.no_ce,
+        use_kd=not args.no_kd, is_regression=task.is_regression, pad_token_id=pad_token_id,
+        ig_max_rows=args.ig_max_rows)
+
+
+def stage_args(args, **overrides):
+    """A copy of the arguments with some changed."""
+    return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def teacher_stage_args(args):
+    """The teacher stage: plain fine-tuning (Eq. 12 with alpha = beta = 0), its own recipe."""
+    return stage_args(args, stage="teacher", lr=args.teacher_lr, batch_size=args.teacher_batch_size,
+                      epochs=args.teacher_epochs, alpha=0.0, beta=0.0, no_ce=False,
+                      anneal_temperature=False)
+
+
+# Flags a resumed stage may change: they change when files are written, what is logged, memory
+# or where things are, never the weights a step produces.
+SAFE_ON_RESUME = {"resume", "predict", "output_dir", "data_dir", "device", "eval_batch_size",
+                  "log_every", "save_every", "eval_every", "ig_max_rows", "teacher_cache",
+                  "teacher_cache_path", "grad_norms", "dev_attribution_gap", "teacher_only"}
+TEACHER_STAGE_SETTINGS = {"task", "teacher_model", "student", "lr", "batch_size", "epochs",
+                          "max_length", "skip_bad_rows", "warmup", "weight_decay",
+                          "max_grad_norm", "max_steps", "seed", "bf16"}
+
+
+def stage_settings(args):
+    """What a stage's weights depend on, as saved in its settings.json."""
+    keep = TEACHER_STAGE_SETTINGS if args.stage == "teacher" else set(vars(args)) - SAFE_ON_RESUME
+    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k in keep},
+                                 default=str))
+
+
+# -------------------------------------------------------------- models, data and early checks
+def pretrained(loader, name, flag, **kwargs):
+    """loader.from_pretrained(name), or one line naming the flag when it cannot be loaded."""
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as error:
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0][:200]
+        if str(name).startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+            reason = "no such folder"
+        raise SystemExit(
+            f"error: {flag} {name}: cannot load it ({reason}). Give a local folder with "
+            "config.json, weights and tokenizer files, or a hub name with network access "
+            "(HF_HUB_OFFLINE=1 forbids the hub)") from None
+
+
+def load_model(name_or_path, task, flag="--student"):
+    """A sequence classifier for the task, with double-backward-capable attention.
+    A checkpoint already fine-tuned for another label count is refused."""
+    config = pretrained(AutoConfig, name_or_path, flag)
+    architectures = config.architectures or []
+    fine_tuned = any(arch.endswith("ForSequenceClassification") for arch in architectures)
+    if fine_tuned and config.num_labels != task.num_labels:
+        raise SystemExit(f"error: {flag} {name_or_path} classifies {config.num_labels} labels, "
+                         f"task {task.name} has {task.num_labels}")
+    labels = task.labels or ("score",)
+    return pretrained(
+        AutoModelForSequenceClassification, name_or_path, flag, num_labels=task.num_labels,
+        attn_implementation=ATTENTION, id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        problem_type="regression" if task.is_regression else "single_label_classification")
+
+
+def teacher_source(args):
+    """(name, flag) of the model whose maps the student matches."""
+    return (args.teacher, "--teacher") if args.teacher else (args.teacher_model, "--teacher-model")
+
+
+def teacher_width(args):
+    """The teacher's embedding width, when a teacher will be trained or distilled from."""
+    if args.epochs == 0 and not args.teacher_only:
+        return None
+    return pretrained(AutoConfig, *teacher_source(args)).hidden_size
+
+
+def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
+    """Token maps are compared position by position: both models must tokenize identically."""
+    teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if teacher_vocab != student_vocab:
+        raise SystemExit(f"error: teacher and student vocabularies differ ({len(teacher_vocab)} "
+                         f"vs {len(student_vocab)} tokens); AD-KD compares per-token maps and "
+                         "needs one tokenizer")
+    # Capitalised vocabulary words and accents expose casing and normalisation differences.
+    words = sorted(token for token in teacher_vocab if token.isalpha())[:50]
+    probe = "AD-KD compares Token MAPS, doesn't it? Überprüfung 123. " + " ".join(
+        w.capitalize() for w in words)
+    if teacher_tokenizer(probe)["input_ids"] != student_tokenizer(probe)["input_ids"]:
+        raise SystemExit("error: teacher and student tokenizers split text differently (casing "
+                         "or normalisation); AD-KD compares per-token maps and needs one tokenizer")
+
+
+def prepare(args, task):
+    """Everything that can fail before a model trains, one line each: the run folders and
+    --resume, the models' names, tokenizers and position limits, the data (downloaded when
+    absent), the free disk. Returns (tokenizer, data)."""
+    training = args.epochs > 0 or args.teacher_only
+    check_run_folders(args, training)
+    tokenizer = pretrained(AutoTokenizer, args.student, "--student")
+    models = [(args.student, "--student")] + ([teacher_source(args)] if training else [])
+    if training:
+        check_same_tokenizer(pretrained(AutoTokenizer, *teacher_source(args)), tokenizer)
+    for name, flag in models:
+        limit = getattr(pretrained(AutoConfig, name, flag), "max_position_embeddings", None)
+        if limit is not None and args.max_length > limit:
+            raise SystemExit(f"error: --max-length {args.max_length} exceeds the {limit} "
+                             f"positions of {flag} {name}")
+    data = read_data(args, task, tokenizer, training)
+    check_free_space(args, training)
+    return tokenizer, data
+
+
+def stage_dirs(args, training):
+    """The stage folders this command will train in, with each stage's arguments."""
+    output_dir, stages = Path(args.output_dir), []
+    if training and args.teacher is None and not (output_dir / "teacher/done.json").exists():
+        stages.append((output_dir / "teacher", teacher_stage_args(args)))
+    if args.epochs > 0 and not args.teacher_only:
+        teacher = args.teacher or str(output_dir / "teacher" / "best")
+        stages.append((output_dir / "student", stage_args(args, teacher=teacher)))
+    return stages
+
+
+def check_run_folders(args, training):
+    """A folder with a run in it is continued only with --resume, and only with the settings
+    it was started with (SAFE_ON_RESUME lists what may change)."""
+    for folder, arguments in stage_dirs(args, training):
+        if not any((folder / name).exists() for name in ("log.jsonl", "last", "last.old", "best")):
+            continue
+        if not args.resume:
+            raise SystemExit(f"error: {folder} already holds a run; pass --resume to continue "
+                             "it or choose another --output-dir")
+        saved_path = folder / "settings.json"
+        if not saved_path.exists():
+            continue
+        saved, now = json.loads(saved_path.read_text()), stage_settings(arguments)
+        changed = [f"--{k.replace('_', '-')} ({saved.get(k)} -> {now.get(k)})"
+                   for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        if changed:
+            raise SystemExit(f"error: --resume: {folder} was started with other settings: "
+                             f"{', '.join(changed)}; resume with the same flags or choose "
+                             "another --output-dir")
+
+
+def read_rows(data_dir, task, split, args):
+    examples, skipped = glue_data.read_split_counted(data_dir, task, split,
+                                                     skip_bad_rows=args.skip_bad_rows)
+    if skipped:
+        say(f"{task.name} {split}: skipped {skipped} malformed rows")
+    return examples
+
+
+def read_data(args, task, tokenizer, training):
+    """Dev (and train, and with --predict test) examples, encoded; fetched when absent."""
+    try:
+        data_dir = glue_data.task_dir(args.data_dir, task)
+    except FileNotFoundError as error:
+        data_dir = download(args, task, error)
+    encode = lambda examples: glue_data.encode(examples, tokenizer, args.max_length)  # noqa: E731
+    try:
+        dev = {split: encode(read_rows(data_dir, task, split, args)) for split in task.dev_splits}
+        train = encode(read_rows(data_dir, task, "train", args)) if training else []
+        test = {}
+        for split in task.test_splits if args.predict else ():
+            examples = glue_data.read_split(data_dir, task, split)  # a submission needs every row
+            test[split] = (examples, encode(examples))
+    except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
+        raise SystemExit(f"error: {error}") from None
+    return argparse.Namespace(data_dir=data_dir, dev=dev, train=train, test=test,
+                              training=training)
+
+
+def download(args, task, missing):
+    """Fetch the task's GLUE files into --data-dir (glue_data.download_task)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit(f"error: {missing}; fetch it once first: python glue_data.py "
+                         f"--download {task.name} --data-dir {args.data_dir}")
+    say(f"no {task.folder} files in {args.data_dir}: downloading them")
+    try:
+        glue_data.download_task(task, args.data_dir)
+    except glue_data.GlueDownloadError as error:
+        raise SystemExit(f"error: --data-dir {args.data_dir}: {error}") from None
+    return glue_data.task_dir(args.data_dir, task)
+
+
+def weights_bytes(name):
+    """Bytes of a local model folder's weight files (0 for a hub name)."""
+    folder = Path(name)
+    if not folder.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))
+
+
+def check_free_space(args, training):
+    """A checkpoint is the weights plus AdamW's two moments; best/ is another copy of the
+    weights. Refuse to start where that cannot be written (local models only: a hub model's
+    size is unknown before it downloads)."""
+    if not training:
+        return
+    stages = stage_dirs(args, training)
+    needed = sum(4 * weights_bytes(args.teacher_model if a.stage == "teacher" else args.student)
+                 for _, a in stages)
+    folder = Path(args.output_dir).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise SystemExit(f"error: --output-dir {args.output_dir}: {free / 2**20:.0f} MiB free, "
+                         f"the checkpoints need about {needed / 2**20:.0f} MiB")
+
+
+# ------------------------------------------------------------------------------ the teacher cache
 # The teacher is frozen and runs without dropout, so its maps and logits for a training example
 # never change: compute them in the first epoch, reuse them in every later one. Examples are
 # stored ragged (each at its own length) in one flat tensor, so the cache costs
@@ -362,7 +827,7 @@ def new_teacher_cache(key, lengths, views, classes):
 
 
 def cache_lookup(cache, indices, seq):
-    """(maps (batch, views, seq), logits (batch, classes)) for examples already cached, else None."""
+    """(maps (batch, views, seq), logits (batch, classes)) when all examples are cached."""
     if not bool(cache["filled"][indices].all()):
         return None
     offsets = cache["offsets"]
@@ -380,6 +845,22 @@ def cache_store(cache, indices, maps, logits):
         cache["maps"][:, start:end] = maps[row, :, :end - start].float().cpu()
     cache["logits"][indices] = logits.float().cpu()
     cache["filled"][indices] = True
+
+
+def cached_teacher(cache, indices):
+    """A teacher_fn for distillation_step that serves the batch from the cache, filling it on
+    a miss; plain teacher_outputs without a cache."""
+    if cache is None:
+        return teacher_outputs
+
+    def teacher_fn(teacher, inputs, config):
+        cached = cache_lookup(cache, indices, inputs["input_ids"].shape[1])
+        if cached is not None:
+            return tuple(t.to(inputs["input_ids"].device) for t in cached)
+        maps, logits = teacher_outputs(teacher, inputs, config)
+        cache_store(cache, indices, maps, logits)
+        return maps, logits
+    return teacher_fn
 
 
 def weights_digest(model):
@@ -403,70 +884,205 @@ def teacher_cache_key(teacher, features, args):
     return digest.hexdigest()
 
 
+def cache_checksum(cache):
+    """sha256 of the cache's contents, stored beside them to catch a damaged file."""
+    digest = hashlib.sha256(cache["key"].encode())
+    for name in ("offsets", "maps", "logits", "filled"):
+        digest.update(cache[name].numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_problem(cache, teacher, features, args, task):
+    """Why a loaded cache cannot be used, or None. Beyond the checksum, a few cached examples
+    are recomputed: the cache must agree with the teacher itself."""
+    if cache.get("checksum") != cache_checksum(cache):
+        return "its contents do not match its checksum"
+    filled = cache["filled"].nonzero().flatten()[:4].tolist()
+    if not filled:
+        return None
+    batch = glue_data.collate([features[i] for i in filled], 0)
+    inputs = {k: v.to(args.device) for k, v in batch.items() if k != "labels"}
+    pad_token_id = teacher.config.pad_token_id or 0
+    maps, logits = teacher_outputs(teacher, inputs, adkd_config(args, task, pad_token_id))
+    cached_maps, cached_logits = cache_lookup(cache, filled, maps.shape[-1])
+    if not (torch.allclose(maps.float().cpu(), cached_maps, atol=1e-4) and
+            torch.allclose(logits.float().cpu(), cached_logits, atol=1e-4)):
+        return "its maps differ from the teacher's own"
+    return None
+
+
 def open_teacher_cache(path, teacher, features, args, task):
-    """The cache saved at `path` if it was made for this teacher, data and settings, else a new one."""
+    """The cache saved at `path` if it was made for this teacher, data and settings and is
+    intact, else a new one (a damaged or stale file is rebuilt, saying why)."""
     key = teacher_cache_key(teacher, features, args)
-    if Path(path).exists():
+    views = task.num_labels  # one view per class, one for regression; as many logits
+    fresh = new_teacher_cache(key, [len(f["input_ids"]) for f in features], views, views)
+    if not Path(path).exists():
+        return fresh
+    try:
         cache = torch.load(path, weights_only=False)
-        if cache["key"] == key:
-            say(f"teacher cache {path}: {int(cache['filled'].sum())}/{len(features)} examples")
-            return cache
-        say(f"teacher cache {path} was made for another teacher, data or IG setting: rebuilding it")
-    # One view per class (one for regression), and as many logits.
-    return new_teacher_cache(key, [len(f["input_ids"]) for f in features], task.num_labels, task.num_labels)
+        problem = None if isinstance(cache, dict) and "key" in cache else "it is not a cache"
+    except Exception as error:  # a truncated or garbage file: rebuild it
+        cache, problem = None, f"it cannot be read: {str(error).splitlines()[0][:120]}"
+    if problem is None and cache["key"] != key:
+        say(f"teacher cache {path} was made for another teacher, data or IG setting: "
+            "rebuilding it")
+        return fresh
+    problem = problem or cache_problem(cache, teacher, features, args, task)
+    if problem:
+        say(f"teacher cache {path} is damaged ({problem}): rebuilding it")
+        return fresh
+    say(f"teacher cache {path}: {int(cache['filled'].sum())}/{len(features)} examples")
+    return cache
+
+
+def open_training_cache(teacher, features, output_dir, args, task):
+    """The teacher cache of a distillation stage, or None where there is none to keep."""
+    if teacher is None or args.beta <= 0 or not args.teacher_cache:
+        return None
+    path = Path(args.teacher_cache_path or Path(output_dir) / "teacher_cache.pt")
+    cache = open_teacher_cache(path, teacher, features, args, task)
+    cache["path"] = str(path)
+    return cache
 
 
 def save_teacher_cache(cache, path):
+    cache["checksum"] = cache_checksum(cache)
     temporary = Path(str(path) + ".tmp")
-    torch.save(cache, temporary)
+    try:
+        torch.save(cache, temporary)
+    except (OSError, RuntimeError) as error:
+        temporary.unlink(missing_ok=True)
+        raise write_failed(path, error) from None
     os.replace(temporary, path)
 
 
-# -------------------------------------------------------------------- models and checkpoints
-def load_model(name_or_path, task):
-    """A sequence classifier for the task, with double-backward-capable attention.
-    A checkpoint already fine-tuned for another label count is refused."""
-    config = AutoConfig.from_pretrained(name_or_path)
-    fine_tuned = any(arch.endswith("ForSequenceClassification") for arch in (config.architectures or []))
-    if fine_tuned and config.num_labels != task.num_labels:
-        raise SystemExit(f"error: {name_or_path} classifies {config.num_labels} labels, "
-                         f"task {task.name} has {task.num_labels}")
-    labels = task.labels or ("score",)
-    return AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, num_labels=task.num_labels, attn_implementation=ATTENTION,
-        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-        problem_type="regression" if task.is_regression else "single_label_classification")
+# --------------------------------------------------------------------- run folders and checkpoints
+class RunFiles:
+    """One training stage's folder: settings.json, log.jsonl, last/ (all --resume needs:
+    weights, optimizer, scheduler, RNG, step), best/ (best dev checkpoint), done.json.
+    Only rank 0 writes."""
 
+    def __init__(self, output_dir, args, tokenizer, steps_per_epoch):
+        self.dir, self.args, self.tokenizer = Path(output_dir), args, tokenizer
+        self.steps_per_epoch = steps_per_epoch
+        self.last_dir, self.best_dir = self.dir / "last", self.dir / "best"
+        self.log_path = self.dir / "log.jsonl"
+        self.rank = world()[0]
+        self.cache_saved = -1
 
-def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
-    """Token maps are compared position by position, so both models must tokenize identically."""
-    teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
-    if teacher_vocab != student_vocab:
-        raise SystemExit(f"error: teacher and student vocabularies differ ({len(teacher_vocab)} vs "
-                         f"{len(student_vocab)} tokens); AD-KD compares per-token maps and needs one tokenizer")
-    # Capitalised vocabulary words and accents expose casing and normalisation differences.
-    words = sorted(token for token in teacher_vocab if token.isalpha())[:50]
-    probe = "AD-KD compares Token MAPS, doesn't it? Überprüfung 123. " + " ".join(w.capitalize() for w in words)
-    if teacher_tokenizer(probe)["input_ids"] != student_tokenizer(probe)["input_ids"]:
-        raise SystemExit("error: teacher and student tokenizers split text differently (casing or "
-                         "normalisation); AD-KD compares per-token maps and needs one tokenizer")
+    def start(self, student, optimizer, scheduler):
+        """(step, best) of the checkpoint in last/ with --resume; else a fresh start."""
+        step, best = 0, {"metric": -math.inf, "metrics": None, "step": 0}
+        checkpoint = find_checkpoint(self.last_dir) if self.args.resume else None
+        if checkpoint is not None:
+            state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+            reloaded = AutoModelForSequenceClassification.from_pretrained(
+                checkpoint, attn_implementation=ATTENTION)
+            student.load_state_dict(reloaded.state_dict())
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            step, best = state["step"], state["best"]
+            set_rng_state(state["rng"][self.rank])
+            if self.rank == 0:
+                keep_log_until(self.log_path, step)  # records after the checkpoint are redone
+                print(f"resumed {self.dir} at step {step}")
+        barrier()  # every rank has read before rank 0 writes
+        if checkpoint is None and self.rank == 0:
+            if self.args.resume and self.dir.exists():
+                print(f"{self.dir}: nothing resumable was saved yet; starting it fresh")
+            for name in ("log.jsonl", "settings.json", "best", "best.tmp", "best.old", "last",
+                         "last.tmp", "last.old"):
+                path = self.dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "settings.json").write_text(json.dumps(stage_settings(self.args),
+                                                               indent=1))
+        self.log({"step": step, "started": time.time()})  # epoch wall times are read from it
+        return step, best
+
+    def log(self, record):
+        if self.rank == 0:
+            write_log(self.log_path, record)
+
+    def log_losses(self, step, scheduler, temperature, loss, terms, norms):
+        self.log({"step": step, "epoch": step / self.steps_per_epoch,
+                  "lr": scheduler.get_last_lr()[0], "temperature": temperature,
+                  "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                  "grad_norm": norms})
+
+    def record_evaluation(self, student, step, metrics, best, main_metric):
+        """Log a dev evaluation; save best/ when it improves (a NaN never does)."""
+        improved = math.isfinite(metrics[main_metric]) and metrics[main_metric] > best["metric"]
+        if improved:
+            best = {"metric": metrics[main_metric], "metrics": metrics, "step": step}
+            if self.rank == 0:
+                save_model_atomically(student, self.tokenizer, self.best_dir)
+        self.log({"step": step, "epoch": step / self.steps_per_epoch, "dev": metrics,
+                  "best": improved, "time": time.time()})
+        if self.rank == 0:
+            tqdm.write(f"step {step}: dev {format_metrics(metrics)}{'  (best)' * improved}")
+        return best
+
+    def save_last(self, student, optimizer, scheduler, step, best, cache):
+        """Write the resumable checkpoint (and the teacher cache, when it has grown)."""
+        if cache is not None:
+            merge_teacher_cache(cache, self.args.device)
+            filled = int(cache["filled"].sum())
+            if self.rank == 0 and filled > self.cache_saved:
+                save_teacher_cache(cache, cache["path"])
+            self.cache_saved = filled
+        rng_states = gather_objects(rng_state())
+        if self.rank == 0:
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "step": step, "best": best, "rng": rng_states}
+            save_model_atomically(student, self.tokenizer, self.last_dir, state)
+        barrier()
+
+    def finish(self, student, best):
+        """Check the replicas, write done.json, drop what no later step can use: the
+        optimizer state (and the teacher's last weights). Returns `best`."""
+        check_replicas(student, self)
+        if best["metrics"] is None:
+            raise SystemExit(f"error: no dev evaluation in {self.dir} gave a finite score; its "
+                             f"final weights are in {self.last_dir}")
+        if self.rank == 0:
+            (self.dir / "done.json").write_text(json.dumps(best, indent=1))
+            if self.args.stage == "teacher":
+                shutil.rmtree(self.last_dir, ignore_errors=True)
+            else:
+                (self.last_dir / "trainer_state.pt").unlink(missing_ok=True)
+        barrier()
+        return best
 
 
 def save_model_atomically(model, tokenizer, directory, trainer_state=None):
-    """Write a save_pretrained folder (plus trainer state) next to its target, then rename it in
-    place, so an interruption never leaves a half-written checkpoint where a good one was."""
+    """Write a save_pretrained folder (plus trainer state) next to its target, then rename it
+    into place: an interruption never leaves a half-written checkpoint where a good one was."""
     directory = Path(directory)
-    temporary, previous = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    temporary = directory.with_name(directory.name + ".tmp")
+    previous = directory.with_name(directory.name + ".old")
     shutil.rmtree(temporary, ignore_errors=True)
-    model.save_pretrained(temporary)
-    tokenizer.save_pretrained(temporary)
-    if trainer_state is not None:
-        torch.save(trainer_state, temporary / "trainer_state.pt")
+    try:
+        model.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
+        if trainer_state is not None:
+            torch.save(trainer_state, temporary / "trainer_state.pt")
+    except (OSError, RuntimeError) as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise write_failed(directory, error) from None
     if directory.exists():
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(directory, previous)
     os.replace(temporary, directory)
     shutil.rmtree(previous, ignore_errors=True)
+
+
+def write_failed(path, error):
+    """One line for a failed write (a full disk makes torch say only "iostream error")."""
+    reason = str(error).strip().splitlines()[0][-160:] if str(error).strip() else repr(error)
+    return SystemExit(f"error: writing {path} failed ({reason}; is the disk full?); what was "
+                      "there before is kept")
 
 
 def find_checkpoint(directory):
@@ -478,8 +1094,35 @@ def find_checkpoint(directory):
     return None
 
 
+def write_log(path, record):
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as error:
+        raise write_failed(path, error) from None
+
+
+def read_log(path):
+    """The records of a log.jsonl; a partial last line (a full disk leaves one) is dropped."""
+    lines = Path(path).read_text().splitlines() if Path(path).exists() else []
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise SystemExit(f"error: {path}:{number}: not a JSON record") from None
+    return records
+
+
+def keep_log_until(path, step):
+    kept = [record for record in read_log(path) if record["step"] <= step]
+    Path(path).write_text("".join(json.dumps(record) + "\n" for record in kept))
+
+
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -499,7 +1142,57 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-# ------------------------------------------------------------------------- distributed training
+# --------------------------------------------------------------------- losses: checks and gradients
+def check_finite(terms, step, last_dir, device):
+    """Stop before the update when a loss term is NaN or infinite, on every rank at once."""
+    finite = torch.tensor([float(torch.isfinite(value)) for value in terms.values()])
+    finite = all_reduce_sum(finite, device) == world()[1]
+    for (name, value), ok in zip(terms.items(), finite):
+        if not ok:
+            last = last_dir if Path(last_dir).exists() else "not written yet"
+            raise FloatingPointError(f"step {step}: loss term '{name}' is {value.item()}; "
+                                     f"stopped before the update, the last good checkpoint is "
+                                     f"{last}")
+
+
+def term_gradients(terms, config, model, measure):
+    """Gradients of each weighted term of Eq. 12 w.r.t. the student's weights, taken before
+    loss.backward() frees the graph (logging steps only). In one process the last term's is
+    not computed: term_norms derives it from .grad, since the terms add up to the loss, and it
+    is the costly one (L_attr's double backward)."""
+    if not measure:
+        return None
+    weights = term_weights(config.alpha, config.beta, config.use_ce, config.use_kd)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    derived = list(terms)[-1] if world()[1] == 1 else None
+    grads = {name: torch.autograd.grad(weights[name] * value, parameters, retain_graph=True,
+                                       allow_unused=True)
+             for name, value in terms.items() if name != derived}
+    return {"parameters": parameters, "grads": grads, "derived": derived}
+
+
+def term_norms(term_grads, model):
+    """{term: gradient norm} from term_gradients, after loss.backward() filled .grad."""
+    if term_grads is None:
+        return {}
+    def norm(tensors):
+        return float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(t.float()) for t in tensors if t is not None] or
+            [torch.zeros(())])))
+    norms = {name: norm(grads) for name, grads in term_grads["grads"].items()}
+    if term_grads["derived"] is not None:
+        rest = []
+        for index, p in enumerate(term_grads["parameters"]):
+            g = torch.zeros_like(p) if p.grad is None else p.grad.clone()
+            for grads in term_grads["grads"].values():
+                if grads[index] is not None:
+                    g -= grads[index]
+            rest.append(g)
+        norms[term_grads["derived"]] = norm(rest)
+    return dict(sorted(norms.items()))
+
+
+# ------------------------------------------------------------------------------- several processes
 # Under `torchrun --nproc_per_node N adkd.py ...` every process trains a DistributedDataParallel
 # copy of the student on its slice of each global batch (--batch-size stays the global batch);
 # evaluation is sharded and gathered; only rank 0 writes files.
@@ -515,7 +1208,9 @@ def init_distributed(args):
 
 def world():
     """(rank, world size); (0, 1) outside torchrun."""
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def barrier():
@@ -542,30 +1237,42 @@ def all_reduce_sum(tensor, device):
 
 
 def merge_teacher_cache(cache, device):
-    """Each rank filled the cache for its own examples; afterwards every rank holds all of them."""
+    """Each rank filled the cache for its own examples; afterwards every rank holds them all."""
     if world()[1] == 1:
         return
     lengths = cache["offsets"][1:] - cache["offsets"][:-1]
     filled = cache["filled"].float()
     token_filled = filled.repeat_interleave(lengths)  # (total tokens,)
     filled_total = all_reduce_sum(filled, device)
-    cache["maps"] = all_reduce_sum(cache["maps"] * token_filled, device) / \
-        all_reduce_sum(token_filled, device).clamp_min(1)
-    cache["logits"] = all_reduce_sum(cache["logits"] * filled[:, None], device) / filled_total.clamp_min(1)[:, None]
+    cache["maps"] = (all_reduce_sum(cache["maps"] * token_filled, device)
+                     / all_reduce_sum(token_filled, device).clamp_min(1))
+    cache["logits"] = (all_reduce_sum(cache["logits"] * filled[:, None], device)
+                       / filled_total.clamp_min(1)[:, None])
     cache["filled"] = filled_total > 0
 
 
-# ------------------------------------------------------------------------------ evaluation
+def check_replicas(student, run):
+    """DDP keeps the replicas equal; check it rather than trust it."""
+    if world()[1] == 1:
+        return
+    digests = gather_objects(weights_digest(student))
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"ranks ended with different weights: {digests}")
+    run.log({"step": -1, "ranks": world()[1], "weights_sha256": digests[0]})
+
+
+# -------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def predict_logits(model, features, batch_size, pad_token_id, device):
-    """Logits for a list of encoded examples, in order, (examples, classes); sharded over ranks."""
+    """Logits for encoded examples, in order, (examples, classes); sharded over ranks."""
     rank, size = world()
     shard = list(range(rank, len(features), size))
     was_training = model.training
     model.eval()
     outputs = [torch.zeros(0, model.config.num_labels)]
     for start in range(0, len(shard), batch_size):
-        batch = glue_data.collate([features[i] for i in shard[start:start + batch_size]], pad_token_id)
+        batch = glue_data.collate([features[i] for i in shard[start:start + batch_size]],
+                                  pad_token_id)
         batch.pop("labels", None)
         outputs.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
     model.train(was_training)
@@ -576,284 +1283,98 @@ def predict_logits(model, features, batch_size, pad_token_id, device):
 
 
 def predictions_from_logits(logits, task):
+    """Class indices (scores for regression); all NaN when any logit is not finite."""
+    if not np.isfinite(logits).all():
+        return np.full(len(logits), np.nan)
     return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
 
 
 def evaluate(model, task, dev_sets, batch_size, pad_token_id, device):
-    """GLUE metrics on every dev split; the first split's are unprefixed (MNLI: matched first)."""
+    """GLUE metrics on every dev split; the first split's are unprefixed (MNLI: matched
+    first). Predictions that are not finite give NaN metrics."""
     metrics = {}
     for index, (split, features) in enumerate(dev_sets.items()):
         logits = predict_logits(model, features, batch_size, pad_token_id, device)
         labels = np.array([f["label"] for f in features])
-        for name, value in glue_data.compute_metrics(task, predictions_from_logits(logits, task), labels).items():
+        predictions = predictions_from_logits(logits, task)
+        for name, value in glue_data.compute_metrics(task, predictions, labels).items():
             metrics[name if index == 0 else f"{split}/{name}"] = value
     return metrics
 
 
-def write_predictions(model, task, data_dir, tokenizer, args, output_dir):
-    """GLUE submission files, `index<TAB>prediction`, one per test split (MNLI-m and MNLI-mm)."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for split, stem in zip(task.test_splits, task.submission_names):
-        examples = glue_data.read_split(data_dir, task, split, skip_bad_rows=args.skip_bad_rows)
-        features = glue_data.encode(examples, tokenizer, args.max_length)
-        logits = predict_logits(model, features, args.eval_batch_size, tokenizer.pad_token_id, args.device)
-        predictions = predictions_from_logits(logits, task)
-        path = output_dir / f"{stem}.tsv"
-        if world()[0] == 0:
-            with open(path, "w") as f:
-                f.write("index\tprediction\n")
-                for example, prediction in zip(examples, predictions):
-                    value = f"{float(prediction):.3f}" if task.is_regression else task.labels[int(prediction)]
-                    f.write(f"{example.guid}\t{value}\n")
-        written.append(path)
-    return written
+def dev_maps(model, features, config, batch_size, teacher):
+    """Per-example maps (views, length) of a model on encoded examples: the teacher's with its
+    m and top-K, the student's with its m over all dimensions."""
+    was_training = model.training
+    model.eval()
+    maps = []
+    for start in range(0, len(features), batch_size):
+        batch = glue_data.collate(features[start:start + batch_size], config.pad_token_id)
+        inputs = {k: v.to(next(model.parameters()).device) for k, v in batch.items()
+                  if k != "labels"}
+        attributions, _ = integrated_gradients(
+            model, **inputs, steps=config.teacher_ig_steps if teacher else config.ig_steps,
+            baseline=config.baseline, pad_token_id=config.pad_token_id,
+            is_regression=config.is_regression, max_rows=config.ig_max_rows)
+        batch_maps = attribution_maps(attributions, inputs["attention_mask"],
+                                      config.top_k if teacher else None).detach().float().cpu()
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        maps += [m[:, :n] for m, n in zip(batch_maps, lengths)]
+    model.train(was_training)
+    return maps
 
 
-# ------------------------------------------------------------------------------ training loop
-def make_optimizer(student, args, total_steps):
-    """AdamW (no weight decay on biases and LayerNorm) with linear warm-up and decay."""
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    groups = [{"params": [p for n, p in student.named_parameters() if not n.endswith(no_decay)],
-               "weight_decay": args.weight_decay},
-              {"params": [p for n, p in student.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=args.lr)
-    return optimizer, get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
+def teacher_dev_maps(teacher, dev_sets, config, args):
+    """The teacher's maps on this rank's share of the first dev split, computed once."""
+    if teacher is None or not args.dev_attribution_gap:
+        return None
+    rank, size = world()
+    features = next(iter(dev_sets.values()))[rank::size]
+    return {"features": features,
+            "maps": dev_maps(teacher, features, config, args.eval_batch_size, teacher=True)}
 
 
-def check_finite(terms, step, last_dir, device):
-    """Stop before the update when a loss term is NaN or infinite, on every rank at once."""
-    finite = torch.tensor([float(torch.isfinite(value)) for value in terms.values()])
-    finite = all_reduce_sum(finite, device) == world()[1]
-    for (name, value), ok in zip(terms.items(), finite):
-        if not ok:
-            raise FloatingPointError(
-                f"step {step}: loss term '{name}' is {value.item()}; stopped before the update, "
-                f"the last good checkpoint is {last_dir if last_dir.exists() else 'not written yet'}")
-
-
-def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, teacher=None):
-    """Train `student` on Eq. 12 and keep the best dev checkpoint in output_dir/best.
-
-    With teacher=None and alpha = beta = 0 this is plain fine-tuning (the teacher stage).
-    output_dir/last holds everything --resume needs: weights, optimizer, scheduler, RNG, step.
-    Returns the best dev metrics."""
-    output_dir, (rank, world_size) = Path(output_dir), world()
-    device, pad_token_id = args.device, tokenizer.pad_token_id
-    student.to(device).train()
-    if teacher is not None:
-        teacher.to(device).eval().requires_grad_(False)  # frozen: no dropout, no parameter grads
-    if not train_features:
-        raise SystemExit("error: no training examples")
-    steps_per_epoch = math.ceil(len(train_features) / args.batch_size)
-    total_steps = min(steps_per_epoch * args.epochs, args.max_steps or math.inf)
-    optimizer, scheduler = make_optimizer(student, args, total_steps)
-    step, best = 0, {"metric": -math.inf, "metrics": None, "step": 0}
-    last_dir, best_dir, log_path = output_dir / "last", output_dir / "best", output_dir / "log.jsonl"
-
-    checkpoint = find_checkpoint(last_dir) if args.resume else None
-    if checkpoint is not None:
-        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-        reloaded = AutoModelForSequenceClassification.from_pretrained(checkpoint, attn_implementation=ATTENTION)
-        student.load_state_dict(reloaded.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, best = state["step"], state["best"]
-        set_rng_state(state["rng"][rank])
-        if rank == 0:
-            keep_log_until(log_path, step)  # records of steps after the checkpoint are redone
-            print(f"resumed {output_dir} at step {step}")
-    elif last_dir.exists() or log_path.exists():
-        raise SystemExit(f"error: {output_dir} already holds a run; pass --resume to continue it "
-                         "or choose another --output-dir")
-    barrier()  # every rank has looked before rank 0 writes
-    if rank == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    cache = None
-    if teacher is not None and args.beta > 0 and args.teacher_cache:
-        cache_path = Path(args.teacher_cache_path or output_dir / "teacher_cache.pt")
-        cache = open_teacher_cache(cache_path, teacher, train_features, args, task)
-        cache_saved = int(cache["filled"].sum())
-    model = student if world_size == 1 else DistributedDataParallel(student)
-
-    def checkpoint_now(with_eval):
-        nonlocal best, cache_saved
-        if cache is not None:
-            merge_teacher_cache(cache, device)
-            if rank == 0 and int(cache["filled"].sum()) > cache_saved:
-                save_teacher_cache(cache, cache_path)
-            cache_saved = int(cache["filled"].sum())
-        rng_states = gather_objects(rng_state())
-        if with_eval:
-            metrics = evaluate(student, task, dev_sets, args.eval_batch_size, pad_token_id, device)
-            improved = metrics[task.main_metric] > best["metric"]
-            if improved:
-                best = {"metric": metrics[task.main_metric], "metrics": metrics, "step": step}
-            if rank == 0:
-                if improved:
-                    save_model_atomically(student, tokenizer, best_dir)
-                write_log(log_path, {"step": step, "epoch": step / steps_per_epoch, "dev": metrics, "best": improved,
-                                     "time": time.time()})
-                tqdm.write(f"step {step}: dev {format_metrics(metrics)}{'  (best)' if improved else ''}")
-        if rank == 0:
-            trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "step": step, "best": best, "rng": rng_states}
-            save_model_atomically(student, tokenizer, last_dir, trainer_state)
-        barrier()
-
-    if rank == 0:  # marks each (re)start in the log: epoch wall times are read from it
-        write_log(log_path, {"step": step, "started": time.time()})
-    progress = tqdm(total=total_steps, initial=step, desc=output_dir.name, dynamic_ncols=True, disable=rank != 0)
-    while step < total_steps:
-        epoch, batch_in_epoch = divmod(step, steps_per_epoch)
-        # The order of an epoch depends on (seed, epoch) alone, so a resumed run sees the same batches.
-        order = torch.randperm(len(train_features), generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
-        temperature = (annealed_temperature(args.temperature, epoch, args.epochs)
-                       if args.anneal_temperature else args.temperature)
-        for first in range(batch_in_epoch * args.batch_size, len(order), args.batch_size):
-            indices = order[first:first + args.batch_size][rank::world_size]  # this rank's slice
-            batch = glue_data.collate([train_features[i] for i in indices], pad_token_id)
-            batch = {key: value.to(device) for key, value in batch.items()}
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=args.bf16):
-                loss, terms = distillation_step(model, teacher, batch, args, task, temperature, pad_token_id,
-                                                cache, indices)
-            check_finite(terms, step + 1, last_dir, device)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            progress.update(1)
-            if rank == 0 and (step % args.log_every == 0 or step == total_steps):
-                record = {"step": step, "epoch": step / steps_per_epoch, "lr": scheduler.get_last_lr()[0],
-                          "temperature": temperature, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-                write_log(log_path, record)
-                progress.set_postfix(loss=f"{loss.item():.4f}")
-            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
-            evaluate_now = end_of_epoch or (args.eval_every and step % args.eval_every == 0)
-            if evaluate_now or (args.save_every and step % args.save_every == 0):
-                checkpoint_now(with_eval=evaluate_now)
-            if step == total_steps:
-                break
-    progress.close()
-    if world_size > 1:  # DDP keeps replicas equal; check it rather than trust it
-        digests = gather_objects(weights_digest(student))
-        if len(set(digests)) > 1:
-            raise RuntimeError(f"ranks ended with different weights: {digests}")
-        if rank == 0:
-            write_log(log_path, {"step": step, "ranks": world_size, "weights_sha256": digests[0]})
-    return best
-
-
-def write_log(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def keep_log_until(path, step):
-    if Path(path).exists():
-        kept = [line for line in Path(path).read_text().splitlines() if json.loads(line)["step"] <= step]
-        Path(path).write_text("".join(line + "\n" for line in kept))
+def attribution_gap(student, teacher_dev, config, args):
+    """{"attribution_gap": Eq. 11 between the teacher's and the student's dev maps, per
+    example and per view}: 0 for equal maps, at most 2. What AD-KD trains for."""
+    if teacher_dev is None:
+        return {}
+    student_maps = dev_maps(student, teacher_dev["features"], config, args.eval_batch_size,
+                            teacher=False)
+    gaps = [float((t - s).pow(2).sum()) / len(t) for t, s in zip(teacher_dev["maps"],
+                                                                  student_maps)]
+    totals = gather_objects((sum(gaps), len(gaps)))
+    return {"attribution_gap": sum(t for t, _ in totals) / max(1, sum(n for _, n in totals))}
 
 
 def format_metrics(metrics):
+    if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
+        return "predictions are not finite (NaN or inf): no score"
     return " ".join(f"{name}={value:.4f}" for name, value in metrics.items())
 
 
-# ---------------------------------------------------------------- explain: maps of a checkpoint
-def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps=32, baseline="pad"):
-    """A model's attribution map per class (Eq. 6 over all dims, Eq. 9 norm) for one example.
-    Returns (tokens, maps (views, seq), class scores (views,)): what AD-KD compares, per token."""
-    encoded = tokenizer(text_a, text_b, truncation="longest_first",
-                        max_length=model.config.max_position_embeddings, return_tensors="pt")
-    inputs = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
-    attributions, logits = integrated_gradients(model.eval(), **inputs, steps=steps, baseline=baseline,
-                                                pad_token_id=tokenizer.pad_token_id, is_regression=is_regression)
-    maps = attribution_maps(attributions, inputs["attention_mask"])[0]  # (views, seq)
-    tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
-    return tokens, maps.detach(), class_scores(logits, is_regression)[0].detach()
-
-
-def shown_views(maps, scores, class_names):
-    """(view, label) pairs worth showing: a binary task's two maps are equal, so one stands for both."""
-    labels = [f"{name} ({float(score):.2f})" for name, score in zip(class_names, scores)]
-    if len(maps) == 2 and torch.allclose(maps[0], maps[1], atol=1e-6):
-        return [(1, f"either class; p({class_names[1]}) = {float(scores[1]):.2f}")]
-    return list(enumerate(labels))
-
-
-def explanation_html(examples, class_names):
-    """A self-contained page: per example, one row of shaded tokens per model and class.
-    examples: [(title, [(model name, tokens, maps, scores), ...]), ...]."""
-    def shade(tokens, values):
-        top = float(values.max()) or 1.0
-        return " ".join(f'<span style="background:rgba(214,39,40,{float(v) / top:.2f})" title="{float(v):.3f}">'
-                        f"{html.escape(t)}</span>" for t, v in zip(tokens, values))
-    body = []
-    for title, rows in examples:
-        body.append(f"<h3>{html.escape(title)}</h3><table>")
-        for name, tokens, maps, scores in rows:
-            for view, label in shown_views(maps, scores, class_names):
-                body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>{html.escape(label)}</td>"
-                            f"<td>{shade(tokens, maps[view])}</td></tr>")
-        body.append("</table>")
-    return ("<!doctype html><meta charset='utf-8'><title>AD-KD attribution maps</title><style>body{font-family:"
-            "sans-serif}td{padding:3px 8px;vertical-align:top}span{padding:0 1px}</style>"
-            "<p>Token shade: the class's attribution map (IG, Eq. 6 over all dimensions, L2-normalised), "
-            "relative to its largest token (hover for the value), with the model's probability for the class. "
-            "A binary task's two maps are identical, so one row stands for both.</p>"
-            + "\n".join(body))
-
-
-def explain_main(argv):
-    p = argparse.ArgumentParser(prog="adkd.py explain", description="print (and draw) the per-class token "
-                                "attribution maps of one or more checkpoints")
-    p.add_argument("--task", required=True, help="GLUE task the checkpoints were trained on")
-    p.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH", help="a checkpoint (repeatable)")
-    p.add_argument("--text", action="append", nargs="+", default=[], metavar="SENTENCE",
-                   help="one sentence, or two for a pair task (repeatable)")
-    p.add_argument("--dev", type=int, nargs="+", default=[], metavar="ROW", help="dev examples by 0-based row")
-    p.add_argument("--data-dir", default="glue_data", help="GLUE root, for --dev")
-    p.add_argument("--ig-steps", type=int, default=32, help="m of Eq. 2")
-    p.add_argument("--html", default=None, help="also write the maps to this HTML file")
-    args = p.parse_args(argv)
-    task = glue_data.get_task(args.task)
-    examples = [(text[0], text[1] if len(text) > 1 else None, None) for text in args.text]
-    if args.dev:
-        dev = glue_data.read_split(glue_data.task_dir(args.data_dir, task), task, task.dev_splits[0])
-        bad = [row for row in args.dev if not 0 <= row < len(dev)]
-        if bad:
-            raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows 0..{len(dev) - 1}")
-        examples += [(dev[row].text_a, dev[row].text_b, dev[row].label) for row in args.dev]
-    if not examples:
-        raise SystemExit("error: give --text or --dev")
-    models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
-    loaded = [(name, AutoTokenizer.from_pretrained(path), load_model(path, task)) for name, path in models]
-    class_names = ["score"] if task.is_regression else list(task.labels)
-    pages = []
-    for text_a, text_b, label in examples:
-        title = text_a + (f"  ||  {text_b}" if text_b else "") + (f"  (gold: {label})" if label is not None else "")
-        print(f"\n== {title}")
-        rows = []
-        for name, tokenizer, model in loaded:
-            tokens, maps, scores = explain(model, tokenizer, text_a, text_b, is_regression=task.is_regression,
-                                           steps=args.ig_steps)
-            rows.append((name, tokens, maps, scores))
-            for view, view_label in shown_views(maps, scores, class_names):
-                print(f"{name} [{view_label}] " + " ".join(f"{t}:{float(v):.2f}" for t, v in zip(tokens, maps[view])))
-        pages.append((title, rows))
-    if args.html:
-        Path(args.html).write_text(explanation_html(pages, class_names))
-        print(f"wrote {args.html}")
-    return pages
-
-
-# ------------------------------------------------------------------------------------- the CLI
-def stage_args(args, **overrides):
-    """A copy of the arguments with one stage's hyperparameters."""
-    return argparse.Namespace(**{**vars(args), **overrides})
+def write_predictions(model, task, test_sets, args, output_dir):
+    """GLUE submission files, `index<TAB>prediction`, one per test split (MNLI-m, MNLI-mm).
+    Every test row gets a prediction, or no file is written."""
+    output_dir, written = Path(output_dir), []
+    for (split, (examples, features)), stem in zip(test_sets.items(), task.submission_names):
+        logits = predict_logits(model, features, args.eval_batch_size, model.config.pad_token_id
+                                or 0, args.device)
+        predictions = predictions_from_logits(logits, task)
+        if len(predictions) != len(examples) or not np.isfinite(predictions).all():
+            raise SystemExit(f"error: {split}: predictions are missing or not finite; "
+                             "no submission file written")
+        path = output_dir / f"{stem}.tsv"
+        if world()[0] == 0:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            lines = ["index\tprediction"] + [
+                f"{ex.guid}\t{float(p):.3f}" if task.is_regression else
+                f"{ex.guid}\t{task.labels[int(p)]}" for ex, p in zip(examples, predictions)]
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text("\n".join(lines) + "\n")
+            os.replace(temporary, path)
+        written.append(path)
+    return written
 
 
 def say(*message):
@@ -861,83 +1382,129 @@ def say(*message):
         print(*message, flush=True)
 
 
-def main(argv=None):
-    if argv and argv[0] == "explain":
-        return explain_main(argv[1:])
-    args = parse_args(argv)
+# ----------------------------------------------------------------- explain: maps of a checkpoint
+# Readable names for the tasks whose TSV labels are digits.
+CLASS_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
+               "mrpc": ("not paraphrase", "paraphrase"), "qqp": ("not duplicate", "duplicate")}
+
+
+def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps=32,
+            baseline="pad"):
+    """A model's attribution map per class (Eq. 6 over all dims, Eq. 9) for one example.
+    Returns (tokens, maps (views, seq), class scores (views,)): what AD-KD compares."""
+    encoded = tokenizer(text_a, text_b, truncation="longest_first",
+                        max_length=model.config.max_position_embeddings, return_tensors="pt")
+    inputs = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids")
+              if key in encoded}
+    attributions, logits = integrated_gradients(model.eval(), **inputs, steps=steps,
+                                                baseline=baseline,
+                                                pad_token_id=tokenizer.pad_token_id,
+                                                is_regression=is_regression)
+    maps = attribution_maps(attributions, inputs["attention_mask"])[0]  # (views, seq)
+    tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+    return tokens, maps.detach(), class_scores(logits, is_regression)[0].detach()
+
+
+def shown_views(maps, scores, class_names):
+    """(view, label) pairs worth showing: a binary task's two maps are equal, so one stands
+    for both."""
+    if not torch.isfinite(scores).all():
+        return []
+    if len(maps) == 2 and torch.allclose(maps[0], maps[1], atol=1e-6):
+        return [(1, f"either class; p({class_names[1]}) = {float(scores[1]):.2f}")]
+    return [(view, f"{name} ({float(score):.2f})")
+            for view, (name, score) in enumerate(zip(class_names, scores))]
+
+
+def explanation_html(examples, class_names):
+    """A self-contained page: per example, one row of shaded tokens per model and class.
+    examples: [(title, [(model name, tokens, maps, scores), ...]), ...]."""
+    def shade(tokens, values):
+        top = float(values.max()) or 1.0
+        return " ".join(f'<span style="background:rgba(214,39,40,{float(v) / top:.2f})" '
+                        f'title="{float(v):.3f}">{html.escape(t)}</span>'
+                        for t, v in zip(tokens, values))
+    body = []
+    for title, rows in examples:
+        body.append(f"<h3>{html.escape(title)}</h3><table>")
+        for name, tokens, maps, scores in rows:
+            views = shown_views(maps, scores, class_names)
+            if not views:
+                body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>predictions are not "
+                            "finite</td><td></td></tr>")
+            for view, label in views:
+                body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>{html.escape(label)}"
+                            f"</td><td>{shade(tokens, maps[view])}</td></tr>")
+        body.append("</table>")
+    return ("<!doctype html><meta charset='utf-8'><title>AD-KD attribution maps</title><style>"
+            "body{font-family:sans-serif}td{padding:3px 8px;vertical-align:top}"
+            "span{padding:0 1px}</style><p>Token shade: the class's attribution map (IG, Eq. 6 "
+            "over all dimensions, L2-normalised), relative to its largest token (hover for the "
+            "value), with the model's probability for the class; one row per model and class. "
+            "A binary task's two maps are identical, so one row stands for both.</p>"
+            + "\n".join(body))
+
+
+def explain_main(argv):
+    p = argparse.ArgumentParser(prog="adkd.py explain", formatter_class=HelpFormatter,
+                                description="print (and draw) the per-class token attribution "
+                                "maps of one or more checkpoints")
+    p.add_argument("--task", required=True, help="GLUE task the checkpoints were trained on")
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
+                   help="a checkpoint (repeatable)")
+    p.add_argument("--text", action="append", nargs="+", default=[], metavar="SENTENCE",
+                   help="one sentence, or two for a pair task (repeatable)")
+    p.add_argument("--dev", type=int, nargs="+", default=[], metavar="ROW",
+                   help="dev examples by 0-based row")
+    p.add_argument("--data-dir", default="glue_data", help="GLUE root, for --dev")
+    p.add_argument("--ig-steps", type=int, default=32, help="m of Eq. 2")
+    p.add_argument("--html", default=None, help="also write the maps to this HTML file")
+    args = p.parse_args(argv)
     try:
         task = glue_data.get_task(args.task)
     except ValueError as error:
-        raise SystemExit(f"error: --task: {error}")
-    fill_task_defaults(args, task)
-    validate_args(args)
-    output_dir = Path(args.output_dir or Path("runs") / task.name)
-
-    tokenizer = AutoTokenizer.from_pretrained(args.student)
-    training = args.epochs > 0 or args.teacher_only
-    if training:
-        teacher_source = args.teacher or args.teacher_model
-        width = AutoConfig.from_pretrained(teacher_source).hidden_size
-        if args.top_k is None:  # the paper's K is for a 768-wide teacher: keep the same fraction
-            args.top_k = max(1, round(PAPER_STUDENT[task.name]["top_k"] * width / PAPER_TOP_K_WIDTH))
-        if args.top_k > width:
-            raise SystemExit(f"error: --top-k {args.top_k} exceeds the teacher's embedding width {width}")
-        check_same_tokenizer(AutoTokenizer.from_pretrained(teacher_source), tokenizer)
-    try:
-        data_dir = glue_data.task_dir(args.data_dir, task)
-        dev_sets = {split: glue_data.encode(read_rows(data_dir, task, split, args), tokenizer, args.max_length)
-                    for split in task.dev_splits}
-        train_features = (glue_data.encode(read_rows(data_dir, task, "train", args), tokenizer, args.max_length)
-                          if training else [])
-    except (FileNotFoundError, glue_data.GlueFormatError) as error:
-        raise SystemExit(f"error: {error}")
-    init_distributed(args)
-
-    if training and args.teacher is None:
-        teacher_dir = output_dir / "teacher"
-        if not (teacher_dir / "done.json").exists():
-            say(f"== fine-tuning the teacher {args.teacher_model} on {task.name}")
-            seed_everything(args.seed)
-            teacher_args = stage_args(args, lr=args.teacher_lr, batch_size=args.teacher_batch_size,
-                                      epochs=args.teacher_epochs, alpha=0.0, beta=0.0, no_ce=False,
-                                      anneal_temperature=False)
-            best = train(load_model(args.teacher_model, task), tokenizer, task, train_features, dev_sets,
-                         teacher_dir, teacher_args)
-            if world()[0] == 0:
-                (teacher_dir / "done.json").write_text(json.dumps(best, indent=1))
-            barrier()
-        args.teacher = str(teacher_dir / "best")
-        if args.teacher_only:
-            return json.loads((teacher_dir / "done.json").read_text())["metrics"]
-
-    seed_everything(args.seed)
-    student = load_model(args.student, task)
-    if args.epochs > 0:
-        teacher = load_model(args.teacher, task)
-        teacher_metrics = evaluate(teacher.to(args.device), task, dev_sets, args.eval_batch_size,
-                                   tokenizer.pad_token_id, args.device)
-        say(f"teacher {args.teacher}: dev {format_metrics(teacher_metrics)}")
-        say(f"== distilling into {args.student}: alpha={args.alpha} beta={args.beta} tau={args.temperature} "
-            f"K={args.top_k} m={args.ig_steps} (teacher m={args.teacher_ig_steps})")
-        seed_everything(args.seed)
-        best = train(student, tokenizer, task, train_features, dev_sets, output_dir / "student", args, teacher)
-        if world()[0] == 0:
-            (output_dir / "student" / "done.json").write_text(json.dumps(best, indent=1))
-        barrier()
-        student = AutoModelForSequenceClassification.from_pretrained(output_dir / "student" / "best").to(args.device)
-    metrics = evaluate(student.to(args.device), task, dev_sets, args.eval_batch_size, tokenizer.pad_token_id, args.device)
-    say(f"student: dev {format_metrics(metrics)}")
-    if args.predict:
-        for path in write_predictions(student, task, data_dir, tokenizer, args, output_dir / "predictions"):
-            say(f"wrote {path}")
-    return metrics
-
-
-def read_rows(data_dir, task, split, args):
-    examples, skipped = glue_data.read_split_counted(data_dir, task, split, skip_bad_rows=args.skip_bad_rows)
-    if skipped:
-        say(f"{task.name} {split}: skipped {skipped} malformed rows")
-    return examples
+        raise SystemExit(f"error: --task: {error}") from None
+    examples = [(text[0], text[1] if len(text) > 1 else None, None) for text in args.text]
+    if args.dev:
+        try:
+            dev = glue_data.read_split(glue_data.task_dir(args.data_dir, task), task,
+                                       task.dev_splits[0])
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"error: {error}") from None
+        bad = [row for row in args.dev if not 0 <= row < len(dev)]
+        if bad:
+            raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
+                             f"0..{len(dev) - 1}")
+        examples += [(dev[row].text_a, dev[row].text_b, dev[row].label) for row in args.dev]
+    if not examples:
+        raise SystemExit("error: give --text or --dev")
+    models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
+    loaded = [(name, pretrained(AutoTokenizer, path, "--model"), load_model(path, task, "--model"))
+              for name, path in models]
+    class_names = (["score"] if task.is_regression else
+                   list(CLASS_NAMES.get(task.name, task.labels)))
+    pages = []
+    for text_a, text_b, label in examples:
+        gold = label if task.is_regression or label is None else class_names[label]
+        gold = "" if label is None else f"  (gold: {gold})"
+        title = text_a + (f"  ||  {text_b}" if text_b else "") + gold
+        print(f"\n== {title}")
+        rows = []
+        for name, tokenizer, model in loaded:
+            tokens, maps, scores = explain(model, tokenizer, text_a, text_b,
+                                           is_regression=task.is_regression, steps=args.ig_steps)
+            rows.append((name, tokens, maps, scores))
+            views = shown_views(maps, scores, class_names)
+            if not views:
+                print(f"{name}: predictions are not finite (NaN or inf): no map")
+            for view, view_label in views:
+                print(f"{name} [{view_label}] " + " ".join(f"{t}:{float(v):.2f}"
+                                                           for t, v in zip(tokens, maps[view])))
+        pages.append((title, rows))
+    if args.html:
+        Path(args.html).write_text(explanation_html(pages, class_names))
+        print(f"wrote {args.html}")
+    return pages
 
 
 if __name__ == "__main__":

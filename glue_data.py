@@ -5,12 +5,25 @@ HuggingFace `run_glue.py` processors do: tab-separated, quoting off (QNLI has st
 UTF-8 with the byte-order mark dropped (MRPC headers start with one). Columns are looked
 up by header name; CoLA train/dev have no header and get a fixed one.
 
-Metrics use numpy only and return plain floats on the 0-1 (or -1..1) scale.
+Metrics use numpy only and return plain floats on the 0-1 (or -1..1) scale; any non-finite
+prediction or label makes every metric NaN.
+
+`download_task` fetches a task from the classic GLUE download locations (stdlib only) into
+the same layout; run `python glue_data.py --download mrpc rte --data-dir glue_data`.
 """
 
+import argparse
 import csv
+import http.client
 import math
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +101,10 @@ class GlueFormatError(ValueError):
     """A GLUE TSV file does not have the expected layout; the message starts with path:line."""
 
 
+class GlueDownloadError(RuntimeError):
+    """A GLUE file could not be fetched; the one-line message names the URL and what to do."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 
@@ -144,27 +161,50 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
         raise FileNotFoundError(f"GLUE file not found: {path}")
     split_name = path.stem
     has_labels = not split_name.startswith("test")
-    examples, num_skipped = [], 0
-    # newline="" lets csv count physical lines; quotechar=None because QNLI has stray quotes
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quotechar=None)
-        header = spec.headerless_columns if has_labels and spec.headerless_columns else None
-        if header is None:
-            header = next(reader, None)
+    examples, num_skipped, num_rows = [], 0, 0
+    try:
+        # newline="" lets csv count physical lines; quotechar=None because QNLI has stray quotes
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter="\t", quotechar=None)
+            header = spec.headerless_columns if has_labels and spec.headerless_columns else None
             if header is None:
-                raise GlueFormatError(f"{path}:1: empty file, expected a header line")
-        columns = _column_indices(spec, header, has_labels, path)
-        for row in reader:
-            if not row:  # a blank line (e.g. a trailing one) carries no example
-                continue
-            try:
-                examples.append(_parse_row(spec, row, columns, len(header), split_name,
-                                           reader.line_num, path))
-            except GlueFormatError:
-                if not skip_bad_rows:
-                    raise
-                num_skipped += 1
+                header = next(reader, None)
+                if header is None:
+                    raise GlueFormatError(f"{path}:1: empty file, expected a header line")
+            columns = _column_indices(spec, header, has_labels, path)
+            for row in reader:
+                if not row:  # a blank line (e.g. a trailing one) carries no example
+                    continue
+                num_rows += 1
+                try:
+                    examples.append(_parse_row(spec, row, columns, len(header), split_name,
+                                               reader.line_num, path))
+                except GlueFormatError:
+                    if not skip_bad_rows:
+                        raise
+                    num_skipped += 1
+    except UnicodeDecodeError as error:
+        raise _not_utf8_error(path, error) from None
+    if has_labels and not num_rows:
+        raise GlueFormatError(f"{path}: no data rows")
+    if has_labels and not examples:
+        raise GlueFormatError(f"{path}: no usable data rows (all {num_skipped} are malformed)")
     return examples, num_skipped
+
+
+def _not_utf8_error(path, error) -> GlueFormatError:
+    """Name the first physical line that is not valid UTF-8 (the decoder reads in chunks)."""
+    # bytes.splitlines breaks at \n, \r\n and \r, as the text reader does; no UTF-8 sequence
+    # contains those bytes, so decoding line by line finds the same bad bytes
+    for number, raw in enumerate(Path(path).read_bytes().splitlines(), start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as line_error:
+            bad = line_error.object[line_error.start:line_error.end]
+            return GlueFormatError(f"{path}:{number}: not UTF-8 text ({line_error.reason}: "
+                                   f"byte {bad[:4].hex(' ')} at column {line_error.start + 1}); "
+                                   f"re-save the file as UTF-8")
+    return GlueFormatError(f"{path}: not UTF-8 text ({error.reason})")
 
 
 def _column_indices(spec, header, has_labels, path) -> dict:
@@ -179,17 +219,21 @@ def _column_indices(spec, header, has_labels, path) -> dict:
         if name not in header:
             raise GlueFormatError(f"{path}:1: header has no {name!r} column: {header}")
         columns[role] = header.index(name)
-    # the HF processors read a trailing label as line[-1], which survives stray extra tabs
-    if columns.get("label") == len(header) - 1:
-        columns["label"] = -1
     return columns
 
 
 def _parse_row(spec, row, columns, num_columns, split_name, line, path) -> Example:
     """Turn one TSV row into an Example, raising GlueFormatError on a malformed row."""
+    # Every row must have exactly the header's columns. The HF processors read a trailing label
+    # as line[-1], which tolerates extra columns but silently shifts the text when a sentence
+    # holds a tab. Every real GLUE file checked (all of shared/glue: CoLA, SST-2, MRPC, STS-B,
+    # QNLI, RTE, every split) has the same column count on every row, so no file needs that.
+    if len(row) > num_columns:
+        raise GlueFormatError(f"{path}:{line}: expected {num_columns} columns, got {len(row)} "
+                              f"(a tab inside a field?)")
     if len(row) < num_columns:
-        raise GlueFormatError(f"{path}:{line}: expected {num_columns} tab-separated columns, "
-                              f"got {len(row)}")
+        raise GlueFormatError(f"{path}:{line}: expected {num_columns} columns, got {len(row)} "
+                              f"(a line break inside a field, or a cut-off row?)")
     text_b = row[columns["text_b"]] if "text_b" in columns else None
     if "label" not in columns:  # test files: no label, first column is the submission index
         return Example(guid=row[0], text_a=row[columns["text_a"]], text_b=text_b,
@@ -277,15 +321,24 @@ def _paired_arrays(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def _all_finite(*arrays) -> bool:
+    """False if any float (or complex) array holds a NaN or an infinity; ints are always finite."""
+    return all(a.dtype.kind not in "fc" or bool(np.isfinite(a).all()) for a in arrays)
+
+
 def accuracy(preds, labels) -> float:
-    """Fraction of predictions equal to the label."""
+    """Fraction of predictions equal to the label; NaN if any input is not finite."""
     preds, labels = _paired_arrays(preds, labels)
+    if not _all_finite(preds, labels):
+        return math.nan
     return float(np.mean(preds == labels))
 
 
 def f1_score(preds, labels) -> float:
     """F1 of the positive class 1; 0.0 when there are no positives at all (like sklearn)."""
     preds, labels = _paired_arrays(preds, labels)
+    if not _all_finite(preds, labels):
+        return math.nan
     true_pos = np.sum((preds == 1) & (labels == 1))
     false_pos = np.sum((preds == 1) & (labels != 1))
     false_neg = np.sum((preds != 1) & (labels == 1))
@@ -296,6 +349,8 @@ def f1_score(preds, labels) -> float:
 def matthews_corrcoef(preds, labels) -> float:
     """Matthews correlation (multi-class form, as sklearn); 0.0 when undefined."""
     preds, labels = _paired_arrays(preds, labels)
+    if not _all_finite(preds, labels):
+        return math.nan
     _, codes = np.unique(np.concatenate([labels, preds]), return_inverse=True)
     num_classes = codes.max() + 1
     true_codes, pred_codes = codes[: len(labels)], codes[len(labels):]
@@ -311,8 +366,10 @@ def matthews_corrcoef(preds, labels) -> float:
 
 
 def pearson(x, y) -> float:
-    """Pearson correlation; 0.0 when either input is constant (correlation undefined)."""
+    """Pearson correlation; 0.0 when either input is constant, NaN when one is not finite."""
     x, y = _paired_arrays(x, y)
+    if not _all_finite(x, y):
+        return math.nan
     x_centered = x.astype(np.float64) - x.mean()
     y_centered = y.astype(np.float64) - y.mean()
     denominator = math.sqrt(np.sum(x_centered**2) * np.sum(y_centered**2))
@@ -335,13 +392,19 @@ def _average_ranks(values) -> np.ndarray:
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation: Pearson correlation of the average ranks."""
+    """Spearman rank correlation: Pearson correlation of the average ranks; NaN as scipy when
+    an input is not finite (ranking would otherwise sort NaN last and hide it)."""
     x, y = _paired_arrays(x, y)
+    if not _all_finite(x, y):
+        return math.nan
     return pearson(_average_ranks(x), _average_ranks(y))
 
 
 def compute_metrics(task, preds, labels) -> dict[str, float]:
-    """GLUE dev metrics for a task; preds are class indices, or scores for STS-B."""
+    """GLUE dev metrics for a task; preds are class indices, or scores for STS-B.
+
+    Every metric is NaN when any prediction or label is NaN or infinite (a diverged model).
+    """
     spec = get_task(task)
     if spec.name == "cola":
         return {"mcc": matthews_corrcoef(preds, labels)}
@@ -350,3 +413,256 @@ def compute_metrics(task, preds, labels) -> dict[str, float]:
     if spec.name == "stsb":
         return {"spearman": spearman(preds, labels), "pearson": pearson(preds, labels)}
     return {"accuracy": accuracy(preds, labels)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Download (stdlib only) and row-count check
+
+# Data rows (header excluded) of every split file of the classic GLUE release
+STANDARD_ROW_COUNTS = {
+    "cola": {"train": 8551, "dev": 1043, "test": 1063},
+    "sst2": {"train": 67349, "dev": 872, "test": 1821},
+    "mrpc": {"train": 3668, "dev": 408, "test": 1725},
+    "stsb": {"train": 5749, "dev": 1500, "test": 1379},
+    "qqp": {"train": 363846, "dev": 40430, "test": 390965},
+    "mnli": {"train": 392702, "dev_matched": 9815, "dev_mismatched": 9832,
+             "test_matched": 9796, "test_mismatched": 9847},
+    "qnli": {"train": 104743, "dev": 5463, "test": 5463},  # QNLI v2
+    "rte": {"train": 2490, "dev": 277, "test": 3000},
+}
+
+# The locations used by the classic download_glue_data.py (nyu-mll/GLUE-baselines) and by the
+# HuggingFace `datasets` GLUE script; MRPC comes from SentEval's copy of the MSR corpus.
+GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"
+SENTEVAL_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data/"
+DOWNLOAD_URLS = {
+    **{name: GLUE_URL + name for name in ("CoLA.zip", "SST-2.zip", "QQP-clean.zip", "STS-B.zip",
+                                          "MNLI.zip", "QNLIv2.zip", "RTE.zip",
+                                          "mrpc_dev_ids.tsv")},
+    "msr_paraphrase_train.txt": SENTEVAL_URL + "msr_paraphrase_train.txt",
+    "msr_paraphrase_test.txt": SENTEVAL_URL + "msr_paraphrase_test.txt",
+}
+TASK_DOWNLOADS = {"cola": "CoLA.zip", "sst2": "SST-2.zip", "qqp": "QQP-clean.zip",
+                  "stsb": "STS-B.zip", "mnli": "MNLI.zip", "qnli": "QNLIv2.zip", "rte": "RTE.zip",
+                  "mrpc": ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt",
+                           "mrpc_dev_ids.tsv")}
+MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+
+
+def split_names(task) -> tuple:
+    """Every split of a task, in file order: train, the dev splits, the test splits."""
+    spec = get_task(task)
+    return ("train",) + spec.dev_splits + spec.test_splits
+
+
+def check_task_files(data_dir, task) -> dict[str, int]:
+    """Read every split of a task and compare its row count with the standard GLUE release.
+
+    data_dir is the GLUE root or the task folder. Returns {split: rows}; raises GlueFormatError
+    naming the file when one is missing, malformed, or has another number of rows.
+    """
+    spec = get_task(task)
+    folder = _checked_folder(data_dir, spec)
+    counts = {}
+    for split in split_names(spec):
+        path = folder / f"{split}.tsv"
+        if not path.is_file():
+            raise GlueFormatError(f"{path}: missing; {spec.folder} needs "
+                                  f"{', '.join(s + '.tsv' for s in split_names(spec))}")
+        examples, _ = read_split_counted(folder, spec, split)
+        expected = STANDARD_ROW_COUNTS[spec.name][split]
+        if len(examples) != expected:
+            raise GlueFormatError(f"{path}: {len(examples)} data rows, but the standard GLUE "
+                                  f"{spec.folder} {split}.tsv has {expected}")
+        counts[split] = len(examples)
+    return counts
+
+
+def _checked_folder(data_dir, spec) -> Path:
+    """The folder check_task_files reads: task_dir's choice, else <data_dir>/<folder>."""
+    try:
+        return task_dir(data_dir, spec)
+    except FileNotFoundError:
+        return Path(data_dir) / spec.folder
+
+
+def download_task(task, data_dir, urls=None, timeout=60) -> Path:
+    """Fetch one task into <data_dir>/<folder>/ as the classic GLUE download script lays it out.
+
+    The zip of the task is extracted (its top folder is the task folder); MRPC is built from the
+    SentEval MSR files as that script does. urls maps a file name (e.g. "RTE.zip") to a URL and
+    overrides DOWNLOAD_URLS. Files are fetched into a temporary folder inside data_dir and then
+    renamed into place, so no half-written file is left. Raises GlueDownloadError when a file
+    cannot be fetched or unpacked, and GlueFormatError naming the file when a split's row count
+    differs from STANDARD_ROW_COUNTS. Returns the task folder.
+    """
+    spec = get_task(task)
+    urls = {**DOWNLOAD_URLS, **(urls or {})}
+    data_dir = Path(data_dir)
+    target = data_dir / spec.folder
+    data_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.folder}-download-", dir=data_dir))
+    try:
+        if spec.name == "mrpc":
+            staged = staging / spec.folder
+            staged.mkdir()
+            sources = TASK_DOWNLOADS["mrpc"]
+            for name in sources:
+                # the classic script keeps the MSR files and saves the ids as dev_ids.tsv
+                local = "dev_ids.tsv" if name == "mrpc_dev_ids.tsv" else name
+                _fetch(urls[name], staged / local, spec, target, timeout)
+            try:
+                format_mrpc(staged)
+            except GlueFormatError as error:  # name the URL, not the temporary file
+                message = str(error).replace(str(staged / "dev_ids.tsv"), urls[sources[2]])
+                for name in sources[:2]:
+                    message = message.replace(str(staged / name), urls[name])
+                raise GlueFormatError(message) from None
+        else:
+            sources = (TASK_DOWNLOADS[spec.name],)
+            archive = staging / sources[0]
+            _fetch(urls[archive.name], archive, spec, target, timeout)
+            staged = _extract(archive, staging / "unpacked", spec, target, urls[archive.name])
+        _move_into(staged, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    try:
+        check_task_files(target, spec)
+    except GlueFormatError as error:
+        raise GlueFormatError(f"{error} (downloaded from {', '.join(urls[n] for n in sources)}; "
+                              f"delete {target} and retry, or {_manual_hint(spec, target)})"
+                              ) from None
+    return target
+
+
+def _manual_hint(spec, target) -> str:
+    files = ", ".join(f"{split}.tsv" for split in split_names(spec))
+    return f"put the files in {target}/ by hand ({files}, as the GLUE download script writes them)"
+
+
+def _fetch(url, destination, spec, target, timeout) -> None:
+    """Download url to destination through a temporary name; GlueDownloadError on failure."""
+    partial = destination.with_name(destination.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as f:
+            shutil.copyfileobj(response, f, 1 << 20)
+            expected = response.headers.get("Content-Length")
+        if expected is not None and partial.stat().st_size != int(expected):
+            raise OSError(f"got {partial.stat().st_size} of {expected} bytes")
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        partial.unlink(missing_ok=True)
+        reason = getattr(error, "reason", None) or error
+        if isinstance(error, urllib.error.HTTPError):
+            reason = f"HTTP {error.code} {error.reason}"
+        reason = " ".join(str(reason).split()) or type(error).__name__
+        raise GlueDownloadError(f"cannot download {spec.name} from {url} ({reason}); check the "
+                                f"network or {_manual_hint(spec, target)}") from None
+    os.replace(partial, destination)
+
+
+def _extract(archive, into, spec, target, url) -> Path:
+    """Unpack a task zip and return its task folder (e.g. unpacked/RTE)."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(into)  # extractall drops absolute paths and '..' parts
+    except (zipfile.BadZipFile, OSError) as error:
+        raise GlueDownloadError(f"cannot unpack {archive.name} for {spec.name} from {url} "
+                                f"({' '.join(str(error).split())}); "
+                                f"{_manual_hint(spec, target)}") from None
+    folder = into / spec.folder
+    if not folder.is_dir():
+        raise GlueDownloadError(f"{archive.name} from {url} has no {spec.folder}/ folder; "
+                                f"{_manual_hint(spec, target)}")
+    return folder
+
+
+def _move_into(source, target) -> None:
+    """Rename every file under source to the same place under target (same file system)."""
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, destination)
+
+
+def format_mrpc(mrpc_dir) -> None:
+    """Write MRPC train/dev/test.tsv from the MSR files, as the classic GLUE download script does.
+
+    Reads msr_paraphrase_train.txt, msr_paraphrase_test.txt and dev_ids.tsv in mrpc_dir. The
+    train header is copied unchanged (BOM included); each row is stripped, split on tabs and
+    written as label, id1, id2, s1, s2 to dev.tsv when (id1, id2) is a dev pair, else to
+    train.tsv. test.tsv gets a fixed header and rows index, id1, id2, s1, s2.
+    """
+    mrpc_dir = Path(mrpc_dir)
+    dev_ids = set()
+    with open(mrpc_dir / "dev_ids.tsv", encoding="utf-8") as ids:
+        for row in ids:
+            dev_ids.add(tuple(row.strip().split("\t")))
+    train_rows, dev_rows, test_rows = [], [], []
+    header = None
+    for name, is_train in (("msr_paraphrase_train.txt", True), ("msr_paraphrase_test.txt", False)):
+        path = mrpc_dir / name
+        try:  # text mode as in the classic script: universal newlines, BOM kept in the header
+            with open(path, encoding="utf-8") as f:
+                first = f.readline()
+                lines = list(f)
+        except UnicodeDecodeError as error:
+            raise _not_utf8_error(path, error) from None
+        if is_train:
+            header = first
+        for number, row in enumerate(lines, start=2):
+            fields = row.strip().split("\t")
+            if fields == [""]:
+                continue
+            if len(fields) != 5:
+                raise GlueFormatError(f"{path}:{number}: expected 5 columns (label, id1, id2, "
+                                      f"s1, s2), got {len(fields)}")
+            label, id1, id2, s1, s2 = fields
+            if not is_train:
+                test_rows.append(f"{len(test_rows)}\t{id1}\t{id2}\t{s1}\t{s2}\n")
+            else:
+                rows = dev_rows if (id1, id2) in dev_ids else train_rows
+                rows.append(f"{label}\t{id1}\t{id2}\t{s1}\t{s2}\n")
+    for name, lines in (("train.tsv", [header] + train_rows), ("dev.tsv", [header] + dev_rows),
+                        ("test.tsv", [MRPC_TEST_HEADER] + test_rows)):
+        partial = mrpc_dir / (name + ".part")
+        with open(partial, "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(lines)
+        os.replace(partial, mrpc_dir / name)
+
+
+def main(argv=None) -> int:
+    """Command line: download GLUE tasks, or check the row counts of tasks already on disk."""
+    parser = argparse.ArgumentParser(
+        description="Download GLUE tasks in the classic glue_data/ layout, or check them.")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--download", nargs="+", metavar="TASK",
+                        help=f"tasks to fetch ({', '.join(TASKS)}, or all)")
+    action.add_argument("--check", nargs="+", metavar="TASK",
+                        help="tasks whose files to read and compare with the standard row counts")
+    parser.add_argument("--data-dir", default="glue_data",
+                        help="GLUE root; each task goes to <data-dir>/<folder>/")
+    parser.add_argument("--timeout", type=float, default=60, help="seconds per network read")
+    args = parser.parse_args(argv)
+    names = args.download or args.check
+    try:
+        specs = list(TASKS.values()) if "all" in names else [get_task(n) for n in names]
+        for spec in specs:
+            if args.download:
+                print(f"{spec.name}: downloading into {Path(args.data_dir) / spec.folder}",
+                      flush=True)
+                folder = download_task(spec, args.data_dir, timeout=args.timeout)
+                counts = STANDARD_ROW_COUNTS[spec.name]  # download_task checked them
+            else:
+                counts = check_task_files(args.data_dir, spec)
+                folder = _checked_folder(args.data_dir, spec)
+            print(f"{spec.name}: ok, " + ", ".join(f"{split} {n}" for split, n in counts.items())
+                  + f" rows (standard) in {folder}", flush=True)
+    except (GlueDownloadError, GlueFormatError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
