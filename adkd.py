@@ -193,18 +193,34 @@ def attribution_loss(teacher_maps, student_maps, reduction="entries"):
 
 
 def kd_loss(student_logits, teacher_logits, temperature, form="soft_ce", is_regression=False):
-    """The logit term of Eq. 12. Classification: soft cross-entropy -sum p_t log p_s at
-    temperature tau (the public code; same gradient as KL, no tau^2), or KL * tau^2 (Hinton
-    et al.) with form="kl". Regression, any form: the public code's MSE between the student's
-    and the teacher's outputs, both divided by tau."""
+    """The logit term of Eq. 12 between p_t = softmax(z_t / tau) and p_s = softmax(z_s / tau).
+
+    soft_ce: -sum p_t log p_s, the public code's (KL's gradient, no tau^2); or a divergence
+    (f-DISTILL's forms at sequence length one): kl KL(p_t||p_s), rkl KL(p_s||p_t), js
+    Jensen-Shannon, tvd total variation 1/2 sum |p_t - p_s|. kl, rkl and js are scaled by
+    tau^2 and tvd by tau, since their logit gradients shrink as 1/tau^2 and 1/tau (Hinton et
+    al.'s reason for tau^2). Regression, any form: the public code's MSE between the
+    student's and the teacher's outputs, both divided by tau."""
     if is_regression:
         return F.mse_loss(student_logits.squeeze(-1) / temperature,
                           teacher_logits.squeeze(-1) / temperature)
-    teacher_probs = (teacher_logits / temperature).softmax(dim=-1)
-    student_log_probs = (student_logits / temperature).log_softmax(dim=-1)
+    log_p_t = (teacher_logits / temperature).log_softmax(dim=-1)
+    log_p_s = (student_logits / temperature).log_softmax(dim=-1)
+    p_t, p_s = log_p_t.exp(), log_p_s.exp()
+    if form == "soft_ce":
+        return -(p_t * log_p_s).sum(dim=-1).mean()
+    if form == "tvd":
+        return 0.5 * (p_t - p_s).abs().sum(dim=-1).mean() * temperature
     if form == "kl":
-        return F.kl_div(student_log_probs, teacher_probs, reduction="batchmean") * temperature ** 2
-    return -(teacher_probs * student_log_probs).sum(dim=-1).mean()
+        divergence = (p_t * (log_p_t - log_p_s)).sum(dim=-1)
+    elif form == "rkl":
+        divergence = (p_s * (log_p_s - log_p_t)).sum(dim=-1)
+    elif form == "js":  # against the mixture m = (p_t + p_s) / 2
+        log_m = torch.logaddexp(log_p_t, log_p_s) - math.log(2)
+        divergence = 0.5 * ((p_t * (log_p_t - log_m)).sum(-1) + (p_s * (log_p_s - log_m)).sum(-1))
+    else:
+        raise ValueError(f"unknown KD form {form!r}")
+    return divergence.mean() * temperature ** 2
 
 
 def gold_loss(student_logits, labels, is_regression=False):
@@ -256,7 +272,7 @@ class ADKDConfig:
     ig_steps: int = 1              # m of Eq. 2 for the student
     teacher_ig_steps: int = 1      # m for the teacher
     baseline: str = "pad"          # IG baseline E': "pad" (paper) or "zero"
-    kd_form: str = "soft_ce"       # "soft_ce" (public code) or "kl" (KL * tau^2)
+    kd_form: str = "soft_ce"       # "soft_ce" (public code), "kl", "rkl", "js" or "tvd"
     attr_reduction: str = "entries"  # "entries" (public code's scale) or "batch" (Eq. 11)
     use_ce: bool = True            # False: the "w/o CE" ablation
     use_kd: bool = True            # False: the "w/o KD" ablation
@@ -478,8 +494,9 @@ def parse_args(argv=None):
     g.add_argument("--teacher-ig-steps", type=int, help="the teacher's m (default: --ig-steps)")
     g.add_argument("--baseline", choices=["pad", "zero"], default="pad",
                    help="IG baseline: [PAD] embeddings (paper) or zero word embeddings")
-    g.add_argument("--kd-loss", choices=["soft_ce", "kl"], default="soft_ce",
-                   help="soft cross-entropy (public code) or KL * tau^2")
+    g.add_argument("--kd-loss", choices=["soft_ce", "kl", "rkl", "js", "tvd"], default="soft_ce",
+                   help="soft cross-entropy (public code); or KL, reverse KL, Jensen-Shannon, "
+                   "total variation (f-DISTILL)")
     g.add_argument("--attr-reduction", choices=["entries", "batch"], default="entries",
                    help="L_attr at the public code's scale (Table 5's beta) or per batch (Eq. 11)")
     g.add_argument("--no-ce", action="store_true", help="ablation: drop the CE term")

@@ -352,6 +352,52 @@ def test_attribution_gap_is_zero_for_the_teacher_itself_and_at_most_two():
     assert adkd.teacher_dev_maps(None, {"dev": features}, config, args) is None
 
 
+DIVERGENCES = ("kl", "rkl", "js", "tvd")
+
+
+def test_kd_divergences_are_zero_iff_equal_with_their_symmetries_and_bounds():
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(64, 3, generator=generator), 3 * torch.randn(64, 3, generator=generator)
+    for form in DIVERGENCES:
+        assert adkd.kd_loss(teacher, teacher.clone(), 1.0, form).item() == pytest.approx(0, abs=1e-6)
+        for row in range(8):  # positive on every example whose distributions differ
+            assert adkd.kd_loss(student[row:row + 1], teacher[row:row + 1], 2.0, form).item() > 0
+    kl_swapped = adkd.kd_loss(teacher, student, 2.0, "kl")  # KL(p_s || p_t)
+    assert adkd.kd_loss(student, teacher, 2.0, "rkl").item() == pytest.approx(kl_swapped.item(), rel=1e-5)
+    js = adkd.kd_loss(student, teacher, 1.0, "js")
+    assert js.item() == pytest.approx(adkd.kd_loss(teacher, student, 1.0, "js").item(), rel=1e-5)
+    # Bounds at tau = 1, approached by (almost) disjoint one-hot distributions.
+    apart_s, apart_t = torch.tensor([[40.0, 0.0, 0.0]]), torch.tensor([[0.0, 40.0, 0.0]])
+    per_example = [adkd.kd_loss(s[None], t[None], 1.0, "js").item() for s, t in zip(student, teacher)]
+    assert max(per_example) < math.log(2) and adkd.kd_loss(apart_s, apart_t, 1.0, "js").item() == \
+        pytest.approx(math.log(2), rel=1e-4)
+    per_example = [adkd.kd_loss(s[None], t[None], 1.0, "tvd").item() for s, t in zip(student, teacher)]
+    assert max(per_example) < 1 and adkd.kd_loss(apart_s, apart_t, 1.0, "tvd").item() == \
+        pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="unknown KD form"):
+        adkd.kd_loss(student, teacher, 1.0, "hellinger")
+
+
+@pytest.mark.parametrize("form", DIVERGENCES + ("soft_ce",))
+def test_kd_form_gradients_agree_with_finite_differences(form):
+    generator = torch.Generator().manual_seed(1)
+    student = torch.randn(4, 3, generator=generator, dtype=torch.float64).requires_grad_(True)
+    teacher = torch.randn(4, 3, generator=generator, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda s: adkd.kd_loss(s, teacher, 2.0, form), (student,))
+
+
+def test_kd_forms_take_tau_squared_except_tvd_tau_and_regression_is_mse():
+    generator = torch.Generator().manual_seed(2)
+    student, teacher = torch.randn(5, 3, generator=generator), torch.randn(5, 3, generator=generator)
+    for form, power in (("kl", 2), ("rkl", 2), ("js", 2), ("tvd", 1)):
+        at_one = adkd.kd_loss(student / 3, teacher / 3, 1.0, form)  # the same p_s, p_t as tau = 3
+        assert adkd.kd_loss(student, teacher, 3.0, form).item() == pytest.approx(3 ** power * at_one.item())
+    scores_s, scores_t = torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [1.0]])
+    for form in DIVERGENCES:
+        assert adkd.kd_loss(scores_s, scores_t, 3.0, form, is_regression=True).item() == \
+            pytest.approx((0.25 + 1.0) / 2 / 9)
+
+
 def test_temperature_anneals_linearly_to_one():
     assert [adkd.annealed_temperature(4.0, e, 4) for e in range(4)] == [4.0, 3.0, 2.0, 1.0]
     assert adkd.annealed_temperature(3.0, 0, 1) == 3.0

@@ -132,7 +132,7 @@ def task_rows(task):
     """Every row of one task, in the order they should run (all groups)."""
     base = RUNS / task
     common = ["--task", task, "--data-dir", str(GLUE), "--student", str(STUDENT),
-              "--log-every", "50"]
+              "--log-every", "10"]
     rows = []
 
     def teacher(name, out, epochs, batch, groups):
