@@ -282,3 +282,11 @@ def test_every_group_of_a_task_renders_from_synthetic_rows(tmp_path, monkeypatch
     assert "| 0.1 | adkd-beta0.1-s1 |" in text and "| 10 | adkd-s1 |" in text
     assert "# rte_beta: python bench/run.py rte --rows rte_beta" in text
     assert "not run yet" not in text
+
+
+def test_adkd_part_one_reads_in_one_sitting():
+    """Issue-level promise of the README: the method part stays short, lines stay short."""
+    import file_shape
+    shape = file_shape.shape()
+    assert shape["part_one"][1] <= 450 and shape["over_100"] == []
+    assert shape["longest_part_one"][0][0] <= 70
