@@ -751,8 +751,9 @@ def check_run_folders(args, training):
             raise SystemExit(f"error: {folder} already holds a run; pass --resume to continue "
                              "it or choose another --output-dir")
         saved_path = folder / "settings.json"
-        if not saved_path.exists():
-            continue
+        started = find_checkpoint(folder / "last") or (folder / "done.json").exists()
+        if not saved_path.exists() or not started:
+            continue  # nothing resumable: the stage starts fresh with the flags given now
         saved, now = json.loads(saved_path.read_text()), stage_settings(arguments)
         changed = [f"--{k.replace('_', '-')} ({saved.get(k)} -> {now.get(k)})"
                    for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]

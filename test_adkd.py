@@ -839,18 +839,21 @@ def interrupted_run(workspace, out, crash_at, *extra):
 def test_resume_works_from_any_point_even_before_the_first_checkpoint(pipeline, workspace, tmp_path):
     extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--log-every", "1"]
     adkd.main(cli(workspace, tmp_path / "straight", *extra))
-    interrupted_run(workspace, tmp_path / "killed", 2, *extra)  # before any checkpoint
+    interrupted_run(workspace, tmp_path / "killed", 2, *extra, "--lr", "5e-3")  # no checkpoint
     assert adkd.find_checkpoint(tmp_path / "killed" / "student" / "last") is None
     with pytest.raises(SystemExit, match="--resume"):
         adkd.main(cli(workspace, tmp_path / "killed", *extra))
+    # Nothing was saved, so it starts fresh, and with the flags given now (the lr changed).
     adkd.main(cli(workspace, tmp_path / "killed", *extra, "--resume"))
     straight, resumed = (read_weights(tmp_path / run / "student" / "last") for run in ("straight", "killed"))
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
-    # Resuming a finished run trains nothing more.
+    # Resuming a finished run trains nothing more, and refuses other settings all the same.
     log = (tmp_path / "killed" / "student" / "log.jsonl").read_text()
     adkd.main(cli(workspace, tmp_path / "killed", *extra, "--resume"))
     assert (tmp_path / "killed" / "student" / "log.jsonl").read_text() == log
+    with pytest.raises(SystemExit, match="--beta"):
+        adkd.main(cli(workspace, tmp_path / "killed", *extra, "--resume", "--beta", "1"))
 
 
 def test_resume_refuses_changed_settings_but_takes_safe_ones_and_a_partial_log_line(
