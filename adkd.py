@@ -433,7 +433,8 @@ def main(argv=None):
                        tokenizer.pad_token_id, args.device)
     say(f"student: dev {format_metrics(metrics)}")
     if args.predict:
-        for path in write_predictions(student, task, data.test, args, output_dir / "predictions"):
+        for path in write_predictions(student, task, data.test, args, tokenizer.pad_token_id,
+                                      output_dir / "predictions"):
             say(f"wrote {path}")
     return metrics
 
@@ -638,6 +639,7 @@ def teacher_stage_args(args):
 SAFE_ON_RESUME = {"resume", "predict", "output_dir", "data_dir", "device", "eval_batch_size",
                   "log_every", "save_every", "eval_every", "ig_max_rows", "teacher_cache",
                   "teacher_cache_path", "grad_norms", "dev_attribution_gap", "teacher_only"}
+TEACHER_FLAGS = {"teacher_model", "teacher_lr", "teacher_batch_size", "teacher_epochs"}
 TEACHER_STAGE_SETTINGS = {"task", "teacher_model", "student", "lr", "batch_size", "epochs",
                           "max_length", "skip_bad_rows", "warmup", "weight_decay",
                           "max_grad_norm", "max_steps", "seed", "bf16"}
@@ -645,7 +647,10 @@ TEACHER_STAGE_SETTINGS = {"task", "teacher_model", "student", "lr", "batch_size"
 
 def stage_settings(args):
     """What a stage's weights depend on, as saved in its settings.json."""
-    keep = TEACHER_STAGE_SETTINGS if args.stage == "teacher" else set(vars(args)) - SAFE_ON_RESUME
+    if args.stage == "teacher":
+        keep = TEACHER_STAGE_SETTINGS
+    else:  # the student stage sees the teacher only as --teacher, the folder it loads
+        keep = set(vars(args)) - SAFE_ON_RESUME - TEACHER_FLAGS
     return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k in keep},
                                  default=str))
 
@@ -1371,13 +1376,12 @@ def format_metrics(metrics):
     return " ".join(f"{name}={value:.4f}" for name, value in metrics.items())
 
 
-def write_predictions(model, task, test_sets, args, output_dir):
+def write_predictions(model, task, test_sets, args, pad_token_id, output_dir):
     """GLUE submission files, `index<TAB>prediction`, one per test split (MNLI-m, MNLI-mm).
     Every test row gets a prediction, or no file is written."""
     output_dir, written = Path(output_dir), []
     for (split, (examples, features)), stem in zip(test_sets.items(), task.submission_names):
-        logits = predict_logits(model, features, args.eval_batch_size, model.config.pad_token_id
-                                or 0, args.device)
+        logits = predict_logits(model, features, args.eval_batch_size, pad_token_id, args.device)
         predictions = predictions_from_logits(logits, task)
         if len(predictions) != len(examples) or not np.isfinite(predictions).all():
             raise SystemExit(f"error: {split}: predictions are missing or not finite; "
