@@ -1,0 +1,120 @@
+"""Why do AD-KD students stay on one class? Reads the finished rows of a task and prints, per
+row: dev accuracy and the share of dev predictions in the majority class per epoch (from the
+best and last checkpoints), the attribution gap, and the median gradient norm of each weighted
+term of Eq. 12 over the logged steps of each epoch. With --at-start it also measures, on the
+first training batches and at the student's initial weights, each term's gradient norm over
+all weights, over the classifier head alone and over the embeddings.
+
+    python bench/diagnose.py rte adkd-s1 adkd-beta1-s1 adkd-beta0.1-s1 vanilla-s1 --at-start
+"""
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+import torch  # noqa: E402
+
+import adkd  # noqa: E402
+import glue_data  # noqa: E402
+from run import GLUE, RUNS, STUDENT  # noqa: E402
+
+
+def epoch_grad_norms(records, steps_per_epoch):
+    """{epoch: {term: median norm}} over the loss records of each epoch."""
+    by_epoch = {}
+    for record in records:
+        if "grad_norm" in record:
+            epoch = int((record["step"] - 1) // steps_per_epoch) + 1
+            for term, value in record["grad_norm"].items():
+                by_epoch.setdefault(epoch, {}).setdefault(term, []).append(value)
+    return {epoch: {term: statistics.median(values) for term, values in terms.items()}
+            for epoch, terms in sorted(by_epoch.items())}
+
+
+def majority_share(model_dir, task, features, tokenizer):
+    """Dev accuracy and the share of predictions in the most predicted class."""
+    model = adkd.load_model(model_dir, task, "--model").eval()
+    logits = adkd.predict_logits(model, features, 64, tokenizer.pad_token_id, "cpu")
+    predictions = logits.argmax(axis=-1)
+    labels = [f["label"] for f in features]
+    accuracy = sum(int(p == y) for p, y in zip(predictions, labels)) / len(labels)
+    counts = torch.bincount(torch.tensor(predictions), minlength=task.num_labels)
+    return accuracy, counts.max().item() / len(predictions)
+
+
+def at_start(row_dir, task, train_features, tokenizer, batches=5):
+    """Per-term gradient norms at the student's initial weights on the first batches of
+    epoch 0, as train() would see them: all weights, the classifier head, the embeddings."""
+    settings = json.loads((row_dir / "student" / "settings.json").read_text())
+    args, _ = adkd.resolve_config(adkd.stage_args(adkd.parse_args(["--task", task.name]),
+                                                  **settings))
+    config = adkd.adkd_config(args, task, tokenizer.pad_token_id)
+    adkd.seed_everything(args.seed)
+    student = adkd.load_model(args.student, task)
+    teacher = adkd.load_model(args.teacher, task, "--teacher").requires_grad_(False)
+    student.train()
+    order = torch.randperm(len(train_features),
+                           generator=torch.Generator().manual_seed(args.seed)).tolist()
+    groups = {"all": lambda n: True, "head": lambda n: n.startswith("classifier"),
+              "embeddings": lambda n: ".embeddings." in n}
+    norms = {}
+    for b in range(batches):
+        indices = order[b * args.batch_size:(b + 1) * args.batch_size]
+        batch = glue_data.collate([train_features[i] for i in indices], config.pad_token_id)
+        loss, terms = adkd.distillation_step(student, teacher, batch, config)
+        weights = adkd.term_weights(config.alpha, config.beta, config.use_ce, config.use_kd)
+        named = [(n, p) for n, p in student.named_parameters()]
+        for term, value in terms.items():
+            grads = torch.autograd.grad(weights[term] * value, [p for _, p in named],
+                                        retain_graph=True, allow_unused=True)
+            for group, keep in groups.items():
+                squares = sum(float(g.pow(2).sum()) for (n, _), g in zip(named, grads)
+                              if g is not None and keep(n))
+                norms.setdefault((group, term), []).append(squares ** 0.5)
+    return {key: statistics.median(values) for key, values in norms.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task")
+    parser.add_argument("rows", nargs="+")
+    parser.add_argument("--at-start", action="store_true")
+    options = parser.parse_args()
+    torch.set_num_threads(1)
+    task = glue_data.get_task(options.task)
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(STUDENT)
+    folder = glue_data.task_dir(GLUE, task)
+    dev = glue_data.encode(glue_data.read_split(folder, task, "dev"), tokenizer, 128)
+    train = glue_data.encode(glue_data.read_split(folder, task, "train"), tokenizer, 128)
+    for name in options.rows:
+        row_dir = RUNS / options.task / name
+        records = adkd.read_log(row_dir / "student" / "log.jsonl")
+        settings = json.loads((row_dir / "student" / "settings.json").read_text())
+        steps_per_epoch = -(-len(train) // settings["batch_size"])
+        print(f"\n== {options.task}/{name}: beta={settings['beta']} alpha={settings['alpha']} "
+              f"lr={settings['lr']}")
+        for record in records:
+            if "dev" in record:
+                dev_metrics = record["dev"]
+                print(f"epoch {record['epoch']:.0f}: dev "
+                      + " ".join(f"{k}={v:.4f}" for k, v in dev_metrics.items()))
+        for which in ("best", "last"):
+            accuracy, share = majority_share(row_dir / "student" / which, task, dev, tokenizer)
+            print(f"{which}: dev accuracy {accuracy:.4f}, {share:.1%} of predictions in one class")
+        for epoch, terms in epoch_grad_norms(records, steps_per_epoch).items():
+            print(f"epoch {epoch} median grad norms: "
+                  + " ".join(f"{t}={v:.4f}" for t, v in sorted(terms.items())))
+        if options.at_start:
+            for (group, term), value in sorted(at_start(row_dir, task, train, tokenizer).items()):
+                print(f"at start, {group}: {term} {value:.4f}")
+
+
+if __name__ == "__main__":
+    main()
