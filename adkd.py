@@ -804,7 +804,7 @@ def download(args, task, missing):
     say(f"no {task.folder} files in {args.data_dir}: downloading them")
     try:
         glue_data.download_task(task, args.data_dir)
-    except glue_data.GlueDownloadError as error:
+    except (glue_data.GlueDownloadError, glue_data.GlueFormatError) as error:
         raise SystemExit(f"error: --data-dir {args.data_dir}: {error}") from None
     return glue_data.task_dir(args.data_dir, task)
 
