@@ -108,6 +108,8 @@ def task_section(task):
         lines += beta_table(task, rows, metrics)
     if any("full" in row.groups for row, _ in rows.values()):
         lines += full_section(task, rows, metrics)
+    if any("kd_forms" in row.groups for row, _ in rows.values()):
+        lines += kd_form_table(task, rows, metrics)
     lines += grad_norm_table(rows)
     page = case_study(task) if task == "mrpc" else None
     if page:
@@ -318,6 +320,28 @@ def beta_table(task, rows, metrics):
                      f"{train_seconds(result):.0f} "
                      f"({', '.join(f'{s:.0f}' for s in result['epoch_s'])}) | "
                      f"{result['attribution_gap']:.3f} |")
+    return lines + [""]
+
+
+def kd_form_table(task, rows, metrics):
+    """The logit term's forms (--kd-loss), AD-KD seed 1 in the full setup, beside soft_ce."""
+    members = [(row, r) for row, r in rows.values() if "kd_forms" in row.groups]
+    reference = next(r for row, r in members if row.meta["kd_form"] == "soft_ce")
+    lines = [f"Forms of the logit term (AD-KD, seed 1, {members[0][0].meta['epochs']} epochs, "
+             f"the full-length teacher and cache; `python bench/run.py {task} --rows kd_forms`):",
+             "", "| --kd-loss | row | " + " | ".join(f"dev {m}" for m in metrics) +
+             f" | {metrics[0]} − soft_ce | train s | attribution gap |",
+             "|---|---|" + "---|" * (len(metrics) + 3)]
+    for row, result in members:
+        if not result:
+            lines.append(f"| {row.meta['kd_form']} | {row.name} | "
+                         + " | ".join("not run yet" for _ in metrics) + " | | | |")
+            continue
+        dev = " | ".join(f"{100 * result['dev'][m]:.1f}" for m in metrics)
+        difference = ("–" if not reference else
+                      f"{100 * (result['dev'][metrics[0]] - reference['dev'][metrics[0]]):+.1f}")
+        lines.append(f"| {row.meta['kd_form']} | {row.name} | {dev} | {difference} | "
+                     f"{train_seconds(result):.0f} | {result['attribution_gap']:.3f} |")
     return lines + [""]
 
 

@@ -19,6 +19,9 @@ Groups (--rows takes groups or row names, comma-separated; default: main,ablatio
             vanilla-e<E>-s<seed>, adkd-e<E>-s<seed>, E the epochs.
   rte_beta  RTE, seed 1, 3 epochs: AD-KD with beta 0.1 and 1 (adkd-beta0.1-s1, adkd-beta1-s1)
             beside adkd-s1, which is beta = 10, the paper's value.
+  kd_forms  MRPC, seed 1, the full setup: AD-KD with the logit term as reverse KL, Jensen-Shannon
+            and total variation (adkd-e10-rkl-s1, ...) beside adkd-e10-s1 (soft_ce, the default);
+            python bench/run.py mrpc --rows kd_forms
 
 Each row is one `adkd.py` command run in its own process (one torch thread, --jobs rows at a
 time, across all the tasks named), which then measures on dev what the row's checkpoint does: the
@@ -69,7 +72,8 @@ COMPLETENESS_EXAMPLES = 128  # m = 32 IG of the teacher on this many dev example
 FULL_EPOCHS = {"mrpc": 10, "stsb": 8, "rte": 12}  # the public student scripts' epochs
 FULL_TEACHER = {"mrpc": (5, 8), "stsb": (4, 4), "rte": (4, 16)}  # teacher (epochs, batch)
 BETA_SWEEP = ("rte", 10.0, (0.1, 1.0))  # task, its Table 5 beta (row adkd-s1), betas beside it
-GROUPS = ("main", "ablation", "full", "rte_beta")
+KD_FORMS = ("mrpc", ("rkl", "js", "tvd"))  # task, --kd-loss forms beside soft_ce (full setup)
+GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms")
 DEFAULT_GROUPS = ("main", "ablation")
 MINILM = "$MINILM"  # stands in a row's argv for the all-MiniLM-L6-v2 folder until it runs
 
@@ -188,7 +192,17 @@ def task_rows(task):
     if task in FULL_EPOCHS:
         epochs = FULL_EPOCHS[task]
         teacher("teacher-full", base / "teacher-full", *FULL_TEACHER[task], ("full",))
-        methods(f"-e{epochs}", epochs, rows[-1], base / "teacher_cache_full_m1.pt", "full")
+        full_teacher, full_cache = rows[-1], base / "teacher_cache_full_m1.pt"
+        methods(f"-e{epochs}", epochs, full_teacher, full_cache, "full")
+        if task == KD_FORMS[0]:
+            reference = next(r for r in rows if r.name == f"adkd-e{epochs}-s1")  # soft_ce
+            reference.groups += ("kd_forms",)
+            reference.meta["kd_form"] = "soft_ce"
+            for form in KD_FORMS[1]:
+                student(f"adkd-e{epochs}-{form}-s1", 1, ["--kd-loss", form,
+                                                          "--teacher-cache-path", str(full_cache)],
+                        (full_teacher.name, reference.name), epochs, full_teacher, ("kd_forms",),
+                        key="adkd", method=f"AD-KD, logit term {form}", kd_form=form)
     return rows
 
 

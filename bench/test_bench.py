@@ -290,3 +290,36 @@ def test_adkd_part_one_reads_in_one_sitting():
     shape = file_shape.shape()
     assert shape["part_one"][1] <= 450 and shape["over_100"] == []
     assert shape["longest_part_one"][0][0] <= 70
+
+
+def test_kd_form_rows_use_the_full_setup_and_the_shared_cache():
+    rows = {row.name: row for row in run.task_rows("mrpc")}
+    chosen = [row.name for row in run.select(run.task_rows("mrpc"), ("kd_forms",))]
+    assert chosen == ["teacher-full", "adkd-e10-s1", "adkd-e10-rkl-s1", "adkd-e10-js-s1",
+                      "adkd-e10-tvd-s1"]
+    for form in ("rkl", "js", "tvd"):
+        row = rows[f"adkd-e10-{form}-s1"]
+        argv = row.argv
+        assert argv[argv.index("--kd-loss") + 1] == form
+        assert argv[argv.index("--epochs") + 1] == "10"
+        assert argv[argv.index("--teacher-cache-path") + 1].endswith("teacher_cache_full_m1.pt")
+        assert set(row.after) == {"teacher-full", "adkd-e10-s1"} and row.seed == 1
+        args, _ = adkd.resolve_config(adkd.parse_args(row.argv))
+        assert args.kd_loss == form and args.beta == 10.0  # the paper's MRPC beta, as the rest
+    assert "kd_forms" in rows["adkd-e10-s1"].groups
+    assert all("kd_forms" not in row.groups for row in run.task_rows("rte"))
+
+
+def test_kd_form_table_puts_each_form_beside_soft_ce():
+    import report
+    rows = {row.name: (row, None) for row in run.task_rows("mrpc")}
+    def result(f1):
+        return {"dev": {"f1": f1, "accuracy": 0.7}, "epoch_s": [10.0, 20.0],
+                "attribution_gap": 0.25}
+    rows["adkd-e10-s1"] = (rows["adkd-e10-s1"][0], result(0.850))
+    rows["adkd-e10-js-s1"] = (rows["adkd-e10-js-s1"][0], result(0.838))
+    lines = report.kd_form_table("mrpc", rows, ["f1", "accuracy"])
+    by_form = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ")}
+    assert "| 85.0 | 70.0 | +0.0 | 30 | 0.250 |" in by_form["soft_ce"]
+    assert "| 83.8 | 70.0 | -1.2 | 30 | 0.250 |" in by_form["js"]
+    assert "not run yet" in by_form["rkl"] and "not run yet" in by_form["tvd"]
