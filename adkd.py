@@ -570,11 +570,16 @@ def resolve_config(args, teacher_width=None):
     args.teacher_ig_steps = args.teacher_ig_steps or args.ig_steps
     if args.ig_max_rows is None:  # large chunks are memory-bound on CPU (bench/chunk_sweep.py)
         args.ig_max_rows = 256 if str(args.device).startswith("cuda") else 32
-    if args.top_k is None and teacher_width is not None:  # keep the paper's fraction of d
-        args.top_k = max(1, round(paper["top_k"] * teacher_width / PAPER_TOP_K_WIDTH))
+    if args.top_k is None and teacher_width is not None:
+        args.top_k = scaled_top_k(task.name, teacher_width)
     args.stage = "student"
     validate_args(args, teacher_width)
     return args, task
+
+
+def scaled_top_k(task_name, width):
+    """Table 5's K for a teacher `width` wide: the paper's fraction of a 768-wide teacher."""
+    return max(1, round(PAPER_STUDENT[task_name]["top_k"] * width / PAPER_TOP_K_WIDTH))
 
 
 def validate_args(args, teacher_width=None):
@@ -923,9 +928,9 @@ def cache_problem(cache, teacher, features, args, task):
     filled = cache["filled"].nonzero().flatten()[:4].tolist()
     if not filled:
         return None
-    batch = glue_data.collate([features[i] for i in filled], 0)
-    inputs = {k: v.to(args.device) for k, v in batch.items() if k != "labels"}
     pad_token_id = teacher.config.pad_token_id or 0
+    batch = glue_data.collate([features[i] for i in filled], pad_token_id)
+    inputs = {k: v.to(args.device) for k, v in batch.items() if k != "labels"}
     maps, logits = teacher_outputs(teacher, inputs, adkd_config(args, task, pad_token_id))
     cached_maps, cached_logits = cache_lookup(cache, filled, maps.shape[-1])
     if not (torch.allclose(maps.float().cpu(), cached_maps, atol=1e-4) and
@@ -1130,6 +1135,8 @@ def read_log(path):
     lines = Path(path).read_text().splitlines() if Path(path).exists() else []
     records = []
     for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
@@ -1364,10 +1371,14 @@ def attribution_gap(student, teacher_dev, config, args):
         return {}
     student_maps = dev_maps(student, teacher_dev["features"], config, args.eval_batch_size,
                             teacher=False)
-    gaps = [float((t - s).pow(2).sum()) / len(t) for t, s in zip(teacher_dev["maps"],
-                                                                  student_maps)]
+    gaps = map_gaps(teacher_dev["maps"], student_maps)
     totals = gather_objects((sum(gaps), len(gaps)))
     return {"attribution_gap": sum(t for t, _ in totals) / max(1, sum(n for _, n in totals))}
+
+
+def map_gaps(teacher_maps, student_maps):
+    """Eq. 11 per example between two lists of (views, length) maps, divided by the views."""
+    return [float((t - s).pow(2).sum()) / len(t) for t, s in zip(teacher_maps, student_maps)]
 
 
 def format_metrics(metrics):

@@ -138,7 +138,7 @@ def split_file_name(task, split) -> str:
     spec = get_task(task)
     aliases = {"dev": spec.dev_splits[0], "test": spec.test_splits[0]}
     resolved = aliases.get(split, split)
-    valid = ("train",) + spec.dev_splits + spec.test_splits
+    valid = split_names(spec)
     if resolved not in valid:
         raise ValueError(f"unknown split {split!r} for {spec.name}; valid splits: "
                          f"{', '.join(sorted(set(valid) | set(aliases)))}")

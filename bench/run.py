@@ -267,26 +267,18 @@ def completeness_error(model, task, features, pad_token_id, steps):
 def attribution_gap(teacher, student, task, features, pad_token_id, top_k):
     """Eq. 11 between the teacher's and the student's maps (m = 1, the teacher's top-K),
     averaged over the dev examples and divided by the number of views: 0 for equal maps, at
-    most 2."""
+    most 2. The same measure adkd.py logs at each evaluation."""
     import adkd
-    total = 0.0
-    for inputs in batches(features, pad_token_id):
-        common = dict(pad_token_id=pad_token_id, is_regression=task.is_regression)
-        teacher_attr, _ = adkd.integrated_gradients(teacher, **inputs, **common)
-        student_attr, _ = adkd.integrated_gradients(student, **inputs, **common)
-        # (batch, views, seq)
-        teacher_maps = adkd.attribution_maps(teacher_attr, inputs["attention_mask"], top_k)
-        student_maps = adkd.attribution_maps(student_attr, inputs["attention_mask"])
-        total += (adkd.attribution_loss(teacher_maps, student_maps, "batch").item()
-                  * len(teacher_maps))
-    return total / len(features) / teacher_maps.shape[1]
+    config = adkd.ADKDConfig(top_k=top_k, is_regression=task.is_regression,
+                             pad_token_id=pad_token_id)
+    gaps = adkd.map_gaps(adkd.dev_maps(teacher, features, config, 32, teacher=True),
+                         adkd.dev_maps(student, features, config, 32, teacher=False))
+    return sum(gaps) / len(gaps)
 
 
 def log_records(log_path):
-    path = Path(log_path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    import adkd
+    return adkd.read_log(log_path)  # [] for no file; a cut-off last line is dropped
 
 
 def epoch_seconds(log_path):
@@ -345,8 +337,7 @@ def execute(row, task, threads=1):
         result["completeness_examples_m32"] = len(few)
     else:
         width = teacher.config.hidden_size
-        top_k = max(1, round(adkd.PAPER_STUDENT[spec.name]["top_k"] * width
-                             / adkd.PAPER_TOP_K_WIDTH))
+        top_k = adkd.scaled_top_k(spec.name, width)
         student = adkd.load_model(stage / "best", spec).eval()
         result["attribution_gap"] = attribution_gap(teacher, student, spec, features, pad, top_k)
     result["measure_s"] = round(time.time() - measure_start, 1)
