@@ -766,11 +766,20 @@ def check_run_folders(args, training):
             continue  # nothing resumable: the stage starts fresh with the flags given now
         saved, now = json.loads(saved_path.read_text()), stage_settings(arguments)
         changed = [f"--{k.replace('_', '-')} ({saved.get(k)} -> {now.get(k)})"
-                   for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+                   for k in sorted(set(saved) | set(now)) if not same_setting(saved.get(k),
+                                                                             now.get(k))]
         if changed:
             raise SystemExit(f"error: --resume: {folder} was started with other settings: "
                              f"{', '.join(changed)}; resume with the same flags or choose "
                              "another --output-dir")
+
+
+def same_setting(saved, now):
+    """Equal values, or two names of one existing folder (a symlink, a moved working copy)."""
+    if saved == now:
+        return True
+    return (isinstance(saved, str) and isinstance(now, str) and Path(saved).exists()
+            and Path(saved).resolve() == Path(now).resolve())
 
 
 def read_rows(data_dir, task, split, args):

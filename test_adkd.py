@@ -867,6 +867,9 @@ def test_resume_refuses_changed_settings_but_takes_safe_ones_and_a_partial_log_l
             adkd.main(cli(workspace, out, *extra, "--resume", *changed))
     with open(out / "student" / "log.jsonl", "a") as log:
         log.write('{"step": 4, "epoch": 0.6')  # a full disk cut the last record short
+    # The same teacher folder under another name (a symlink) is the same setting.
+    (tmp_path / "alias").symlink_to(pipeline["output"] / "teacher" / "best")
+    extra[1] = str(tmp_path / "alias")
     adkd.main(cli(workspace, out, *extra, "--resume", "--log-every", "3", "--eval-batch-size", "5",
                   "--no-grad-norms"))
     assert (out / "student" / "done.json").exists()
