@@ -309,9 +309,12 @@ def execute(row, task, threads=1):
     lock = row.out / f"{row.name}.pid"
     lock.write_text(str(os.getpid()))
     stage = row.stage_dir
-    if (stage.exists() and adkd.find_checkpoint(stage / "last") is None
-            and not (stage / "done.json").exists()):
-        shutil.rmtree(stage)  # interrupted before its first checkpoint: nothing to keep
+    finished = (stage / "done.json").exists()
+    if stage.exists() and (finished and not (stage / "best").exists() or not finished
+                           and adkd.find_checkpoint(stage / "last") is None):
+        # Interrupted before its first checkpoint, or only its records are here (a fresh
+        # clone): nothing to resume from.
+        shutil.rmtree(stage)
     resumed = stage.exists() and not (stage / "done.json").exists()
     start = time.time()
     metrics = adkd.main(argv + (["--resume"] if resumed else []))
@@ -347,7 +350,13 @@ def execute(row, task, threads=1):
 
 
 def done(row):
+    """The row has run: its row.json is here (committed with the logs, without weights)."""
     return (row.out / "row.json").exists()
+
+
+def has_weights(row):
+    """The row's stage finished and its best checkpoint is on this disk."""
+    return (row.stage_dir / "done.json").exists() and (row.stage_dir / "best").exists()
 
 
 def running_elsewhere(row):
@@ -371,7 +380,14 @@ def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS):
             rows += [(task, row) for row in select(task_rows(task), selectors)]
         else:
             print(f"{task}: {GLUE / glue_dir(task) / 'train.tsv'} is absent; nothing to run")
-    if not STUDENT.exists() or any(row.needs_minilm() and not done(row) for _, row in rows):
+
+    def finished(task, row):
+        """Run, and, if it is the teacher of a row still to run, with its weights here (a fresh
+        clone has the records of the rows, not their checkpoints)."""
+        return done(row) and (row.kind != "teacher" or has_weights(row) or not any(
+            row.name in r.after and not done(r) for t, r in rows if t == task))
+
+    if not STUDENT.exists() or any(r.needs_minilm() and not finished(t, r) for t, r in rows):
         minilm_folder()  # one clear line now rather than in a row's log
     if rows and not STUDENT.exists():
         subprocess.run([sys.executable, str(BENCH / "make_student.py")], check=True)
@@ -390,10 +406,10 @@ def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS):
                     failed.add(key)
                 stamp(*key[:1], by_name[key], "done" if not process.returncode
                       else f"FAILED ({process.returncode}), see {log.name}")
-        idle = [(t, r) for t, r in rows if not done(r) and (t, r.name) not in running]
+        idle = [(t, r) for t, r in rows if not finished(t, r) and (t, r.name) not in running]
         elsewhere = [(t, r) for t, r in idle if running_elsewhere(r)]
         pending = [(t, r) for t, r in idle if (t, r.name) not in failed and (t, r) not in elsewhere]
-        ready = [(t, r) for t, r in pending if all(done(by_name[(t, a)]) for a in r.after)]
+        ready = [(t, r) for t, r in pending if all(finished(t, by_name[(t, a)]) for a in r.after)]
         blocked = [(t, r) for t, r in pending if any((t, a) in failed for a in r.after)]
         for task, row in ready[:max(0, jobs - len(running) - len(elsewhere))]:
             row.out.mkdir(parents=True, exist_ok=True)

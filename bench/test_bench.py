@@ -292,6 +292,48 @@ def test_adkd_part_one_reads_in_one_sitting():
     assert shape["longest_part_one"][0][0] <= 70
 
 
+def test_a_fresh_clone_retrains_a_teacher_whose_weights_are_absent_only_if_a_row_needs_it(
+        tmp_path, monkeypatch):
+    """The rows' records (row.json, logs) are committed, their weights are not: a teacher row
+    with a record but no checkpoint counts as finished only while no unfinished row needs it."""
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run, "GLUE", tmp_path / "glue")
+    monkeypatch.setattr(run, "STUDENT", tmp_path)  # exists: no student to build
+    monkeypatch.setattr(run, "minilm_folder", lambda: "minilm")
+    monkeypatch.setattr(run.time, "sleep", lambda seconds: None)
+    (tmp_path / "glue" / "MRPC").mkdir(parents=True)
+    (tmp_path / "glue" / "MRPC" / "train.tsv").write_text("")
+    rows = {row.name: row for row in run.task_rows("mrpc")}
+    started = []
+
+    class Finishes:  # stands for `bench/run.py mrpc --exec ROW`: the row runs and finishes
+        returncode = 0
+
+        def __init__(self, command, **kwargs):
+            row = rows[command[-1]]
+            started.append(row.name)
+            (row.stage_dir / "best").mkdir(parents=True, exist_ok=True)
+            (row.stage_dir / "done.json").write_text("{}")
+            (row.out / "row.json").write_text("{}")
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(run.subprocess, "Popen", Finishes)
+    teacher = rows["teacher-full"]
+    teacher.stage_dir.mkdir(parents=True)  # its record, as a clone has it: no best/
+    (teacher.stage_dir / "done.json").write_text("{}")
+    (teacher.out / "row.json").write_text("{}")
+    run.run_tasks(["mrpc"], 2, ("ft-e10-s1",))
+    assert started == ["teacher-full", "ft-e10-s1"]  # the student waited for the teacher
+    started.clear()
+    run.run_tasks(["mrpc"], 2, ("ft-e10-s1",))
+    assert started == []  # both finished
+    (teacher.stage_dir / "best").rmdir()
+    run.run_tasks(["mrpc"], 2, ("ft-e10-s1",))
+    assert started == []  # no row needs the teacher's weights: its record stands
+
+
 def test_kd_form_rows_use_the_full_setup_and_the_shared_cache():
     rows = {row.name: row for row in run.task_rows("mrpc")}
     chosen = [row.name for row in run.select(run.task_rows("mrpc"), ("kd_forms",))]
