@@ -111,10 +111,12 @@ def task_section(task):
     if any("kd_forms" in row.groups for row, _ in rows.values()):
         lines += kd_form_table(task, rows, metrics)
     lines += grad_norm_table(rows)
-    page = case_study(task) if task == "mrpc" else None
+    page, which = case_study(task) if task == "mrpc" else (None, None)
     if page:
+        made = (f"the {which} rows" if which else "rows whose weights are not on this disk")
         lines += [f"Case study: [{page.name}]({page.name}) shades each token by its attribution "
-                  f"for the teacher, the vanilla-KD student and the AD-KD student (seed 1) on "
+                  f"for the teacher, the vanilla-KD student and the AD-KD student (seed 1, "
+                  f"{made}) on "
                   f"dev rows {', '.join(map(str, CASE_STUDY_ROWS))}, m = 32 (`python adkd.py "
                   f"explain --task {task} --dev {' '.join(map(str, CASE_STUDY_ROWS))} --model "
                   f"... --html bench/{page.name}`), as in the paper's Fig. 10.", ""]
@@ -572,23 +574,28 @@ CASE_STUDY_ROWS = (0, 1, 2, 3)  # the first dev examples, not a selection
 
 def case_study(task):
     """Teacher, vanilla-KD and AD-KD student maps on a few dev examples (the paper's Fig. 10),
-    written to bench/case_study_<task>.html; None until those three rows exist."""
+    written to bench/case_study_<task>.html from the full-length rows of seed 1 (else the
+    3-epoch ones) when their weights are on this disk. Returns (page, which rows), or the page
+    written before (which rows: None) when they are not; (None, None) when there is none."""
     rows = load(task)
-    checkpoints = {"teacher": run.RUNS / task / "teacher" / "best",
-                   "vanilla KD (seed 1)": "vanilla-s1", "AD-KD (seed 1)": "adkd-s1"}
-    models = []
-    for label, source in checkpoints.items():
-        if source != checkpoints["teacher"]:
-            row, result = rows[source]
-            if result is None:
-                return None
-            source = row.stage_dir / "best"
-        models += ["--model", f"{label}={source}"]
     page = run.BENCH / f"case_study_{task}.html"
-    import adkd
-    adkd.explain_main(["--task", task, "--data-dir", str(run.GLUE), "--dev",
-                       *map(str, CASE_STUDY_ROWS), *models, "--html", str(page)])
-    return page
+    full = f"e{run.FULL_EPOCHS.get(task)}-"
+    for teacher, which in (("teacher-full", f"full length, {full[1:-1]} epochs"),
+                           ("teacher", "3 epochs")):
+        names = {"teacher": teacher, "vanilla KD (seed 1)": "vanilla-s1",
+                 "AD-KD (seed 1)": "adkd-s1"}
+        if teacher == "teacher-full":
+            names.update({"vanilla KD (seed 1)": f"vanilla-{full}s1",
+                          "AD-KD (seed 1)": f"adkd-{full}s1"})
+        if not all(name in rows and run.has_weights(rows[name][0]) for name in names.values()):
+            continue
+        models = [arg for label, name in names.items()
+                  for arg in ("--model", f"{label}={rows[name][0].stage_dir / 'best'}")]
+        import adkd
+        adkd.explain_main(["--task", task, "--data-dir", str(run.GLUE), "--dev",
+                           *map(str, CASE_STUDY_ROWS), *models, "--html", str(page)])
+        return page, which
+    return (page, None) if page.exists() else (None, None)
 
 
 def write_results(path):

@@ -365,3 +365,29 @@ def test_kd_form_table_puts_each_form_beside_soft_ce():
     assert "| 85.0 | 70.0 | +0.0 | 30 | 0.250 |" in by_form["soft_ce"]
     assert "| 83.8 | 70.0 | -1.2 | 30 | 0.250 |" in by_form["js"]
     assert "not run yet" in by_form["rkl"] and "not run yet" in by_form["tvd"]
+
+
+def test_case_study_uses_the_full_length_rows_when_their_weights_are_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(run, "BENCH", tmp_path)
+    calls = []
+    monkeypatch.setattr(adkd, "explain_main", lambda argv: calls.append(argv))
+    assert report.case_study("mrpc") == (None, None)  # no weights, no page written before
+    rows = {row.name: row for row in run.task_rows("mrpc")}
+    for name in ("teacher", "vanilla-s1", "adkd-s1", "teacher-full", "vanilla-e10-s1",
+                 "adkd-e10-s1"):
+        (rows[name].stage_dir / "best").mkdir(parents=True)
+        (rows[name].stage_dir / "done.json").write_text("{}")
+    page, which = report.case_study("mrpc")
+    assert which == "full length, 10 epochs" and page == tmp_path / "case_study_mrpc.html"
+    models = [arg for arg in calls[0] if "=" in arg]
+    assert models == [f"teacher={rows['teacher-full'].stage_dir / 'best'}",
+                      f"vanilla KD (seed 1)={rows['vanilla-e10-s1'].stage_dir / 'best'}",
+                      f"AD-KD (seed 1)={rows['adkd-e10-s1'].stage_dir / 'best'}"]
+    (rows["adkd-e10-s1"].stage_dir / "done.json").unlink()  # still training: the 3-epoch rows
+    assert report.case_study("mrpc")[1] == "3 epochs"
+    assert calls[1][calls[1].index("--model") + 1].endswith("runs/mrpc/teacher/best")
+    page.write_text("<html></html>")
+    for name in ("teacher", "teacher-full"):
+        (rows[name].stage_dir / "done.json").unlink()
+    assert report.case_study("mrpc") == (page, None) and len(calls) == 2  # kept, not rebuilt
