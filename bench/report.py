@@ -84,25 +84,42 @@ def machine():
 
 
 # ----------------------------------------------------------------------------------- sections
+ARCHIVE = "archive/RESULTS-3epoch.md"  # the 3-epoch tables of sessions whose rows were not kept
+ANCHORS = {"mrpc": "mrpc", "stsb": "sts-b", "rte": "rte", "cola": "cola", "sst2": "sst-2"}
+
+
+def archived_line(task):
+    return [f"3-epoch rows (groups `main`, `ablation`): none on this disk. The table made in "
+            f"earlier sessions, whose row files were not kept, is frozen in "
+            f"[{ARCHIVE}]({ARCHIVE}#{ANCHORS[task]}); rerun it with `python bench/run.py {task} "
+            f"--rows main,ablation`.", ""]
+
+
+def pasted(name):
+    """A hand-written note, bench/notes/<name>.md, as lines (none if absent)."""
+    notes = run.BENCH / "notes" / f"{name}.md"
+    return [notes.read_text().strip(), ""] if notes.exists() else []
+
+
 def task_section(task):
     name, metrics = NAMES[task], METRICS[task]
     lines = [f"## {name}", ""]
     if not (run.GLUE / run.glue_dir(task) / "train.tsv").exists():
         return lines + [f"Not run: `../shared/glue/{run.glue_dir(task)}/train.tsv` is absent.", ""]
     rows = load(task)
-    notes = run.BENCH / "notes" / f"{task}.md"
     if all(result is None for _, result in rows.values()):
-        return lines + [f"No row run yet (`bash bench/run.sh {task}`).", ""] + \
-            ([notes.read_text().strip(), ""] if notes.exists() else [])
-    lines += method_table(task, rows, "main")
-    teacher = rows["teacher"][1]
-    if teacher:
-        lines += completeness_line(teacher)
-    lines += verdict(task, rows, metrics[0], "main")
-    if notes.exists():
-        lines += [notes.read_text().strip(), ""]
+        return lines + archived_line(task) + pasted(task)
+    if any(r for row, r in rows.values() if row.groups[0] in ("main", "ablation")):
+        lines += method_table(task, rows, "main")
+        teacher = rows["teacher"][1]
+        if teacher:
+            lines += completeness_line(teacher)
+        lines += verdict(task, rows, metrics[0], "main")
+    else:
+        lines += archived_line(task)
+    lines += pasted(task)
     extra = [(n, row, r) for n, (row, r) in rows.items() if "ablation" in row.groups]
-    if extra:
+    if any(r for _, _, r in extra):
         lines += ablation_table(task, rows, extra, metrics)
     if any("rte_beta" in row.groups for row, _ in rows.values()):
         lines += beta_table(task, rows, metrics)
@@ -110,6 +127,7 @@ def task_section(task):
         lines += full_section(task, rows, metrics)
     if any("kd_forms" in row.groups for row, _ in rows.values()):
         lines += kd_form_table(task, rows, metrics)
+    lines += pasted(f"{task}_full")
     lines += grad_norm_table(rows)
     page, which = case_study(task) if task == "mrpc" else (None, None)
     if page:

@@ -281,7 +281,15 @@ def test_every_group_of_a_task_renders_from_synthetic_rows(tmp_path, monkeypatch
     assert text.count("**Paired by seed") == 2  # the 3-epoch and the full-length comparison
     assert "| 0.1 | adkd-beta0.1-s1 |" in text and "| 10 | adkd-s1 |" in text
     assert "# rte_beta: python bench/run.py rte --rows rte_beta" in text
-    assert "not run yet" not in text
+    assert "not run yet" not in text and "none on this disk" not in text
+    for row in run.task_rows("rte"):  # only the full-length records: the 3-epoch table is archived
+        if row.groups[0] != "full":
+            (row.out / "row.json").unlink()
+    text = "\n".join(report.task_section("rte"))
+    assert text.count("**Paired by seed") == 1 and "| 0.1 | adkd-beta0.1-s1 | not run" in text
+    assert f"none on this disk. The table made in earlier sessions" in text
+    assert f"[{report.ARCHIVE}]({report.ARCHIVE}#rte)" in text
+    assert (run.BENCH / report.ARCHIVE).exists()
 
 
 def test_adkd_part_one_reads_in_one_sitting():
