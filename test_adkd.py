@@ -1,4 +1,5 @@
-"""Tests for adkd.py and glue_data.py: CPU, offline, tiny randomly initialised BERTs, synthetic TSVs.
+"""Tests for adkd.py and glue_data.py: CPU, offline, tiny randomly initialised BERTs,
+synthetic TSVs.
 
 Run: python -m pytest -q test_adkd.py
 """
@@ -16,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import (AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification,
-                          BertModel, BertTokenizerFast)
+from transformers import (AutoModelForSequenceClassification, BertConfig,
+                          BertForSequenceClassification, BertModel, BertTokenizerFast)
 
 import adkd
 import glue_data
@@ -33,8 +34,9 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
 
 def tiny_bert(num_labels=2, seed=0, hidden=32, dropout=0.0, init=0.02):
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=num_labels,
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=2 * hidden,
+                        max_position_embeddings=64, num_labels=num_labels,
                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
                         initializer_range=init, attn_implementation="eager")
     return BertForSequenceClassification(config).eval()
@@ -63,7 +65,8 @@ def random_batch(batch=3, seq=9, pad_last=(0, 3, 5), seed=1):
 
 
 def scores_at(model, embeds, attention_mask, token_type_ids):
-    logits = model(inputs_embeds=embeds, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    logits = model(inputs_embeds=embeds, attention_mask=attention_mask,
+                   token_type_ids=token_type_ids).logits
     return logits.softmax(-1)
 
 
@@ -77,11 +80,13 @@ def test_ig_completeness_error_shrinks_with_steps(baseline):
     real = embeddings(input_ids).detach()
     base = embeddings.weight[0].expand_as(real) if baseline == "pad" else torch.zeros_like(real)
     with torch.no_grad():
-        gap = scores_at(model, real, attention_mask, token_type_ids) - scores_at(model, base, attention_mask, token_type_ids)
+        gap = (scores_at(model, real, attention_mask, token_type_ids)
+               - scores_at(model, base, attention_mask, token_type_ids))
     errors = {}
     for steps in (1, 4, 16, 64):
-        attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
-                                                    steps=steps, baseline=baseline, pad_token_id=0)
+        attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask,
+                                                    token_type_ids, steps=steps, baseline=baseline,
+                                                    pad_token_id=0)
         assert attributions.shape == (3, 3, 9, 32)  # (batch, views, seq, dim)
         errors[steps] = (attributions.sum(dim=(2, 3)) - gap).abs().max().item()
     assert errors[64] < errors[16] < errors[4], errors
@@ -93,8 +98,8 @@ def test_ig_zero_on_padding_for_both_baselines():
     model = tiny_bert(num_labels=3)
     input_ids, attention_mask, token_type_ids = random_batch()
     for baseline in ("pad", "zero"):
-        attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
-                                                    steps=4, baseline=baseline)
+        attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask,
+                                                    token_type_ids, steps=4, baseline=baseline)
         padded = attention_mask == 0
         assert torch.all(attributions.permute(0, 2, 1, 3)[padded] == 0)
         assert torch.all(attributions.abs().sum(-1).permute(0, 2, 1)[~padded] > 0)
@@ -104,8 +109,10 @@ def test_ig_batched_steps_equal_a_plain_loop_of_steps():
     model = tiny_bert(num_labels=3, init=0.1)
     input_ids, attention_mask, token_type_ids = random_batch()
     steps = 6
-    batched, logits = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids, steps=steps)
-    chunked, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids, steps=steps, max_rows=7)
+    batched, logits = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
+                                                steps=steps)
+    chunked, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
+                                           steps=steps, max_rows=7)
     # Eq. 2 written as the plain loop it abbreviates: one forward/backward per step and per class.
     embeddings = model.get_input_embeddings()
     real = embeddings(input_ids).detach()
@@ -120,21 +127,24 @@ def test_ig_batched_steps_equal_a_plain_loop_of_steps():
     torch.testing.assert_close(batched, loop, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(chunked, batched, rtol=1e-5, atol=1e-8)
     # The logits returned are those of the real input (the a = 1 step).
-    plain = model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+    plain = model(input_ids=input_ids, attention_mask=attention_mask,
+                  token_type_ids=token_type_ids).logits
     torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-6)
 
 
 def test_ig_regression_has_one_view_that_is_complete():
     model = tiny_bert(num_labels=1, init=0.2)
     input_ids, attention_mask, token_type_ids = random_batch()
-    attributions, logits = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
-                                                     steps=64, is_regression=True)
+    attributions, logits = adkd.integrated_gradients(model, input_ids, attention_mask,
+                                                     token_type_ids, steps=64, is_regression=True)
     assert attributions.shape[1] == 1
     base = model.get_input_embeddings().weight[0].expand(3, 9, 32)
     with torch.no_grad():
-        at_base = model(inputs_embeds=base, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        at_base = model(inputs_embeds=base, attention_mask=attention_mask,
+                        token_type_ids=token_type_ids).logits
     gap = (logits - at_base).squeeze(-1)
-    torch.testing.assert_close(attributions.sum(dim=(1, 2, 3)), gap, rtol=0.05, atol=1e-3 * gap.abs().max().item())
+    torch.testing.assert_close(attributions.sum(dim=(1, 2, 3)), gap, rtol=0.05,
+                               atol=1e-3 * gap.abs().max().item())
 
 
 # ----------------------------------------------------------------------------- attribution maps
@@ -163,19 +173,20 @@ def test_normalised_maps_are_unit_per_view_and_zero_on_padding():
     torch.testing.assert_close(normalised.norm(dim=-1), torch.ones(4, 3))
     assert torch.all(normalised[1, :, 4:] == 0) and torch.all(normalised[3, :, 2:] == 0)
     # Scaling a view does not change its normalised map.
-    torch.testing.assert_close(adkd.normalise_maps(maps * torch.tensor([2.0, 5.0, 0.5])[:, None], attention_mask),
-                               normalised)
+    scaled = maps * torch.tensor([2.0, 5.0, 0.5])[:, None]
+    torch.testing.assert_close(adkd.normalise_maps(scaled, attention_mask), normalised)
 
 
 def test_binary_views_are_identical_at_one_step():
     model = tiny_bert(num_labels=2, init=0.1)
     input_ids, attention_mask, token_type_ids = random_batch()
-    attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids, steps=1)
+    attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
+                                                steps=1)
     maps = adkd.attribution_maps(attributions, attention_mask, top_k=20)
     torch.testing.assert_close(maps[:, 0], maps[:, 1], rtol=1e-4, atol=1e-6)
     # With three classes the views differ: multi-view maps carry information.
-    attributions, _ = adkd.integrated_gradients(tiny_bert(num_labels=3, init=0.1), input_ids, attention_mask,
-                                                token_type_ids, steps=1)
+    attributions, _ = adkd.integrated_gradients(tiny_bert(num_labels=3, init=0.1), input_ids,
+                                                attention_mask, token_type_ids, steps=1)
     maps = adkd.attribution_maps(attributions, attention_mask)
     assert (maps[:, 0] - maps[:, 1]).abs().max() > 1e-3
 
@@ -196,7 +207,8 @@ def test_attribution_loss_zero_iff_equal_positive_otherwise_and_bounded():
     assert adkd.attribution_loss(teacher, student, "batch").item() <= 2 * 3
     # "entries": per view, the sum over that view's non-zero teacher entries (5*6 - 3 padded).
     expected = (teacher - student).pow(2).sum() / (5 * 6 - 3)
-    assert adkd.attribution_loss(teacher, student, "entries").item() == pytest.approx(expected.item())
+    assert (adkd.attribution_loss(teacher, student, "entries").item()
+            == pytest.approx(expected.item()))
 
 
 # The public code's loss.py, written out again here from its description (ADKD.md), per map
@@ -236,18 +248,21 @@ def test_entries_reduction_is_the_public_code_scale_and_gradient(classes):
 
 
 def test_attribution_loss_alone_trains_the_student_through_second_derivatives():
-    teacher, student = tiny_bert(num_labels=3, seed=0, init=0.1), tiny_bert(num_labels=3, seed=1, init=0.1)
+    teacher = tiny_bert(num_labels=3, seed=0, init=0.1)
+    student = tiny_bert(num_labels=3, seed=1, init=0.1)
     input_ids, attention_mask, token_type_ids = random_batch()
     teacher_attr, _ = adkd.integrated_gradients(teacher, input_ids, attention_mask, token_type_ids)
-    student_attr, _ = adkd.integrated_gradients(student, input_ids, attention_mask, token_type_ids, create_graph=True)
+    student_attr, _ = adkd.integrated_gradients(student, input_ids, attention_mask, token_type_ids,
+                                                create_graph=True)
     assert not teacher_attr.requires_grad and student_attr.requires_grad
     loss = adkd.attribution_loss(adkd.attribution_maps(teacher_attr, attention_mask, top_k=24),
                                  adkd.attribution_maps(student_attr, attention_mask), "batch")
     loss.backward()
     grads = {name: p.grad for name, p in student.named_parameters()}
-    # Deep weights (not only the embeddings of the (E - E') factor) get gradient: second derivatives flow.
-    for name in ("bert.encoder.layer.0.attention.self.query.weight", "bert.encoder.layer.1.output.dense.weight",
-                 "classifier.weight"):
+    # Deep weights (not only the embeddings of the (E - E') factor) get gradient: second
+    # derivatives flow.
+    for name in ("bert.encoder.layer.0.attention.self.query.weight",
+                 "bert.encoder.layer.1.output.dense.weight", "classifier.weight"):
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
         assert torch.isfinite(grads[name]).all(), name
     assert all(p.grad is None for p in teacher.parameters())
@@ -270,17 +285,22 @@ def test_objective_reduces_to_vanilla_kd_and_to_cross_entropy():
     other = adkd.normalise_maps(torch.rand(6, 3, 4), torch.ones(6, 4))
     common = dict(temperature=2.0, teacher_maps=maps, student_maps=other)
     ce = torch.nn.functional.cross_entropy(student_logits, labels)
-    soft = -(torch.softmax(teacher_logits / 2, -1) * torch.log_softmax(student_logits / 2, -1)).sum(-1).mean()
-    loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=0.0, **common)
-    assert set(terms) == {"ce", "kd"} and loss.item() == pytest.approx((0.3 * ce + 0.7 * soft).item())
+    soft = -(torch.softmax(teacher_logits / 2, -1)
+             * torch.log_softmax(student_logits / 2, -1)).sum(-1).mean()
+    loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=0.0,
+                                      **common)
+    assert (set(terms) == {"ce", "kd"}
+            and loss.item() == pytest.approx((0.3 * ce + 0.7 * soft).item()))
     loss, terms = adkd.adkd_objective(student_logits, labels, None, alpha=0.0, beta=0.0, **common)
     assert set(terms) == {"ce"} and loss.item() == pytest.approx(ce.item())
-    loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=10.0, **common)
+    loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=10.0,
+                                      **common)
     attr = adkd.attribution_loss(maps, other)
     assert loss.item() == pytest.approx((0.3 * ce + 0.7 * soft + 10 * attr).item())
     loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=10.0,
                                       use_ce=False, **common)
-    assert set(terms) == {"kd", "attr"} and loss.item() == pytest.approx((0.7 * soft + 10 * attr).item())
+    assert (set(terms) == {"kd", "attr"}
+            and loss.item() == pytest.approx((0.7 * soft + 10 * attr).item()))
     loss, terms = adkd.adkd_objective(student_logits, labels, teacher_logits, alpha=0.7, beta=10.0,
                                       use_kd=False, **common)
     assert set(terms) == {"ce", "attr"}
@@ -291,7 +311,8 @@ def test_kd_forms_share_a_gradient_direction_and_regression_uses_mse():
     teacher_logits = torch.randn(5, 3)
     gradients = {}
     for form in ("soft_ce", "kl"):
-        student_logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        generator = torch.Generator().manual_seed(1)
+        student_logits = torch.randn(5, 3, generator=generator).requires_grad_(True)
         adkd.kd_loss(student_logits, teacher_logits, 3.0, form).backward()
         gradients[form] = student_logits.grad
     torch.testing.assert_close(gradients["kl"], gradients["soft_ce"] * 9.0)  # KL carries tau^2
@@ -317,7 +338,8 @@ def test_regression_kd_is_the_public_code_mse_of_outputs_over_tau(temperature):
 
 
 def test_per_term_gradient_norms_add_up_and_the_derived_one_is_exact():
-    teacher, student = tiny_bert(num_labels=3, seed=0, init=0.1), tiny_bert(num_labels=3, seed=1, init=0.1)
+    teacher = tiny_bert(num_labels=3, seed=0, init=0.1)
+    student = tiny_bert(num_labels=3, seed=1, init=0.1)
     input_ids, attention_mask, token_type_ids = random_batch()
     batch = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                  labels=torch.tensor([0, 1, 2]))
@@ -332,21 +354,25 @@ def test_per_term_gradient_norms_add_up_and_the_derived_one_is_exact():
     expected = torch.linalg.vector_norm(torch.stack([g.norm() for g in direct if g is not None]))
     assert norms["attr"] == pytest.approx(expected.item(), rel=1e-4)
     assert norms["attr"] > norms["kd"] > 0 and norms["ce"] > 0
-    total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    grad_norms = [p.grad.norm() for p in params if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack(grad_norms))
     assert total.item() <= norms["ce"] + norms["kd"] + norms["attr"] + 1e-5  # triangle inequality
-    assert adkd.term_norms(adkd.term_gradients(terms, config, student, measure=False), student) == {}
+    unmeasured = adkd.term_gradients(terms, config, student, measure=False)
+    assert adkd.term_norms(unmeasured, student) == {}
 
 
 def test_attribution_gap_is_zero_for_the_teacher_itself_and_at_most_two():
     task = glue_data.get_task("mnli")
-    teacher, other = tiny_bert(num_labels=3, seed=0, init=0.1), tiny_bert(num_labels=3, seed=1, init=0.1)
+    teacher = tiny_bert(num_labels=3, seed=0, init=0.1)
+    other = tiny_bert(num_labels=3, seed=1, init=0.1)
     input_ids, attention_mask, _ = random_batch(batch=3, seq=9)
     features = [{"input_ids": ids[mask.bool()].tolist(), "label": i % 3}
                 for i, (ids, mask) in enumerate(zip(input_ids, attention_mask))]
     args = adkd.stage_args(step_args(), dev_attribution_gap=True, eval_batch_size=2)
     config = adkd.adkd_config(adkd.stage_args(args, top_k=None), task, 0)  # all dims for both
     reference = adkd.teacher_dev_maps(teacher, {"dev": features}, config, args)
-    assert adkd.attribution_gap(teacher, reference, config, args)["attribution_gap"] == pytest.approx(0, abs=1e-10)
+    own_gap = adkd.attribution_gap(teacher, reference, config, args)["attribution_gap"]
+    assert own_gap == pytest.approx(0, abs=1e-10)
     gap = adkd.attribution_gap(other, reference, config, args)["attribution_gap"]
     assert 0 < gap <= 2
     assert adkd.teacher_dev_maps(None, {"dev": features}, config, args) is None
@@ -357,21 +383,26 @@ DIVERGENCES = ("kl", "rkl", "js", "tvd")
 
 def test_kd_divergences_are_zero_iff_equal_with_their_symmetries_and_bounds():
     generator = torch.Generator().manual_seed(0)
-    student, teacher = torch.randn(64, 3, generator=generator), 3 * torch.randn(64, 3, generator=generator)
+    student = torch.randn(64, 3, generator=generator)
+    teacher = 3 * torch.randn(64, 3, generator=generator)
     for form in DIVERGENCES:
-        assert adkd.kd_loss(teacher, teacher.clone(), 1.0, form).item() == pytest.approx(0, abs=1e-6)
+        assert (adkd.kd_loss(teacher, teacher.clone(), 1.0, form).item()
+                == pytest.approx(0, abs=1e-6))
         for row in range(8):  # positive on every example whose distributions differ
             assert adkd.kd_loss(student[row:row + 1], teacher[row:row + 1], 2.0, form).item() > 0
     kl_swapped = adkd.kd_loss(teacher, student, 2.0, "kl")  # KL(p_s || p_t)
-    assert adkd.kd_loss(student, teacher, 2.0, "rkl").item() == pytest.approx(kl_swapped.item(), rel=1e-5)
+    assert (adkd.kd_loss(student, teacher, 2.0, "rkl").item()
+            == pytest.approx(kl_swapped.item(), rel=1e-5))
     js = adkd.kd_loss(student, teacher, 1.0, "js")
     assert js.item() == pytest.approx(adkd.kd_loss(teacher, student, 1.0, "js").item(), rel=1e-5)
     # Bounds at tau = 1, approached by (almost) disjoint one-hot distributions.
     apart_s, apart_t = torch.tensor([[40.0, 0.0, 0.0]]), torch.tensor([[0.0, 40.0, 0.0]])
-    per_example = [adkd.kd_loss(s[None], t[None], 1.0, "js").item() for s, t in zip(student, teacher)]
+    per_example = [adkd.kd_loss(s[None], t[None], 1.0, "js").item()
+                   for s, t in zip(student, teacher)]
     assert max(per_example) < math.log(2) and adkd.kd_loss(apart_s, apart_t, 1.0, "js").item() == \
         pytest.approx(math.log(2), rel=1e-4)
-    per_example = [adkd.kd_loss(s[None], t[None], 1.0, "tvd").item() for s, t in zip(student, teacher)]
+    per_example = [adkd.kd_loss(s[None], t[None], 1.0, "tvd").item()
+                   for s, t in zip(student, teacher)]
     assert max(per_example) < 1 and adkd.kd_loss(apart_s, apart_t, 1.0, "tvd").item() == \
         pytest.approx(1.0, rel=1e-4)
     with pytest.raises(ValueError, match="unknown KD form"):
@@ -388,10 +419,12 @@ def test_kd_form_gradients_agree_with_finite_differences(form):
 
 def test_kd_forms_take_tau_squared_except_tvd_tau_and_regression_is_mse():
     generator = torch.Generator().manual_seed(2)
-    student, teacher = torch.randn(5, 3, generator=generator), torch.randn(5, 3, generator=generator)
+    student = torch.randn(5, 3, generator=generator)
+    teacher = torch.randn(5, 3, generator=generator)
     for form, power in (("kl", 2), ("rkl", 2), ("js", 2), ("tvd", 1)):
         at_one = adkd.kd_loss(student / 3, teacher / 3, 1.0, form)  # the same p_s, p_t as tau = 3
-        assert adkd.kd_loss(student, teacher, 3.0, form).item() == pytest.approx(3 ** power * at_one.item())
+        assert (adkd.kd_loss(student, teacher, 3.0, form).item()
+                == pytest.approx(3 ** power * at_one.item()))
     scores_s, scores_t = torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [1.0]])
     for form in DIVERGENCES:
         assert adkd.kd_loss(scores_s, scores_t, 3.0, form, is_regression=True).item() == \
@@ -424,8 +457,8 @@ def test_cached_teacher_maps_equal_fresh_ones_in_loss_and_gradient():
         student = tiny_bert(num_labels=3, seed=1, init=0.1)
         teacher.eval()  # as in train(): no dropout, so cached and fresh maps agree
         config = adkd.adkd_config(adkd.stage_args(args, temperature=2.0), task, 0)
-        loss, _ = adkd.distillation_step(student, teacher, batch, config,
-                                         adkd.cached_teacher(cache if use_cache else None, [0, 1, 2]))
+        cached = adkd.cached_teacher(cache if use_cache else None, [0, 1, 2])
+        loss, _ = adkd.distillation_step(student, teacher, batch, config, cached)
         loss.backward()
         results.append((loss.detach(), student.classifier.weight.grad.clone()))
     assert bool(cache["filled"].all())
@@ -437,11 +470,13 @@ def test_cached_teacher_maps_equal_fresh_ones_in_loss_and_gradient():
 def test_cache_is_ragged_and_serves_any_batch_composition():
     lengths = [4, 2, 3]
     cache = adkd.new_teacher_cache("k", lengths, views=2, classes=2)
-    maps = torch.arange(2 * 2 * 5, dtype=torch.float32).view(2, 2, 5) + 1  # stored from a batch padded to 5
+    # stored from a batch padded to 5
+    maps = torch.arange(2 * 2 * 5, dtype=torch.float32).view(2, 2, 5) + 1
     for row, n in enumerate((4, 2)):
         maps[row, :, n:] = 0
     adkd.cache_store(cache, [0, 1], maps, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
-    assert cache["maps"].shape == (2, 9) and adkd.cache_lookup(cache, [1, 2], 4) is None  # 2 not cached
+    assert (cache["maps"].shape == (2, 9)
+            and adkd.cache_lookup(cache, [1, 2], 4) is None)  # 2 not cached
     looked_up, logits = adkd.cache_lookup(cache, [1, 0], 4)  # another order, another padding
     torch.testing.assert_close(looked_up[0], torch.cat([maps[1, :, :2], torch.zeros(2, 2)], dim=1))
     torch.testing.assert_close(looked_up[1], maps[0, :, :4])
@@ -458,13 +493,16 @@ def test_cache_key_changes_with_teacher_data_and_ig_settings(tmp_path):
     assert adkd.teacher_cache_key(tiny_bert(num_labels=2, seed=5), features, args) != key
     assert adkd.teacher_cache_key(teacher, features[:1], args) != key
     assert adkd.teacher_cache_key(teacher, [{"input_ids": [2, 7, 9, 3]}, features[1]], args) != key
-    for change in ({"teacher_ig_steps": 8}, {"top_k": 16}, {"baseline": "zero"}, {"max_length": 64}):
-        assert adkd.teacher_cache_key(teacher, features, adkd.stage_args(args, **change)) != key, change
+    for change in ({"teacher_ig_steps": 8}, {"top_k": 16}, {"baseline": "zero"},
+                   {"max_length": 64}):
+        changed = adkd.stage_args(args, **change)
+        assert adkd.teacher_cache_key(teacher, features, changed) != key, change
     # A saved cache is reused for the same key and rebuilt for another.
     path = tmp_path / "cache.pt"
     cache = adkd.open_teacher_cache(path, teacher, features, args, task)
     inputs = {"input_ids": torch.tensor([[2, 7, 8, 3]]), "attention_mask": torch.ones(1, 4)}
-    adkd.cache_store(cache, [0], *adkd.teacher_outputs(teacher, inputs, adkd.adkd_config(args, task, 0)))
+    outputs = adkd.teacher_outputs(teacher, inputs, adkd.adkd_config(args, task, 0))
+    adkd.cache_store(cache, [0], *outputs)
     adkd.save_teacher_cache(cache, path)
     assert int(adkd.open_teacher_cache(path, teacher, features, args, task)["filled"].sum()) == 1
     other = adkd.open_teacher_cache(path, teacher, features, adkd.stage_args(args, top_k=3), task)
@@ -509,13 +547,15 @@ def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ models & guards
 def test_load_model_uses_an_attention_with_double_backward(tmp_path):
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32)  # saved with the library default (SDPA)
+    # saved with the library default (SDPA)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32)
     BertModel(config).save_pretrained(tmp_path / "m")  # a pretrained encoder, no classifier yet
     model = adkd.load_model(tmp_path / "m", glue_data.get_task("mnli"))
     assert model.config._attn_implementation == adkd.ATTENTION == "eager"
     input_ids, attention_mask, token_type_ids = random_batch()
-    attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids, create_graph=True)
+    attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, token_type_ids,
+                                                create_graph=True)
     attributions.abs().sum().backward()  # raises on an attention without second derivatives
     assert model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
 
@@ -561,9 +601,10 @@ def write_mrpc(folder, rows, seed):
 
 def save_tiny(directory, tokenizer, hidden, layers, seed, dropout=0.1):
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=64,
-                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden,
+                        max_position_embeddings=64, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     BertModel(config).save_pretrained(directory)  # a "pretrained" encoder without a classifier
     tokenizer.save_pretrained(directory)
     return str(directory)
@@ -574,16 +615,18 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     tokenizer = tiny_tokenizer(root)
     write_mrpc(root / "glue" / "MRPC", {"train": 48, "dev": 16, "test": 10}, seed=0)
+    teacher_base = save_tiny(root / "teacher_base", tokenizer, hidden=32, layers=2, seed=0)
+    student_base = save_tiny(root / "student_base", tokenizer, hidden=16, layers=1, seed=1)
     return {"root": root, "data": str(root / "glue"), "tokenizer": tokenizer,
-            "teacher_base": save_tiny(root / "teacher_base", tokenizer, hidden=32, layers=2, seed=0),
-            "student_base": save_tiny(root / "student_base", tokenizer, hidden=16, layers=1, seed=1)}
+            "teacher_base": teacher_base, "student_base": student_base}
 
 
 def cli(workspace, output_dir, *extra):
     return ["--task", "mrpc", "--data-dir", workspace["data"], "--output-dir", str(output_dir),
             "--teacher-model", workspace["teacher_base"], "--student", workspace["student_base"],
-            "--max-length", "24", "--batch-size", "8", "--teacher-batch-size", "8", "--teacher-epochs", "1",
-            "--epochs", "2", "--lr", "1e-3", "--teacher-lr", "1e-3", "--device", "cpu", *extra]
+            "--max-length", "24", "--batch-size", "8", "--teacher-batch-size", "8",
+            "--teacher-epochs", "1", "--epochs", "2", "--lr", "1e-3", "--teacher-lr", "1e-3",
+            "--device", "cpu", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -595,15 +638,18 @@ def pipeline(workspace):
 
 def test_cli_runs_teacher_then_student_and_the_saved_student_reloads(pipeline, workspace):
     out = pipeline["output"]
-    assert (out / "teacher" / "done.json").exists() and (out / "teacher" / "best" / "config.json").exists()
+    assert ((out / "teacher" / "done.json").exists()
+            and (out / "teacher" / "best" / "config.json").exists())
     best = json.loads((out / "student" / "done.json").read_text())
     reloaded = AutoModelForSequenceClassification.from_pretrained(out / "student" / "best")
     task = glue_data.get_task("mrpc")
-    dev = {"dev": glue_data.encode(glue_data.read_split(workspace["data"], task, "dev"), workspace["tokenizer"], 24)}
+    dev = {"dev": glue_data.encode(glue_data.read_split(workspace["data"], task, "dev"),
+                                   workspace["tokenizer"], 24)}
     again = adkd.evaluate(reloaded, task, dev, 64, 0, "cpu")
     assert set(again) == {"f1", "accuracy"} and again == pytest.approx(pipeline["metrics"])
     assert again == pytest.approx({k: best["metrics"][k] for k in again})
-    records = [json.loads(line) for line in (out / "student" / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (out / "student" / "log.jsonl").read_text().splitlines()]
     losses = [r for r in records if "loss" in r]
     assert len(losses) == 12 and {"ce", "kd", "attr", "lr", "temperature"} <= set(losses[0])
     assert all(set(r["grad_norm"]) == {"ce", "kd", "attr", "total"} for r in losses)
@@ -615,10 +661,13 @@ def test_cli_runs_teacher_then_student_and_the_saved_student_reloads(pipeline, w
         "best", "done.json", "last", "log.jsonl", "settings.json", "teacher_cache.pt"]
     assert not (out / "student" / "last" / "trainer_state.pt").exists()
     assert all(math.isfinite(r["attr"]) and r["attr"] >= 0 for r in losses)
-    assert [r["temperature"] for r in losses[:1] + losses[-1:]] == [4.0, 1.0]  # MRPC anneals tau 4 -> 1
+    # MRPC anneals tau 4 -> 1
+    assert [r["temperature"] for r in losses[:1] + losses[-1:]] == [4.0, 1.0]
     assert sum("dev" in r for r in records) == 2  # one evaluation per epoch
-    teacher_records = [json.loads(line) for line in (out / "teacher" / "log.jsonl").read_text().splitlines()]
-    assert all(set(r) & {"kd", "attr"} == set() for r in teacher_records)  # the teacher stage is plain CE
+    teacher_records = [json.loads(line)
+                       for line in (out / "teacher" / "log.jsonl").read_text().splitlines()]
+    # the teacher stage is plain CE
+    assert all(set(r) & {"kd", "attr"} == set() for r in teacher_records)
 
 
 def test_readme_trainer_runs(pipeline, workspace, capsys):
@@ -657,8 +706,9 @@ def test_rerun_reuses_the_teacher_and_refuses_to_overwrite_the_student(pipeline,
 
 def test_epochs_zero_only_evaluates_and_predicts(pipeline, workspace, tmp_path):
     best = str(pipeline["output"] / "student" / "best")
-    metrics = adkd.main(["--task", "mrpc", "--data-dir", workspace["data"], "--student", best, "--epochs", "0",
-                         "--output-dir", str(tmp_path), "--max-length", "24", "--predict"])
+    metrics = adkd.main(["--task", "mrpc", "--data-dir", workspace["data"], "--student", best,
+                         "--epochs", "0", "--output-dir", str(tmp_path), "--max-length", "24",
+                         "--predict"])
     assert metrics == pytest.approx(pipeline["metrics"])
     assert (tmp_path / "predictions" / "MRPC.tsv").read_text() == \
         (pipeline["output"] / "predictions" / "MRPC.tsv").read_text()
@@ -668,30 +718,38 @@ def test_teacher_only_stops_after_the_teacher(pipeline, workspace, tmp_path):
     metrics = adkd.main(cli(workspace, tmp_path, "--teacher-only"))
     assert metrics == json.loads((tmp_path / "teacher" / "done.json").read_text())["metrics"]
     assert not (tmp_path / "student").exists()
-    records = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
     assert "started" in records[0] and all("time" in r for r in records if "dev" in r)
     with pytest.raises(SystemExit, match="--teacher-only"):
-        adkd.main(cli(workspace, tmp_path / "again", "--teacher-only", "--teacher", workspace["teacher_base"]))
+        adkd.main(cli(workspace, tmp_path / "again", "--teacher-only", "--teacher",
+                      workspace["teacher_base"]))
 
 
 def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace, tmp_path, capsys):
     page = tmp_path / "maps.html"
-    teacher, student = pipeline["output"] / "teacher" / "best", pipeline["output"] / "student" / "best"
-    pages = adkd.main(["explain", "--task", "mrpc", "--model", f"teacher={teacher}", "--model", f"AD-KD={student}",
-                       "--text", "the red cat sat", "a red dog was slow", "--dev", "3", "--data-dir", workspace["data"],
+    teacher = pipeline["output"] / "teacher" / "best"
+    student = pipeline["output"] / "student" / "best"
+    pages = adkd.main(["explain", "--task", "mrpc", "--model", f"teacher={teacher}",
+                       "--model", f"AD-KD={student}", "--text", "the red cat sat",
+                       "a red dog was slow", "--dev", "3", "--data-dir", workspace["data"],
                        "--ig-steps", "8", "--html", str(page)])
     assert len(pages) == 2 and [name for name, *_ in pages[0][1]] == ["teacher", "AD-KD"]
     for _, rows in pages:
         for name, tokens, maps, scores in rows:
             assert maps.shape == (2, len(tokens)) and tokens[0] == "[CLS]"
-            assert torch.linalg.vector_norm(maps, dim=-1) == pytest.approx(torch.ones(2))  # Eq. 9 per view
-            assert torch.allclose(maps[0], maps[1], atol=1e-6)  # binary: |dp0| = |dp1| at every step
+            # Eq. 9 per view
+            assert torch.linalg.vector_norm(maps, dim=-1) == pytest.approx(torch.ones(2))
+            # binary: |dp0| = |dp1| at every step
+            assert torch.allclose(maps[0], maps[1], atol=1e-6)
             assert float(scores.sum()) == pytest.approx(1.0)
     text = page.read_text()
-    assert text.count("<tr>") == 2 * 2 and "AD-KD" in text and "the red cat sat" in text  # binary: one map shown
+    # binary: one map shown
+    assert text.count("<tr>") == 2 * 2 and "AD-KD" in text and "the red cat sat" in text
     assert "teacher [either class; p(paraphrase) = " in capsys.readouterr().out
     with pytest.raises(SystemExit, match="rows 0..15"):
-        adkd.main(["explain", "--task", "mrpc", "--model", str(teacher), "--dev", "16", "--data-dir", workspace["data"]])
+        adkd.main(["explain", "--task", "mrpc", "--model", str(teacher), "--dev", "16",
+                   "--data-dir", workspace["data"]])
 
 
 def read_weights(directory):
@@ -699,7 +757,8 @@ def read_weights(directory):
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}
 
 
-def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(pipeline, workspace, tmp_path, monkeypatch):
+def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(
+        pipeline, workspace, tmp_path, monkeypatch):
     teacher = str(pipeline["output"] / "teacher" / "best")
     args = ["--teacher", teacher, "--save-every", "2", "--log-every", "1", "--ig-steps", "2"]
     adkd.main(cli(workspace, tmp_path / "straight", *args))
@@ -716,7 +775,8 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(pipel
     with pytest.raises(KeyboardInterrupt):
         adkd.main(cli(workspace, tmp_path / "resumed", *args))
     monkeypatch.undo()
-    state = torch.load(tmp_path / "resumed" / "student" / "last" / "trainer_state.pt", weights_only=False)
+    state = torch.load(tmp_path / "resumed" / "student" / "last" / "trainer_state.pt",
+                       weights_only=False)
     assert state["step"] == 4  # the checkpoint before the crash
     adkd.main(cli(workspace, tmp_path / "resumed", *args, "--resume"))
 
@@ -726,10 +786,11 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(pipel
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
     def records(run):  # wall-clock stamps aside; the resumed log also marks its restart at step 4
         lines = (tmp_path / run / "student" / "log.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in lines if "started" not in line]
+        return [{k: v for k, v in json.loads(line).items() if k != "time"}
+                for line in lines if "started" not in line]
     assert records("straight") == records("resumed")
-    starts = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "student" / "log.jsonl").read_text()
-              .splitlines() if "started" in line]
+    resumed_log = (tmp_path / "resumed" / "student" / "log.jsonl").read_text()
+    starts = [json.loads(line)["step"] for line in resumed_log.splitlines() if "started" in line]
     assert starts == [0, 4]
 
 
@@ -737,15 +798,18 @@ def test_teacher_cache_changes_nothing_but_speed(pipeline, workspace, tmp_path):
     teacher = str(pipeline["output"] / "teacher" / "best")
     for flag in ("--teacher-cache", "--no-teacher-cache"):
         adkd.main(cli(workspace, tmp_path / flag, "--teacher", teacher, "--ig-steps", "2", flag))
-    cache = torch.load(tmp_path / "--teacher-cache" / "student" / "teacher_cache.pt", weights_only=False)
+    cache = torch.load(tmp_path / "--teacher-cache" / "student" / "teacher_cache.pt",
+                       weights_only=False)
     assert bool(cache["filled"].all()) and cache["filled"].numel() == 48
     assert not (tmp_path / "--no-teacher-cache" / "student" / "teacher_cache.pt").exists()
-    cached, fresh = (read_weights(tmp_path / flag / "student" / "last") for flag in ("--teacher-cache", "--no-teacher-cache"))
+    cached, fresh = (read_weights(tmp_path / flag / "student" / "last")
+                     for flag in ("--teacher-cache", "--no-teacher-cache"))
     for name in cached:
         torch.testing.assert_close(cached[name], fresh[name], rtol=0, atol=0, msg=name)
 
 
-def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(pipeline, workspace, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(
+        pipeline, workspace, tmp_path, monkeypatch):
     teacher = str(pipeline["output"] / "teacher" / "best")
     calls, real_objective = [], adkd.adkd_objective
 
@@ -774,7 +838,8 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(pipel
     (["--task", "wnli"], "--task"),
     (["--alpha", "0", "--beta", "0", "--no-ce"], "no loss term"),
 ])
-def test_impossible_flags_are_refused_before_any_model_loads(workspace, tmp_path, monkeypatch, flags, message):
+def test_impossible_flags_are_refused_before_any_model_loads(
+        workspace, tmp_path, monkeypatch, flags, message):
     def no_loading(*a, **k):
         raise AssertionError("a model was loaded")
 
@@ -784,14 +849,16 @@ def test_impossible_flags_are_refused_before_any_model_loads(workspace, tmp_path
         adkd.main(cli(workspace, tmp_path, *flags))
 
 
-def test_missing_data_is_downloaded_or_a_clear_error_before_training(workspace, tmp_path, monkeypatch):
+def test_missing_data_is_downloaded_or_a_clear_error_before_training(
+        workspace, tmp_path, monkeypatch):
     args = cli(workspace, tmp_path / "out", "--epochs", "1")
     args[args.index("--data-dir") + 1] = str(tmp_path / "nowhere")
     calls = []
 
     def unreachable(task, data_dir, **k):  # never the network in a test
         calls.append((task.name, str(data_dir)))
-        raise glue_data.GlueDownloadError("cannot download mrpc from http://127.0.0.1:9/x (refused)")
+        raise glue_data.GlueDownloadError(
+            "cannot download mrpc from http://127.0.0.1:9/x (refused)")
 
     monkeypatch.setattr(glue_data, "download_task", unreachable)
     with pytest.raises(SystemExit, match=r"--data-dir .*nowhere: cannot download mrpc") as error:
@@ -836,7 +903,8 @@ def interrupted_run(workspace, out, crash_at, *extra):
         adkd.distillation_step = real_step
 
 
-def test_resume_works_from_any_point_even_before_the_first_checkpoint(pipeline, workspace, tmp_path):
+def test_resume_works_from_any_point_even_before_the_first_checkpoint(
+        pipeline, workspace, tmp_path):
     extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--log-every", "1"]
     adkd.main(cli(workspace, tmp_path / "straight", *extra))
     interrupted_run(workspace, tmp_path / "killed", 2, *extra, "--lr", "5e-3")  # no checkpoint
@@ -845,7 +913,8 @@ def test_resume_works_from_any_point_even_before_the_first_checkpoint(pipeline, 
         adkd.main(cli(workspace, tmp_path / "killed", *extra))
     # Nothing was saved, so it starts fresh, and with the flags given now (the lr changed).
     adkd.main(cli(workspace, tmp_path / "killed", *extra, "--resume"))
-    straight, resumed = (read_weights(tmp_path / run / "student" / "last") for run in ("straight", "killed"))
+    straight, resumed = (read_weights(tmp_path / run / "student" / "last")
+                         for run in ("straight", "killed"))
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
     # Resuming a finished run trains nothing more, and refuses other settings all the same.
@@ -873,7 +942,8 @@ def test_resume_refuses_changed_settings_but_takes_safe_ones_and_a_partial_log_l
     adkd.main(cli(workspace, out, *extra, "--resume", "--log-every", "3", "--eval-batch-size", "5",
                   "--no-grad-norms"))
     assert (out / "student" / "done.json").exists()
-    records = [json.loads(line) for line in (out / "student" / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (out / "student" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "started" in r] == [0, 3]
 
 
@@ -890,13 +960,14 @@ def test_teacher_left_in_train_mode_gives_the_same_step_every_call():
         teacher.train()
         losses.append(adkd.distillation_step(student, teacher, batch, config)[0].item())
         teacher.train()
-        vanilla = adkd.distillation_step(student, teacher, batch, dataclasses.replace(config, beta=0.0))
+        vanilla = adkd.distillation_step(student, teacher, batch,
+                                         dataclasses.replace(config, beta=0.0))
         losses.append(vanilla[0].item())
     assert losses[0::2] == [losses[0]] * 3 and losses[1::2] == [losses[1]] * 3
 
 
-def test_nan_predictions_give_nan_metrics_and_never_the_best_checkpoint(pipeline, workspace, tmp_path,
-                                                                        monkeypatch, capsys):
+def test_nan_predictions_give_nan_metrics_and_never_the_best_checkpoint(
+        pipeline, workspace, tmp_path, monkeypatch, capsys):
     task = glue_data.get_task("mrpc")
     model = tiny_bert(num_labels=2)
     dev = {"dev": [{"input_ids": [2, 7, 3], "label": 1}, {"input_ids": [2, 8, 9, 3], "label": 0}]}
@@ -962,11 +1033,13 @@ def test_a_full_disk_is_refused_before_training_and_a_failed_write_is_one_line(
     monkeypatch.undo()
 
     def full(*a, **k):
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0 iostream error")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0 iostream error")
 
     monkeypatch.setattr(adkd.torch, "save", full)
     with pytest.raises(SystemExit) as error:
-        adkd.main(cli(workspace, tmp_path / "out2", "--teacher", str(pipeline["output"] / "teacher" / "best")))
+        adkd.main(cli(workspace, tmp_path / "out2", "--teacher",
+                      str(pipeline["output"] / "teacher" / "best")))
     message = str(error.value)
     assert "failed" in message and "disk full" in message and "\n" not in message
     assert not (tmp_path / "out2" / "student" / "last.tmp").exists()
@@ -985,7 +1058,8 @@ def test_student_with_another_vocabulary_is_refused(workspace, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "vocab.txt").write_text("\n".join(VOCAB + ["zebra"]) + "\n")
-    student = save_tiny(tmp_path / "student", BertTokenizerFast(vocab=str(other / "vocab.txt")), 16, 1, 0)
+    other_tokenizer = BertTokenizerFast(vocab=str(other / "vocab.txt"))
+    student = save_tiny(tmp_path / "student", other_tokenizer, 16, 1, 0)
     args = cli(workspace, tmp_path / "out")
     args[args.index("--student") + 1] = student
     with pytest.raises(SystemExit, match="vocabularies differ"):
@@ -1036,7 +1110,8 @@ SYNTHETIC = {
         },
         "no_trailing_newline": {"dev.tsv"},
         "expected": {
-            "train": [("train-1", "The cat sat.", None, 1, 1), ("train-2", "Cat the sat.", None, 0, 2)],
+            "train": [("train-1", "The cat sat.", None, 1, 1),
+                      ("train-2", "Cat the sat.", None, 0, 2)],
             "dev": [("dev-1", "A dog ran.", None, 1, 1)],
             "test": [("0", "Bill whistled.", None, None, 2), ("1", "Sue sang.", None, None, 3)],
         },
@@ -1048,7 +1123,8 @@ SYNTHETIC = {
             "test.tsv": [["index", "sentence"], ["0", "uneasy mishmash ."]],
         },
         "expected": {
-            "train": [("train-2", "hide new secretions ", None, 0, 2), ("train-3", "a gem ", None, 1, 3)],
+            "train": [("train-2", "hide new secretions ", None, 0, 2),
+                      ("train-3", "a gem ", None, 1, 3)],
             "dev": [("dev-2", "charming journey ", None, 1, 2)],
             "test": [("0", "uneasy mishmash .", None, None, 2)],
         },
@@ -1072,7 +1148,8 @@ SYNTHETIC = {
     },
     "stsb": {
         "files": {
-            # (a row with a stray extra column is an error: test_extra_tab_in_a_sentence_is_an_error)
+            # (a row with a stray extra column is an error:
+            # test_extra_tab_in_a_sentence_is_an_error)
             "train.tsv": [STSB_HEAD + ["score"], stsb_row(0, "A plane.", "An air plane.", "5.000"),
                           stsb_row(1, "A man.", "A flute.", "3.8")],
             "dev.tsv": [STSB_HEAD + ["score"], stsb_row(0, "A hat.", "A cap.", "0.00")],
@@ -1108,7 +1185,8 @@ SYNTHETIC = {
                           mnli_row(1, "It rains.", "It is dry.", "contradiction", "contradiction")],
             # label1 disagrees with gold_label so reading the wrong column shows
             "dev_matched.tsv": [MNLI_DEV_HEAD, mnli_row(0, "A.", "B.", "entailment", "neutral",
-                                                        "neutral", "neutral", "neutral", "neutral")],
+                                                        "neutral", "neutral", "neutral",
+                                                        "neutral")],
             "dev_mismatched.tsv": [MNLI_DEV_HEAD, mnli_row(0, "C.", "D.", "neutral", "entailment",
                                                            "entailment", "entailment", "neutral",
                                                            "entailment")],
@@ -1309,7 +1387,8 @@ def tokenizer(tmp_path):
     vocab_path.write_text("\n".join(GLUE_VOCAB) + "\n", encoding="utf-8")
     # transformers 5 ignores a `vocab_file=` keyword here; `vocab=` takes the file path
     tok = BertTokenizerFast(vocab=str(vocab_path), do_lower_case=True)
-    assert tok("The cat")["input_ids"] == [GLUE_ID["[CLS]"], GLUE_ID["the"], GLUE_ID["cat"], GLUE_ID["[SEP]"]]
+    assert tok("The cat")["input_ids"] == [GLUE_ID["[CLS]"], GLUE_ID["the"], GLUE_ID["cat"],
+                                           GLUE_ID["[SEP]"]]
     return tok
 
 
@@ -1319,7 +1398,8 @@ def example(text_a, text_b=None, label=None):
 
 def test_encode_single_and_truncate(tokenizer):
     features = encode([example("The cat sat on the mat", label=1)], tokenizer, max_length=4)
-    assert features[0]["input_ids"] == [GLUE_ID["[CLS]"], GLUE_ID["the"], GLUE_ID["cat"], GLUE_ID["[SEP]"]]
+    assert features[0]["input_ids"] == [GLUE_ID["[CLS]"], GLUE_ID["the"], GLUE_ID["cat"],
+                                        GLUE_ID["[SEP]"]]
     assert features[0]["label"] == 1
 
 
@@ -1710,27 +1790,33 @@ def test_real_glue_files(task, split, count):
 # ------------------------------------------------------------------------ distributed and bf16
 def test_two_process_ddp_matches_a_single_process_run(pipeline, workspace, tmp_path):
     teacher = str(pipeline["output"] / "teacher" / "best")
-    student = save_tiny(tmp_path / "student_nodropout", workspace["tokenizer"], hidden=16, layers=1, seed=1, dropout=0.0)
+    student = save_tiny(tmp_path / "student_nodropout", workspace["tokenizer"], hidden=16, layers=1,
+                        seed=1, dropout=0.0)
     def args(out):
-        a = cli(workspace, out, "--teacher", teacher, "--attr-reduction", "batch", "--ig-steps", "2", "--predict")
+        a = cli(workspace, out, "--teacher", teacher, "--attr-reduction", "batch",
+                "--ig-steps", "2", "--predict")
         a[a.index("--student") + 1] = student
         return a
     adkd.main(args(tmp_path / "single"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(adkd.__file__).parent)}
-    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                               adkd.__file__, *args(tmp_path / "ddp")], env=env, capture_output=True, text=True,
-                              timeout=300)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(adkd.__file__).parent)}
+    launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc_per_node", "2", adkd.__file__, *args(tmp_path / "ddp")],
+                              env=env, capture_output=True, text=True, timeout=300)
     assert launched.returncode == 0, launched.stderr[-3000:]
-    records = [json.loads(line) for line in (tmp_path / "ddp" / "student" / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (tmp_path / "ddp" / "student" / "log.jsonl").read_text().splitlines()]
     assert records[-1]["ranks"] == 2  # both ranks ended with identical weights (checked in train)
-    single, ddp = read_weights(tmp_path / "single" / "student" / "last"), read_weights(tmp_path / "ddp" / "student" / "last")
+    single = read_weights(tmp_path / "single" / "student" / "last")
+    ddp = read_weights(tmp_path / "ddp" / "student" / "last")
     for name in single:
         torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
     cache = torch.load(tmp_path / "ddp" / "student" / "teacher_cache.pt", weights_only=False)
     assert bool(cache["filled"].all())  # the ranks' halves were merged
     assert (tmp_path / "ddp" / "predictions" / "MRPC.tsv").read_text() == \
         (tmp_path / "single" / "predictions" / "MRPC.tsv").read_text()
-    single_dev = [r["dev"] for r in map(json.loads, (tmp_path / "single" / "student" / "log.jsonl").read_text().splitlines()) if "dev" in r]
+    single_log = (tmp_path / "single" / "student" / "log.jsonl").read_text().splitlines()
+    single_dev = [r["dev"] for r in map(json.loads, single_log) if "dev" in r]
     ddp_dev = [r["dev"] for r in records if "dev" in r]
     assert len(ddp_dev) == len(single_dev) > 0
     for ours, theirs in zip(ddp_dev, single_dev):  # approx() takes flat mappings only (pytest 9)
@@ -1757,5 +1843,6 @@ def test_bf16_autocast_keeps_the_double_backward_correct():
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
         results[bf16] = (terms["attr"].float(), grad.float())
     assert results[True][0].item() == pytest.approx(results[False][0].item(), rel=0.1)
-    cosine = torch.nn.functional.cosine_similarity(results[True][1].flatten(), results[False][1].flatten(), dim=0)
+    cosine = torch.nn.functional.cosine_similarity(results[True][1].flatten(),
+                                                   results[False][1].flatten(), dim=0)
     assert cosine > 0.9

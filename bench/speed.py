@@ -1,6 +1,8 @@
-"""The ruler for AD-KD's cost: training-step time of vanilla KD and AD-KD, same batches, same models.
+"""The ruler for AD-KD's cost: training-step time of vanilla KD and AD-KD, same batches,
+same models.
 
-    python bench/speed.py                 # MiniLM 6-layer teacher, 3-layer student, batch 16, length 64
+    python bench/speed.py                 # MiniLM 6-layer teacher, 3-layer student,
+                                          # batch 16, length 64
     python bench/speed.py --quick         # tiny random BERTs (seconds; what the tests run)
     python bench/speed.py --flops         # also count each step's matrix-product FLOPs
 
@@ -8,9 +10,11 @@ Every case runs in its own process (so its peak memory is its own), times --step
 steps (forward, backward, optimizer) after --warmup untimed ones, on one fixed batch, and
 reports the median. Cases:
   vanilla_kd         beta = 0: teacher forward + student forward/backward
-  adkd_m{m}_fresh    AD-KD, teacher maps computed in the step (the first epoch, or --no-teacher-cache)
+  adkd_m{m}_fresh    AD-KD, teacher maps computed in the step (the first epoch, or
+                     --no-teacher-cache)
   adkd_m{m}_cached   AD-KD, teacher maps and logits from the cache (every epoch after the first)
-  adkd_m8_unbatched  as adkd_m8_cached, but one Riemann step per forward pass (--ig-max-rows = batch)
+  adkd_m8_unbatched  as adkd_m8_cached, but one Riemann step per forward pass
+                     (--ig-max-rows = batch)
   adkd_m8_rows32     as adkd_m8_cached, with adkd.py's CPU default of 32 rows (2 steps) per forward
   teacher_ig_m{m}    the teacher's Integrated Gradients and maps alone
   public_m{m}        a re-creation of the public AD-KD code's step structure: a separate forward
@@ -42,8 +46,10 @@ import adkd  # noqa: E402
 import glue_data  # noqa: E402
 
 CASES = [(name, classes) for classes in (2, 3) for name in (
-    "vanilla_kd", "adkd_m1_fresh", "adkd_m1_cached", "adkd_m8_fresh", "adkd_m8_cached", "public_m1", "public_m8")]
-CASES += [("adkd_m8_unbatched", 3), ("adkd_m8_rows32", 3), ("teacher_ig_m1", 3), ("teacher_ig_m8", 3), ("teacher_ig_m32", 3)]
+    "vanilla_kd", "adkd_m1_fresh", "adkd_m1_cached", "adkd_m8_fresh", "adkd_m8_cached",
+    "public_m1", "public_m8")]
+CASES += [("adkd_m8_unbatched", 3), ("adkd_m8_rows32", 3),
+          ("teacher_ig_m1", 3), ("teacher_ig_m8", 3), ("teacher_ig_m32", 3)]
 
 
 class MatmulFlops(TorchDispatchMode):
@@ -88,20 +94,24 @@ def build_models(classes, quick):
 
 def fixed_batch(batch_size, length, vocab, classes):
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(1000 if vocab > 1000 else 5, vocab, (batch_size, length), generator=generator)
+    input_ids = torch.randint(1000 if vocab > 1000 else 5, vocab, (batch_size, length),
+                              generator=generator)
     input_ids[:, 0], input_ids[:, -1] = 101 if vocab > 1000 else 2, 102 if vocab > 1000 else 3
     token_type_ids = torch.zeros_like(input_ids)
     token_type_ids[:, length // 2:] = 1
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "token_type_ids": token_type_ids,
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+            "token_type_ids": token_type_ids,
             "labels": torch.randint(0, classes, (batch_size,), generator=generator)}
 
 
 def scaled(embedding_output, a):
     out = embedding_output * a
-    return out if out.requires_grad else out.requires_grad_(True)  # a frozen teacher still needs d/d(input)
+    # a frozen teacher still needs d/d(input)
+    return out if out.requires_grad else out.requires_grad_(True)
 
 
-def public_style_step(student, teacher, batch, classes, steps, top_k, beta=10.0, alpha=0.9, temperature=2.0):
+def public_style_step(student, teacher, batch, classes, steps, top_k, beta=10.0, alpha=0.9,
+                      temperature=2.0):
     """The public code's structure, re-created for timing (see the module docstring)."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     # At m = 1 the public code takes the saliency from this forward; at m > 1 it runs m more.
@@ -111,15 +121,16 @@ def public_style_step(student, teacher, batch, classes, steps, top_k, beta=10.0,
     teacher_out = teacher(**inputs, output_hidden_states=True)
     for hook in hooks:
         hook.remove()
-    loss = (1 - alpha) * F.cross_entropy(student_out.logits, batch["labels"]) + alpha * adkd.kd_loss(
-        student_out.logits, teacher_out.logits.detach(), temperature)
+    loss = ((1 - alpha) * F.cross_entropy(student_out.logits, batch["labels"])
+            + alpha * adkd.kd_loss(student_out.logits, teacher_out.logits.detach(), temperature))
     views = 1 if classes == 2 else classes
     teacher_sum, student_sum = [0] * views, [0] * views
     for k in range(1, steps + 1):
         if steps == 1:
             t_out, s_out = teacher_out, student_out
         else:
-            hooks = [m.bert.embeddings.register_forward_hook(lambda mod, i, out, a=k / steps: scaled(out, a))
+            hooks = [m.bert.embeddings.register_forward_hook(
+                         lambda mod, i, out, a=k / steps: scaled(out, a))
                      for m in (teacher, student)]
             t_out = teacher(**inputs, output_hidden_states=True)
             s_out = student(**inputs, output_hidden_states=True)
@@ -128,11 +139,13 @@ def public_style_step(student, teacher, batch, classes, steps, top_k, beta=10.0,
         t_hidden, s_hidden = t_out.hidden_states[0], s_out.hidden_states[0]
         t_log_probs, s_log_probs = t_out.logits.log_softmax(-1), s_out.logits.log_softmax(-1)
         for c in range(views):
-            teacher_sum[c] = teacher_sum[c] + torch.autograd.grad(-t_log_probs[:, c].mean(), t_hidden, retain_graph=True)[0]
-            student_sum[c] = student_sum[c] + torch.autograd.grad(-s_log_probs[:, c].mean(), s_hidden,
-                                                                  create_graph=True, retain_graph=True)[0]
+            teacher_sum[c] = teacher_sum[c] + torch.autograd.grad(
+                -t_log_probs[:, c].mean(), t_hidden, retain_graph=True)[0]
+            student_sum[c] = student_sum[c] + torch.autograd.grad(
+                -s_log_probs[:, c].mean(), s_hidden, create_graph=True, retain_graph=True)[0]
     for c in range(views):
-        t_map = (teacher_sum[c] / steps * t_hidden.detach()).abs().topk(top_k, dim=-1).values.norm(dim=-1)
+        t_map = ((teacher_sum[c] / steps * t_hidden.detach()).abs()
+                 .topk(top_k, dim=-1).values.norm(dim=-1))
         s_map = (student_sum[c] / steps * s_hidden).norm(dim=-1)
         t_map, s_map = F.normalize(t_map, dim=1), F.normalize(s_map, dim=1)
         loss = loss + beta * F.mse_loss(t_map, s_map, reduction="sum") / (t_map != 0).sum()
@@ -145,7 +158,8 @@ def run_case(name, classes, options):
     device = options.device
     teacher.to(device).eval().requires_grad_(False)
     student.to(device).train()
-    batch = {k: v.to(device) for k, v in fixed_batch(options.batch, options.length, vocab, classes).items()}
+    cpu_batch = fixed_batch(options.batch, options.length, vocab, classes)
+    batch = {k: v.to(device) for k, v in cpu_batch.items()}
     width = teacher.config.hidden_size
     steps = int(name.split("_m")[1].split("_")[0]) if "_m" in name else 1
     config = adkd.ADKDConfig(alpha=0.9, beta=10.0, temperature=2.0, top_k=width, ig_steps=steps,
@@ -166,8 +180,9 @@ def run_case(name, classes, options):
 
     def one_step():
         if name.startswith("teacher_ig"):
-            attributions, _ = adkd.integrated_gradients(teacher, batch["input_ids"], batch["attention_mask"],
-                                                        batch["token_type_ids"], steps=steps, max_rows=256)
+            attributions, _ = adkd.integrated_gradients(
+                teacher, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                steps=steps, max_rows=256)
             adkd.attribution_maps(attributions, batch["attention_mask"], width)
             return
         if name.startswith("public"):
@@ -199,30 +214,37 @@ def run_case(name, classes, options):
         flops = counter.total
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"case": name, "classes": classes, "ms_per_step": 1000 * statistics.median(times) if times else None,
+    return {"case": name, "classes": classes,
+            "ms_per_step": 1000 * statistics.median(times) if times else None,
             "ms_all": [round(1000 * t, 1) for t in times], "peak_mb": round(peak_mb, 1),
             "peak_kind": "cuda allocated" if device.startswith("cuda") else "process RSS",
-            "flop_per_step": flops, "gflop_per_step": None if flops is None else round(flops / 1e9, 2)}
+            "flop_per_step": flops,
+            "gflop_per_step": None if flops is None else round(flops / 1e9, 2)}
 
 
 def milliseconds(result, width):
-    return f"{result['ms_per_step']:{width}.1f}" if result["ms_per_step"] is not None else f"{'-':>{width}}"
+    return (f"{result['ms_per_step']:{width}.1f}" if result["ms_per_step"] is not None
+            else f"{'-':>{width}}")
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny random BERTs instead of MiniLM")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6,
-                        help="timed steps per case (median reported); 0 with --flops counts FLOPs only")
+                        help="timed steps per case (median reported); "
+                             "0 with --flops counts FLOPs only")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--flops", action="store_true",
-                        help="also count one step's matrix-product FLOPs (torch.utils.flop_counter)")
+                        help="also count one step's matrix-product FLOPs "
+                             "(torch.utils.flop_counter)")
     parser.add_argument("--only", default=None, help="comma-separated case names to run")
-    parser.add_argument("--json", default=str(ROOT / "bench" / "speed.json"), help="where to write the results")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "speed.json"),
+                        help="where to write the results")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--classes", type=int, default=2, help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -233,11 +255,13 @@ def main():
         return
     cases = [(n, c) for n, c in CASES if not options.only or n in options.only.split(",")]
     results = []
-    passthrough = [f"--batch={options.batch}", f"--length={options.length}", f"--steps={options.steps}",
-                   f"--warmup={options.warmup}", f"--threads={options.threads}", f"--device={options.device}"]
+    passthrough = [f"--batch={options.batch}", f"--length={options.length}",
+                   f"--steps={options.steps}", f"--warmup={options.warmup}",
+                   f"--threads={options.threads}", f"--device={options.device}"]
     passthrough += ["--flops"] if options.flops else []
     for name, classes in cases:
-        command = [sys.executable, __file__, "--case", name, "--classes", str(classes), *passthrough]
+        command = [sys.executable, __file__, "--case", name, "--classes", str(classes),
+                   *passthrough]
         command += ["--quick"] if options.quick else []
         output = subprocess.run(command, capture_output=True, text=True)
         if output.returncode != 0:
@@ -251,15 +275,17 @@ def main():
                              if r["ms_per_step"] and vanilla.get(r["classes"]) else None)
         if options.flops and vanilla_flop.get(r["classes"]):
             r["flop_x_vanilla_kd"] = round(r["flop_per_step"] / vanilla_flop[r["classes"]], 2)
-    setup = {"quick": options.quick, "batch": options.batch, "length": options.length, "device": options.device,
-             "threads": options.threads, "torch": torch.__version__, "steps": options.steps}
+    setup = {"quick": options.quick, "batch": options.batch, "length": options.length,
+             "device": options.device, "threads": options.threads, "torch": torch.__version__,
+             "steps": options.steps}
     print(f"\nsetup: {json.dumps(setup)}")
     print(f"{'case':<18} {'classes':>7} {'ms/step':>10} {'x vanilla KD':>13} {'peak MB':>9}")
     for r in results:
         ratio = f"{r['x_vanilla_kd']:.2f}" if r["x_vanilla_kd"] is not None else "-"
         flop = (f"  {r['gflop_per_step']:8.1f} GFLOP ({r['flop_x_vanilla_kd']:.2f}x)"
                 if r.get("flop_x_vanilla_kd") is not None else "")
-        print(f"{r['case']:<18} {r['classes']:>7} {milliseconds(r, 10)} {ratio:>13} {r['peak_mb']:>9.0f}{flop}")
+        print(f"{r['case']:<18} {r['classes']:>7} {milliseconds(r, 10)} {ratio:>13} "
+              f"{r['peak_mb']:>9.0f}{flop}")
     Path(options.json).write_text(json.dumps({"setup": setup, "results": results}, indent=1) + "\n")
     print(f"wrote {options.json}")
 

@@ -298,6 +298,11 @@ def test_adkd_part_one_reads_in_one_sitting():
     shape = file_shape.shape()
     assert shape["part_one"][1] <= 450 and shape["over_100"] == []
     assert shape["longest_part_one"][0][0] <= 70
+    long_lines = [f"{path.relative_to(BENCH.parent)}:{number}"
+                  for path in sorted(BENCH.parent.glob("*.py")) + sorted(BENCH.glob("*.py"))
+                  for number, line in enumerate(path.read_text().splitlines(), 1)
+                  if len(line) > 100]
+    assert long_lines == []  # every Python file of the project, tests and bench included
 
 
 def test_a_fresh_clone_retrains_a_teacher_whose_weights_are_absent_only_if_a_row_needs_it(
