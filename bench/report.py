@@ -598,8 +598,8 @@ def case_study(task):
     rows = load(task)
     page = run.BENCH / f"case_study_{task}.html"
     full = f"e{run.FULL_EPOCHS.get(task)}-"
-    for teacher, which in (("teacher-full", f"full length, {full[1:-1]} epochs"),
-                           ("teacher", "3 epochs")):
+    for teacher, which in (("teacher-full", f"full-length ({full[1:-1]} epochs)"),
+                           ("teacher", "3-epoch")):
         names = {"teacher": teacher, "vanilla KD (seed 1)": "vanilla-s1",
                  "AD-KD (seed 1)": "adkd-s1"}
         if teacher == "teacher-full":

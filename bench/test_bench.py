@@ -392,13 +392,13 @@ def test_case_study_uses_the_full_length_rows_when_their_weights_are_here(tmp_pa
         (rows[name].stage_dir / "best").mkdir(parents=True)
         (rows[name].stage_dir / "done.json").write_text("{}")
     page, which = report.case_study("mrpc")
-    assert which == "full length, 10 epochs" and page == tmp_path / "case_study_mrpc.html"
+    assert which == "full-length (10 epochs)" and page == tmp_path / "case_study_mrpc.html"
     models = [arg for arg in calls[0] if "=" in arg]
     assert models == [f"teacher={rows['teacher-full'].stage_dir / 'best'}",
                       f"vanilla KD (seed 1)={rows['vanilla-e10-s1'].stage_dir / 'best'}",
                       f"AD-KD (seed 1)={rows['adkd-e10-s1'].stage_dir / 'best'}"]
     (rows["adkd-e10-s1"].stage_dir / "done.json").unlink()  # still training: the 3-epoch rows
-    assert report.case_study("mrpc")[1] == "3 epochs"
+    assert report.case_study("mrpc")[1] == "3-epoch"
     assert calls[1][calls[1].index("--model") + 1].endswith("runs/mrpc/teacher/best")
     page.write_text("<html></html>")
     for name in ("teacher", "teacher-full"):
