@@ -449,8 +449,10 @@ def figure_panels(tasks):
         rows = run.task_rows(task)
         series, teachers = [], []
         for group in ("main", "full"):
-            teacher = [row for row in rows
-                       if row.name == TEACHER_ROW[group] and group in row.groups]
+            # Finished rows only (row.json here), as in the tables: a row still training
+            # would add a seed that no table counts yet.
+            teacher = [row for row in rows if row.name == TEACHER_ROW[group]
+                       and group in row.groups and run.done(row)]
             if teacher:
                 scores = dev_by_epoch(teacher[0].stage_dir / "log.jsonl", metric)
                 if scores:
@@ -458,7 +460,7 @@ def figure_panels(tasks):
             for key, _ in METHODS:
                 runs = [dev_by_epoch(row.stage_dir / "log.jsonl", metric) for row in rows
                         if group in row.groups and row.kind == "student"
-                        and row.meta.get("key") == key]
+                        and row.meta.get("key") == key and run.done(row)]
                 runs = [r for r in runs if r]
                 if not runs:
                     continue

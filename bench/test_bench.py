@@ -195,7 +195,7 @@ def test_dev_by_epoch_svg_is_one_panel_per_task_with_a_line_per_method(tmp_path,
     for seed in (1, 2):
         write_log(mrpc[f"vanilla-s{seed}"].stage_dir / "log.jsonl",
                   dev_log([(1, 0.7), (2, 0.71), (3, 0.72)], "f1"))
-    write_log(mrpc["adkd-e10-s1"].stage_dir / "log.jsonl",  # a full-length row, one seed, so far
+    write_log(mrpc["adkd-e10-s1"].stage_dir / "log.jsonl",  # a full-length row, one seed
               dev_log([(1, 0.7), (2, 0.75)], "f1"))
     # RTE: one vanilla seed, with an --eval-every record and epoch 2 logged again after a resume
     write_log(rte["vanilla-s1"].stage_dir / "log.jsonl",
@@ -204,6 +204,11 @@ def test_dev_by_epoch_svg_is_one_panel_per_task_with_a_line_per_method(tmp_path,
                        {"step": 20, "epoch": 2.0, "dev": {"accuracy": 0.55}, "time": 2.0}]))
     assert report.dev_by_epoch(rte["vanilla-s1"].stage_dir / "log.jsonl", "accuracy") == \
         pytest.approx({1: 50.0, 2: 55.0})
+    for row in list(mrpc.values()) + list(rte.values()):  # the rows above have finished
+        if (row.stage_dir / "log.jsonl").exists():
+            (row.out / "row.json").write_text("{}")
+    write_log(mrpc["ft-e10-s1"].stage_dir / "log.jsonl",  # still training: not in the figure
+              dev_log([(1, 0.6)], "f1"))
     path = report.write_figure(tmp_path / "dev_by_epoch.svg", ("mrpc", "rte", "cola"))
     root = ET.parse(path).getroot()  # well-formed XML
     assert root.tag == SVG + "svg"
@@ -227,6 +232,7 @@ def test_results_md_links_the_figure(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "GLUE", tmp_path / "glue")  # no task data: no section needs a model
     row = {r.name: r for r in run.task_rows("rte")}["adkd-s1"]
     write_log(row.stage_dir / "log.jsonl", dev_log([(1, 0.5)], "accuracy"))
+    (row.out / "row.json").write_text("{}")  # finished
     report.write_results(tmp_path / "RESULTS.md")
     text = (tmp_path / "RESULTS.md").read_text()
     assert "[dev_by_epoch.svg](dev_by_epoch.svg)" in text
