@@ -599,17 +599,14 @@ def case_study(task):
     written before (which rows: None) when they are not; (None, None) when there is none."""
     rows = load(task)
     page = run.BENCH / f"case_study_{task}.html"
-    full = f"e{run.FULL_EPOCHS.get(task)}-"
-    for teacher, which in (("teacher-full", f"full-length ({full[1:-1]} epochs)"),
-                           ("teacher", "3-epoch")):
-        names = {"teacher": teacher, "vanilla KD (seed 1)": "vanilla-s1",
-                 "AD-KD (seed 1)": "adkd-s1"}
-        if teacher == "teacher-full":
-            names.update({"vanilla KD (seed 1)": f"vanilla-{full}s1",
-                          "AD-KD (seed 1)": f"adkd-{full}s1"})
-        if not all(name in rows and run.has_weights(rows[name][0]) for name in names.values()):
+    epochs = run.FULL_EPOCHS.get(task)
+    labels = ("teacher", "vanilla KD (seed 1)", "AD-KD (seed 1)")
+    for which, names in ((f"full-length ({epochs} epochs)",
+                          ("teacher-full", f"vanilla-e{epochs}-s1", f"adkd-e{epochs}-s1")),
+                         ("3-epoch", ("teacher", "vanilla-s1", "adkd-s1"))):
+        if not all(name in rows and run.has_weights(rows[name][0]) for name in names):
             continue
-        models = [arg for label, name in names.items()
+        models = [arg for label, name in zip(labels, names)
                   for arg in ("--model", f"{label}={rows[name][0].stage_dir / 'best'}")]
         import adkd
         adkd.explain_main(["--task", task, "--data-dir", str(run.GLUE), "--dev",

@@ -310,8 +310,8 @@ def execute(row, task, threads=1):
     lock.write_text(str(os.getpid()))
     stage = row.stage_dir
     finished = (stage / "done.json").exists()
-    if stage.exists() and (finished and not (stage / "best").exists() or not finished
-                           and adkd.find_checkpoint(stage / "last") is None):
+    if stage.exists() and not has_weights(row) and (
+            finished or adkd.find_checkpoint(stage / "last") is None):
         # Interrupted before its first checkpoint, or only its records are here (a fresh
         # clone): nothing to resume from.
         shutil.rmtree(stage)
