@@ -299,6 +299,21 @@ def dev_history(log_path):
     return [{"epoch": r["epoch"], **r["dev"]} for r in log_records(log_path) if "dev" in r]
 
 
+def training_record(log_path):
+    """The log without its clock readings: what a rerun of the same row must reproduce."""
+    return [{k: v for k, v in r.items() if k not in ("started", "time")}
+            for r in log_records(log_path) if "started" not in r]
+
+
+def compare_records(earlier, rerun):
+    """Whether a rerun's training record equals an earlier run's, line for line (the earlier
+    students were trained against the earlier teacher, so a retrained teacher must be it)."""
+    same = [a == b for a, b in zip(earlier, rerun)]
+    first = same.index(False) if False in same else None
+    return {"lines_compared": len(same), "identical": first is None and len(earlier) == len(
+        rerun), "first_different_step": None if first is None else earlier[first]["step"]}
+
+
 # ------------------------------------------------------------------------------ running rows
 def execute(row, task, threads=1):
     """Train one row in this process, then measure it; writes <row>/row.json."""
@@ -310,6 +325,7 @@ def execute(row, task, threads=1):
     lock.write_text(str(os.getpid()))
     stage = row.stage_dir
     finished = (stage / "done.json").exists()
+    earlier = training_record(stage / "log.jsonl") if finished and not has_weights(row) else []
     if stage.exists() and not has_weights(row) and (
             finished or adkd.find_checkpoint(stage / "last") is None):
         # Interrupted before its first checkpoint, or only its records are here (a fresh
@@ -331,6 +347,10 @@ def execute(row, task, threads=1):
               "epoch_s": epoch_seconds(stage / "log.jsonl"),
               "dev_history": dev_history(stage / "log.jsonl"),
               "torch_threads": torch.get_num_threads(), "dev_examples": len(features)}
+    if earlier:  # retrained from the committed records alone (a fresh clone)
+        result["reproduces_record"] = compare_records(earlier, training_record(stage / "log.jsonl"))
+        print(f"{row.name}: retrained; its log matches the committed one: "
+              f"{result['reproduces_record']}", flush=True)
     measure_start = time.time()
     if row.kind == "teacher":
         few = features[:COMPLETENESS_EXAMPLES]

@@ -353,6 +353,47 @@ def test_a_fresh_clone_retrains_a_teacher_whose_weights_are_absent_only_if_a_row
     assert started == []  # no row needs the teacher's weights: its record stands
 
 
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monkeypatch, changed):
+    """The students of earlier sessions were trained against the committed teacher: a teacher
+    retrained in a fresh clone records whether its log (clock readings aside) is that one."""
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    teacher = {row.name: row for row in run.task_rows("mrpc")}["teacher-full"]
+    steps = [{"step": 10, "epoch": 0.5, "loss": 0.69},
+             {"step": 20, "epoch": 1.0, "dev": {"f1": 0.8}}]
+    write_log(teacher.stage_dir / "log.jsonl", [{"step": 0, "started": 1.0}]
+              + [dict(r, time=2.0) for r in steps])
+    (teacher.stage_dir / "done.json").write_text("{}")  # a clone's record: no best/
+
+    def retrain(argv):
+        assert not (teacher.stage_dir / "log.jsonl").exists()  # a fresh start, not a resume
+        rerun = [dict(r) for r in steps]
+        rerun[0]["loss"] += 1e-7 if changed else 0.0
+        write_log(teacher.stage_dir / "log.jsonl", [{"step": 0, "started": 5.0}]
+                  + [dict(r, time=9.0) for r in rerun])
+        return {"f1": 0.8}
+
+    class Model:
+        def eval(self):
+            return self
+
+    import transformers
+    monkeypatch.setattr(adkd, "main", retrain)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda name: argparse.Namespace(pad_token_id=0))
+    monkeypatch.setattr(run, "dev_features", lambda task, tokenizer: (None, [1, 2]))
+    monkeypatch.setattr(adkd, "load_model", lambda path, spec: Model())
+    monkeypatch.setattr(run, "completeness_error", lambda *args: 0.0)
+    result = run.execute(teacher, "mrpc")
+    assert result["reproduces_record"] == {"lines_compared": 2, "identical": not changed,
+                                           "first_different_step": 10 if changed else None}
+    assert json.loads((teacher.out / "row.json").read_text())["reproduces_record"]["identical"] \
+        is not changed
+    assert run.compare_records(run.training_record(teacher.stage_dir / "log.jsonl")[:1],
+                               run.training_record(teacher.stage_dir / "log.jsonl"))[
+        "identical"] is False  # a rerun cut short is not the same run
+
+
 def test_kd_form_rows_use_the_full_setup_and_the_shared_cache():
     rows = {row.name: row for row in run.task_rows("mrpc")}
     chosen = [row.name for row in run.select(run.task_rows("mrpc"), ("kd_forms",))]
