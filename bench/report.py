@@ -379,8 +379,26 @@ def full_section(task, rows, metrics):
     lines += method_table(task, rows, "full")
     teacher = rows[TEACHER_ROW["full"]][1]
     if teacher:
-        lines += completeness_line(teacher)
+        lines += completeness_line(teacher) + reproduction_line(teacher)
     return lines + verdict(task, rows, metrics[0], "full")
+
+
+def reproduction_line(teacher):
+    """Whether the students of every session distil one teacher: a clone keeps the teacher's
+    records, not its weights, so a later session retrains it and compares the logs."""
+    check = teacher.get("reproduces_record")
+    if check is None:
+        return []
+    if check["identical"]:
+        return [f"The teacher was retrained in a later session (a clone keeps records, not "
+                f"weights); its training log equals the committed one in all "
+                f"{check['lines_compared']} records but the clock readings, so the students "
+                "of every session distil the same teacher.", ""]
+    where = (f"from step {check['first_different_step']}" if check["first_different_step"]
+             is not None else "in its length")
+    return [f"**The retrained teacher is not the committed one:** its training log differs "
+            f"{where}, so students trained in different sessions distil different teachers "
+            "and their seeds are not exchangeable.", ""]
 
 
 GRAD_TERMS = ("ce", "kd", "attr", "total")

@@ -394,6 +394,19 @@ def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monk
         "identical"] is False  # a rerun cut short is not the same run
 
 
+def test_results_say_whether_a_retrained_teacher_is_the_committed_one():
+    assert report.reproduction_line({}) == []  # trained once: nothing to say
+    same = report.reproduction_line({"reproduces_record": {
+        "lines_compared": 215, "identical": True, "first_different_step": None}})
+    assert "equals the committed one in all 215 records" in same[0]
+    changed = report.reproduction_line({"reproduces_record": {
+        "lines_compared": 215, "identical": False, "first_different_step": 460}})
+    assert "not the committed one" in changed[0] and "from step 460" in changed[0]
+    short = report.reproduction_line({"reproduces_record": {
+        "lines_compared": 100, "identical": False, "first_different_step": None}})
+    assert "in its length" in short[0]
+
+
 def test_kd_form_rows_use_the_full_setup_and_the_shared_cache():
     rows = {row.name: row for row in run.task_rows("mrpc")}
     chosen = [row.name for row in run.select(run.task_rows("mrpc"), ("kd_forms",))]
