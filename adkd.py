@@ -985,7 +985,8 @@ def open_training_cache(teacher, features, output_dir, args, task):
 
 def save_teacher_cache(cache, path):
     cache["checksum"] = cache_checksum(cache)
-    temporary = Path(str(path) + ".tmp")
+    # One temporary file per process: runs sharing the cache may save it at the same moment.
+    temporary = Path(f"{path}.{os.getpid()}.tmp")
     try:
         torch.save(cache, temporary)
     except (OSError, RuntimeError) as error:

@@ -509,6 +509,32 @@ def test_cache_key_changes_with_teacher_data_and_ig_settings(tmp_path):
     assert int(other["filled"].sum()) == 0
 
 
+def save_cache_repeatedly(path, rounds, failures):
+    cache = adkd.new_teacher_cache("key", [40] * 200, 2, 2)
+    try:
+        for _ in range(rounds):
+            adkd.save_teacher_cache(cache, path)
+    except Exception as error:  # reported to the parent, which fails the test
+        failures.put(f"{type(error).__name__}: {error}")
+
+
+def test_runs_sharing_one_teacher_cache_file_can_save_it_at_once(tmp_path):
+    """--teacher-cache-path is shared by runs that may train at the same time (the bench's
+    AD-KD seeds): their saves must not trip over each other's half-written file."""
+    import multiprocessing
+    context = multiprocessing.get_context("fork")
+    path, failures = tmp_path / "shared_cache.pt", context.Queue()
+    savers = [context.Process(target=save_cache_repeatedly, args=(path, 60, failures))
+              for _ in range(2)]
+    for saver in savers:
+        saver.start()
+    for saver in savers:
+        saver.join()
+    assert failures.empty(), failures.get()
+    cache = torch.load(path, weights_only=False)
+    assert cache["checksum"] == adkd.cache_checksum(cache)
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
+
 def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
     task, teacher = glue_data.get_task("mrpc"), tiny_bert(num_labels=2)
     features = [{"input_ids": [2, 7, 8, 3]}, {"input_ids": [2, 9, 3]}]
