@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -613,8 +614,9 @@ CASE_STUDY_ROWS = (0, 1, 2, 3)  # the first dev examples, not a selection
 def case_study(task):
     """Teacher, vanilla-KD and AD-KD student maps on a few dev examples (the paper's Fig. 10),
     written to bench/case_study_<task>.html from the full-length rows of seed 1 (else the
-    3-epoch ones) when their weights are on this disk. Returns (page, which rows), or the page
-    written before (which rows: None) when they are not; (None, None) when there is none."""
+    3-epoch ones) when their weights are on this disk. Returns (page, which rows), else the page
+    written before and the rows it names (a clone keeps the page, not the weights); (None, None)
+    when there is none."""
     rows = load(task)
     page = run.BENCH / f"case_study_{task}.html"
     epochs = run.FULL_EPOCHS.get(task)
@@ -629,8 +631,13 @@ def case_study(task):
         import adkd
         adkd.explain_main(["--task", task, "--data-dir", str(run.GLUE), "--dev",
                            *map(str, CASE_STUDY_ROWS), *models, "--html", str(page)])
+        with open(page, "a") as html:
+            html.write(f"\n<!-- made from the {which} rows -->\n")
         return page, which
-    return (page, None) if page.exists() else (None, None)
+    if not page.exists():
+        return None, None
+    made = re.search(r"<!-- made from the (.+) rows -->", page.read_text())
+    return page, made.group(1) if made else None
 
 
 def write_results(path):

@@ -460,7 +460,9 @@ def test_case_study_uses_the_full_length_rows_when_their_weights_are_here(tmp_pa
     (rows["adkd-e10-s1"].stage_dir / "done.json").unlink()  # still training: the 3-epoch rows
     assert report.case_study("mrpc")[1] == "3-epoch"
     assert calls[1][calls[1].index("--model") + 1].endswith("runs/mrpc/teacher/best")
-    page.write_text("<html></html>")
     for name in ("teacher", "teacher-full"):
         (rows[name].stage_dir / "done.json").unlink()
+    page.write_text("<html></html>")
     assert report.case_study("mrpc") == (page, None) and len(calls) == 2  # kept, not rebuilt
+    page.write_text("<html></html>\n<!-- made from the full-length (10 epochs) rows -->\n")
+    assert report.case_study("mrpc") == (page, "full-length (10 epochs)")  # as a clone has it
