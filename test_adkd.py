@@ -535,6 +535,7 @@ def test_runs_sharing_one_teacher_cache_file_can_save_it_at_once(tmp_path):
     assert cache["checksum"] == adkd.cache_checksum(cache)
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
 
+
 def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
     task, teacher = glue_data.get_task("mrpc"), tiny_bert(num_labels=2)
     features = [{"input_ids": [2, 7, 8, 3]}, {"input_ids": [2, 9, 3]}]

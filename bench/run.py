@@ -324,9 +324,9 @@ def execute(row, task, threads=1):
     lock = row.out / f"{row.name}.pid"
     lock.write_text(str(os.getpid()))
     stage = row.stage_dir
-    finished = (stage / "done.json").exists()
-    earlier = training_record(stage / "log.jsonl") if finished and not has_weights(row) else []
-    if stage.exists() and not has_weights(row) and (
+    finished, weights = (stage / "done.json").exists(), has_weights(row)
+    earlier = training_record(stage / "log.jsonl") if finished and not weights else []
+    if stage.exists() and not weights and (
             finished or adkd.find_checkpoint(stage / "last") is None):
         # Interrupted before its first checkpoint, or only its records are here (a fresh
         # clone): nothing to resume from.
@@ -349,7 +349,7 @@ def execute(row, task, threads=1):
               "torch_threads": torch.get_num_threads(), "dev_examples": len(features)}
     if earlier:  # retrained from the committed records alone (a fresh clone)
         result["reproduces_record"] = compare_records(earlier, training_record(stage / "log.jsonl"))
-        print(f"{row.name}: retrained; its log matches the committed one: "
+        print(f"{row.name}: retrained; its log against the committed one: "
               f"{result['reproduces_record']}", flush=True)
     measure_start = time.time()
     if row.kind == "teacher":
