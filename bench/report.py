@@ -424,18 +424,19 @@ def grad_norm_table(rows):
         if result and row.kind == "student" and row.meta.get("key") == "adkd":
             steps, medians = grad_norm_medians(row.stage_dir / "log.jsonl")
             if steps:
-                found.append((name, steps, medians))
+                found.append((name, row.meta["epochs"], steps, medians))
     if not found:
         return []
-    terms = [t for t in GRAD_TERMS if any(t in m for _, _, m in found)]
-    terms += sorted({t for _, _, m in found for t in m} - set(terms))
-    lines = ["Gradient norms of the AD-KD rows: the median over the logged steps of each weighted "
-             "term's gradient norm (total: the whole loss's, before clipping).", "",
-             "| row | logged steps | " + " | ".join(terms) + " |",
-             "|---|---|" + "---|" * len(terms)]
-    for name, steps, medians in found:
+    terms = [t for t in GRAD_TERMS if any(t in m for *_, m in found)]
+    terms += sorted({t for *_, m in found for t in m} - set(terms))
+    lines = ["Gradient norms of the task's AD-KD rows, 3-epoch and full length: the median over "
+             "the logged steps of each weighted term's gradient norm (total: the whole loss's, "
+             "before clipping).", "",
+             "| row | epochs | logged steps | " + " | ".join(terms) + " |",
+             "|---|---|---|" + "---|" * len(terms)]
+    for name, epochs, steps, medians in found:
         cells = " | ".join(f"{medians[t]:.3g}" if t in medians else "–" for t in terms)
-        lines.append(f"| {name} | {steps} | {cells} |")
+        lines.append(f"| {name} | {epochs} | {steps} | {cells} |")
     return lines + [""]
 
 

@@ -260,8 +260,8 @@ def test_grad_norm_medians_per_adkd_row_and_nothing_without_them(tmp_path, monke
     assert steps == 3 and medians == pytest.approx({"ce": 3.0, "kd": 4.0, "attr": 0.3,
                                                     "total": 4.0})
     table = report.grad_norm_table(rows)
-    assert "| row | logged steps | ce | kd | attr | total |" in table
-    assert "| adkd-s1 | 3 | 3 | 4 | 0.3 | 4 |" in table
+    assert "| row | epochs | logged steps | ce | kd | attr | total |" in table
+    assert "| adkd-s1 | 3 | 3 | 3 | 4 | 0.3 | 4 |" in table  # 3 epochs, 3 logged steps
     assert not any("vanilla-s1" in line or "beta1" in line for line in table)
 
 
