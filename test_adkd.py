@@ -753,6 +753,57 @@ def test_teacher_only_stops_after_the_teacher(pipeline, workspace, tmp_path):
                       workspace["teacher_base"]))
 
 
+def save_tiny_mpnet(directory, hidden, layers, seed):
+    """A "pretrained" MPNet encoder with an MPNet tokenizer: <pad> is id 1, no token types."""
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
+    words = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + list(WORDS)
+    tokenizer = MPNetTokenizerFast(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>")
+    torch.manual_seed(seed)
+    MPNetModel(MPNetConfig(vocab_size=len(words), hidden_size=hidden, num_hidden_layers=layers,
+                           num_attention_heads=2, intermediate_size=2 * hidden,
+                           max_position_embeddings=64, pad_token_id=1,
+                           initializer_range=0.3)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def test_mpnet_pads_with_one_and_numbers_positions_alike_in_ig_and_in_its_forward(
+        workspace, tmp_path):
+    """MPNet (the paper-shape bench's teacher and student) pads with id 1, has no token types,
+    and numbers positions from the ids (pads get the padding position) when given ids but
+    consecutively when given inputs_embeds, as IG gives it. With right padding the real tokens
+    get the same positions either way, so the a = 1 IG step is still its forward pass, and the
+    baseline is the embedding of id 1. Then the pipeline runs end to end on it."""
+    teacher_base = save_tiny_mpnet(tmp_path / "teacher_base", hidden=32, layers=2, seed=0)
+    student_base = save_tiny_mpnet(tmp_path / "student_base", hidden=16, layers=1, seed=1)
+    task = get_task("mrpc")
+    teacher = adkd.load_model(teacher_base, task).eval()
+    tokenizer = adkd.AutoTokenizer.from_pretrained(teacher_base)
+    features = encode(read_split(workspace["data"], task, "dev"), tokenizer, 24)
+    batch = collate(features[:6], tokenizer.pad_token_id)
+    assert tokenizer.pad_token_id == 1 and "token_type_ids" not in batch
+    assert (batch["attention_mask"] == 0).any() and (batch["input_ids"][batch[
+        "attention_mask"] == 0] == 1).all()
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    attributions, logits = adkd.integrated_gradients(teacher, **inputs, steps=1, pad_token_id=1)
+    assert torch.allclose(logits, teacher(**inputs).logits, atol=1e-6)
+    with torch.no_grad():  # completeness against the <pad> (id 1) baseline, at many steps
+        base = teacher.get_input_embeddings().weight[1].expand(*inputs["input_ids"].shape, -1)
+        gap = (teacher(**inputs).logits.softmax(-1) - teacher(
+            inputs_embeds=base, attention_mask=inputs["attention_mask"]).logits.softmax(-1))
+    many, _ = adkd.integrated_gradients(teacher, **inputs, steps=64, pad_token_id=1)
+    assert (many.sum(dim=(2, 3)) - gap).abs().max() < 0.05 * gap.abs().max()
+    out = tmp_path / "run"
+    adkd.main(["--task", "mrpc", "--data-dir", workspace["data"], "--output-dir", str(out),
+               "--teacher-model", teacher_base, "--student", student_base, "--max-length", "24",
+               "--batch-size", "8", "--teacher-batch-size", "8", "--teacher-epochs", "1",
+               "--epochs", "2", "--lr", "1e-3", "--teacher-lr", "1e-3", "--log-every", "1"])
+    records = adkd.read_log(out / "student" / "log.jsonl")
+    losses = [r for r in records if "loss" in r]
+    assert all(r["attr"] > 0 and r["grad_norm"]["attr"] > 0 for r in losses)
+    assert all(0 < r["dev"]["attribution_gap"] <= 2 for r in records if "dev" in r)
+
+
 def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace, tmp_path, capsys):
     page = tmp_path / "maps.html"
     teacher = pipeline["output"] / "teacher" / "best"

@@ -33,7 +33,7 @@ METRICS = {"mrpc": ("f1", "accuracy"), "stsb": ("spearman", "pearson"), "cola": 
 NAMES = {"mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE", "cola": "CoLA", "sst2": "SST-2"}
 METHODS = (("ft", "student fine-tuned (α = β = 0)"), ("vanilla", "vanilla KD (β = 0)"),
            ("adkd", "AD-KD (m = 1)"))
-TEACHER_ROW = {"main": "teacher", "full": "teacher-full"}  # the teacher of each method group
+TEACHER_ROW = {"main": "teacher", "full": "teacher-full", "paper": "teacher-paper"}
 # Two-sided 95 % quantiles of Student's t, by degrees of freedom (beyond 30: the normal's).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -129,6 +129,8 @@ def task_section(task):
     if any("kd_forms" in row.groups for row, _ in rows.values()):
         lines += kd_form_table(task, rows, metrics)
     lines += pasted(f"{task}_full")
+    if any("paper" in row.groups for row, _ in rows.values()):
+        lines += paper_section(task, rows, metrics)
     lines += grad_norm_table(rows)
     page, which = case_study(task) if task == "mrpc" else (None, None)
     if page:
@@ -155,6 +157,9 @@ def task_section(task):
 def teacher_label(row):
     if row.name == "teacher":
         return "teacher (MiniLM-L6 fine-tuned)"
+    if row.name == "teacher-paper":
+        return (f"teacher (all-mpnet-base-v2, 12 × 768, fine-tuned {row.meta['epochs']} epochs "
+                f"at batch {row.meta['batch']})")
     return (f"teacher (MiniLM-L6 fine-tuned, {row.meta['epochs']} epochs at batch "
             f"{row.meta['batch']})")
 
@@ -382,6 +387,54 @@ def full_section(task, rows, metrics):
     if teacher:
         lines += completeness_line(teacher) + reproduction_line(teacher)
     return lines + verdict(task, rows, metrics[0], "full")
+
+
+def majority_class(task):
+    """Dev scores (× 100) of answering every dev example with train's most common label."""
+    import glue_data
+    spec = glue_data.get_task(task)
+    folder = glue_data.task_dir(str(run.GLUE), spec)
+    train = [e.label for e in glue_data.read_split(folder, spec, "train")]
+    dev = [e.label for e in glue_data.read_split(folder, spec, spec.dev_splits[0])]
+    common = max(set(train), key=train.count)
+    scores = glue_data.compute_metrics(task, [common] * len(dev), dev)
+    return {metric: 100 * value for metric, value in scores.items()}
+
+
+def paper_section(task, rows, metrics):
+    """The paper-shape rows (12 × 768 MPNet teacher, 6 × 768 student) beside the regimes a
+    reader must not confuse them with: the paper's Table 1, the MiniLM full-length rows and the
+    majority class."""
+    epochs = run.PAPER_EPOCHS[task]
+    command = f"`python bench/run.py {task} --rows paper`"
+    teacher_row, teacher = rows[TEACHER_ROW["paper"]]
+    lines = [f"### {NAMES[task]} at the paper's shape: 12 × 768 teacher, 6 × 768 student, "
+             f"{epochs} student epochs", "",
+             f"all-mpnet-base-v2 fine-tuned by the public teacher recipe "
+             f"({teacher_row.meta['epochs']} epochs at batch {teacher_row.meta['batch']}), its "
+             f"layers 0, 2, …, 10 as the student (`python bench/get_mpnet.py`), every other value "
+             f"Table 5's ({command}).", ""]
+    lines += method_table(task, rows, "paper")
+    if teacher:
+        lines += completeness_line(teacher) + reproduction_line(teacher)
+    lines += verdict(task, rows, metrics[0], "paper")
+    regimes = ["| where the number comes from | teacher | fine-tuned | vanilla KD | AD-KD |",
+               "|---|---|---|---|---|",
+               f"| paper, Table 1 (BERT-base → 6 × 768 BERT, dev {metrics[0]}) | "
+               + " | ".join(str(PAPER[key][task]) for key in ("teacher", "ft", "vanilla", "adkd"))
+               + " |"]
+    for group, label in (("paper", "here, 12 × 768 MPNet → 6 × 768"),
+                         ("full", "here, 6 × 384 MiniLM → 3 × 384")):
+        teacher_result = rows.get(TEACHER_ROW[group], (None, None))[1]
+        cells = [f"{100 * teacher_result['dev'][metrics[0]]:.1f}" if teacher_result else "–"]
+        for key in ("ft", "vanilla", "adkd"):
+            done = [r for _, r in method_rows(rows, group, key) if r]
+            cells.append(spread([r["dev"][metrics[0]] for r in done]) if done else "–")
+        regimes.append(f"| {label} | " + " | ".join(cells) + " |")
+    majority = majority_class(task)[metrics[0]]
+    regimes += ["", f"Answering train's majority class for every dev example scores dev "
+                f"{metrics[0]} {majority:.1f}: a student near it has learned little."]
+    return lines + regimes + [""] + pasted(f"{task}_paper")
 
 
 def reproduction_line(teacher):

