@@ -1434,7 +1434,9 @@ CLASS_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "pos
 def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps=32,
             baseline="pad"):
     """A model's attribution map per class (Eq. 6 over all dims, Eq. 9) for one example.
-    Returns (tokens, maps (views, seq), class scores (views,)): what AD-KD compares."""
+    Returns (tokens, maps (views, seq), class scores (views,), completeness (views, 2)): what
+    AD-KD compares, and per class the sum of the attributions beside F_c(x) - F_c(x'), which
+    Eq. 1's completeness makes equal once `steps` is large enough."""
     encoded = tokenizer(text_a, text_b, truncation="longest_first",
                         max_length=model.config.max_position_embeddings, return_tensors="pt")
     inputs = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids")
@@ -1445,7 +1447,14 @@ def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps
                                                 is_regression=is_regression)
     maps = attribution_maps(attributions, inputs["attention_mask"])[0]  # (views, seq)
     tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
-    return tokens, maps.detach(), class_scores(logits, is_regression)[0].detach()
+    weight = model.get_input_embeddings().weight
+    base = weight[tokenizer.pad_token_id] if baseline == "pad" else torch.zeros_like(weight[0])
+    with torch.no_grad():  # F_c(x'), x' the baseline of Eq. 2 at every position
+        base_logits = model(inputs_embeds=base.expand(*inputs["input_ids"].shape, -1),
+                            **{k: v for k, v in inputs.items() if k != "input_ids"}).logits
+    scores = class_scores(logits, is_regression)[0].detach()
+    rise = scores - class_scores(base_logits, is_regression)[0]
+    return tokens, maps.detach(), scores, torch.stack([attributions[0].sum(dim=(1, 2)), rise], 1)
 
 
 def shown_views(maps, scores, class_names):
@@ -1461,7 +1470,7 @@ def shown_views(maps, scores, class_names):
 
 def explanation_html(examples, class_names):
     """A self-contained page: per example, one row of shaded tokens per model and class.
-    examples: [(title, [(model name, tokens, maps, scores), ...]), ...]."""
+    examples: [(title, [(model name, tokens, maps, scores, completeness), ...]), ...]."""
     def shade(tokens, values):
         top = float(values.max()) or 1.0
         return " ".join(f'<span style="background:rgba(214,39,40,{float(v) / top:.2f})" '
@@ -1470,7 +1479,7 @@ def explanation_html(examples, class_names):
     body = []
     for title, rows in examples:
         body.append(f"<h3>{html.escape(title)}</h3><table>")
-        for name, tokens, maps, scores in rows:
+        for name, tokens, maps, scores, _ in rows:
             views = shown_views(maps, scores, class_names)
             if not views:
                 body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>predictions are not "
@@ -1534,15 +1543,17 @@ def explain_main(argv):
         print(f"\n== {title}")
         rows = []
         for name, tokenizer, model in loaded:
-            tokens, maps, scores = explain(model, tokenizer, text_a, text_b,
-                                           is_regression=task.is_regression, steps=args.ig_steps)
-            rows.append((name, tokens, maps, scores))
+            tokens, maps, scores, completeness = explain(
+                model, tokenizer, text_a, text_b, is_regression=task.is_regression,
+                steps=args.ig_steps)
+            rows.append((name, tokens, maps, scores, completeness))
             views = shown_views(maps, scores, class_names)
             if not views:
                 print(f"{name}: predictions are not finite (NaN or inf): no map")
             for view, view_label in views:
-                print(f"{name} [{view_label}] " + " ".join(f"{t}:{float(v):.2f}"
-                                                           for t, v in zip(tokens, maps[view])))
+                ig_sum, rise = completeness[view].tolist()
+                print(f"{name} [{view_label}; sum IG {ig_sum:.3f} vs F(x)-F(x') {rise:.3f}] "
+                      + " ".join(f"{t}:{float(v):.2f}" for t, v in zip(tokens, maps[view])))
         pages.append((title, rows))
     if args.html:
         Path(args.html).write_text(explanation_html(pages, class_names))

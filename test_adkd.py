@@ -763,8 +763,9 @@ def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace,
                        "--ig-steps", "8", "--html", str(page)])
     assert len(pages) == 2 and [name for name, *_ in pages[0][1]] == ["teacher", "AD-KD"]
     for _, rows in pages:
-        for name, tokens, maps, scores in rows:
+        for name, tokens, maps, scores, completeness in rows:
             assert maps.shape == (2, len(tokens)) and tokens[0] == "[CLS]"
+            assert completeness.shape == (2, 2)
             # Eq. 9 per view
             assert torch.linalg.vector_norm(maps, dim=-1) == pytest.approx(torch.ones(2))
             # binary: |dp0| = |dp1| at every step
@@ -773,10 +774,26 @@ def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace,
     text = page.read_text()
     # binary: one map shown
     assert text.count("<tr>") == 2 * 2 and "AD-KD" in text and "the red cat sat" in text
-    assert "teacher [either class; p(paraphrase) = " in capsys.readouterr().out
+    assert re.search(r"teacher \[either class; p\(paraphrase\) = [.\d]+; sum IG -?[.\d]+ vs "
+                     r"F\(x\)-F\(x'\) -?[.\d]+\] \[CLS\]:", capsys.readouterr().out)
     with pytest.raises(SystemExit, match="rows 0..15"):
         adkd.main(["explain", "--task", "mrpc", "--model", str(teacher), "--dev", "16",
                    "--data-dir", workspace["data"]])
+
+
+def test_explain_completeness_sum_of_ig_meets_the_rise_from_the_baseline(tmp_path):
+    model, tokenizer = tiny_bert(init=0.3), tiny_tokenizer(tmp_path)
+    with torch.no_grad():  # BERT zeroes [PAD]'s embedding; x' must be the [PAD] one, not zero
+        model.get_input_embeddings().weight[0] = torch.randn(32)
+    errors = {}
+    for steps in (1, 128):
+        *_, completeness = adkd.explain(model, tokenizer, "the red cat sat", "a dog ran",
+                                        steps=steps)
+        ig_sum, rise = completeness.T  # per class: sum of IG, F_c(x) - F_c(x')
+        assert completeness.shape == (2, 2) and float(rise.abs().min()) > 1e-3
+        assert rise.sum() == pytest.approx(0.0, abs=1e-6)  # probabilities sum to one
+        errors[steps] = float((ig_sum - rise).abs().max())
+    assert errors[128] < 0.02 * float(rise.abs().max()) and errors[128] < errors[1] / 5, errors
 
 
 def read_weights(directory):
