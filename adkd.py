@@ -1434,7 +1434,9 @@ CLASS_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "pos
 def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps=32,
             baseline="pad"):
     """A model's attribution map per class (Eq. 6 over all dims, Eq. 9) for one example.
-    Returns (tokens, maps (views, seq), class scores (views,)): what AD-KD compares."""
+    Returns (tokens, maps (views, seq), class scores (views,), completeness (views, 2)): what
+    AD-KD compares, and per class the sum of the attributions beside F_c(x) - F_c(x'), which
+    Eq. 1's completeness makes equal once `steps` is large enough."""
     encoded = tokenizer(text_a, text_b, truncation="longest_first",
                         max_length=model.config.max_position_embeddings, return_tensors="pt")
     inputs = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids")
@@ -1445,7 +1447,14 @@ def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps
                                                 is_regression=is_regression)
     maps = attribution_maps(attributions, inputs["attention_mask"])[0]  # (views, seq)
     tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
-    return tokens, maps.detach(), class_scores(logits, is_regression)[0].detach()
+    weight = model.get_input_embeddings().weight
+    base = weight[tokenizer.pad_token_id] if baseline == "pad" else torch.zeros_like(weight[0])
+    with torch.no_grad():  # F_c(x'), x' the baseline of Eq. 2 at every position
+        base_logits = model(inputs_embeds=base.expand(*inputs["input_ids"].shape, -1),
+                            **{k: v for k, v in inputs.items() if k != "input_ids"}).logits
+    scores = class_scores(logits, is_regression)[0].detach()
+    rise = scores - class_scores(base_logits, is_regression)[0]
+    return tokens, maps.detach(), scores, torch.stack([attributions[0].sum(dim=(1, 2)), rise], 1)
 
 
 def shown_views(maps, scores, class_names):
@@ -1461,7 +1470,7 @@ def shown_views(maps, scores, class_names):
 
 def explanation_html(examples, class_names):
     """A self-contained page: per example, one row of shaded tokens per model and class.
-    examples: [(title, [(model name, tokens, maps, scores), ...]), ...]."""
+    examples: [(title, [(model name, tokens, maps, scores, completeness), ...]), ...]."""
     def shade(tokens, values):
         top = float(values.max()) or 1.0
         return " ".join(f'<span style="background:rgba(214,39,40,{float(v) / top:.2f})" '
@@ -1470,7 +1479,7 @@ def explanation_html(examples, class_names):
     body = []
     for title, rows in examples:
         body.append(f"<h3>{html.escape(title)}</h3><table>")
-        for name, tokens, maps, scores in rows:
+        for name, tokens, maps, scores, _ in rows:
             views = shown_views(maps, scores, class_names)
             if not views:
                 body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>predictions are not "
@@ -1488,21 +1497,123 @@ def explanation_html(examples, class_names):
             + "\n".join(body))
 
 
+# ------------------------------------------------ explain --faithfulness: do the maps show reasons?
+def top_count(percent, n):
+    """How many of n real tokens k % is: rounded up, so every k takes at least one (0 of 0)."""
+    return (percent * n + 99) // 100
+
+
+def ranked(values, positions):
+    """`positions` ordered by `values` at them, largest first; ties keep the text order."""
+    return positions[torch.sort(values[positions], descending=True, stable=True).indices]
+
+
+def faithfulness(model, features, special_ids, config, *, reference=None, random_orders=3,
+                 seed=0, batch_size=32, percents=(1, 5, 10, 20, 50), desc=None):
+    """ERASER's comprehensiveness and sufficiency (DeYoung et al., ACL 2020) of a model's own
+    map of its predicted class c (IG with m = config.ig_steps, Eq. 6 over all dimensions), as
+    AOPC: the mean over k in `percents` of the fall of p(c) (regression: the absolute change
+    of the score) when the top k % of the real tokens (rounded up) are removed from the input
+    (comprehensiveness; higher: the map found what the model uses) or are all that is kept
+    (sufficiency; lower is better); tokens in `special_ids` stay. "*_random": the same for
+    `random_orders` seeded random orders. With `reference`, this function's result for another
+    model on the same features, agreement() too. Returns the summary and, per example, the
+    maps, the predicted class ("views"), its score and the real tokens' positions."""
+    generators = [torch.Generator().manual_seed(seed + r) for r in range(random_orders)]
+    device = next(model.parameters()).device
+    result, falls = {"maps": [], "views": [], "scores": [], "real": []}, []
+    for start in tqdm(range(0, len(features), batch_size), desc=desc, disable=desc is None):
+        chunk, erased = features[start:start + batch_size], []
+        maps = dev_maps(model, chunk, config, batch_size, teacher=False)
+        scores = class_scores(torch.from_numpy(predict_logits(
+            model, chunk, batch_size, config.pad_token_id, device)), config.is_regression)
+        rows, views = torch.arange(len(chunk)), scores.argmax(-1)  # 0 for regression
+        for feature, tokens, view in zip(chunk, maps, views.tolist()):
+            special = [i for i, t in enumerate(feature["input_ids"]) if t in special_ids]
+            real = torch.tensor(sorted(set(range(len(tokens[0]))) - set(special)), dtype=torch.long)
+            orders = [ranked(tokens[view], real)] + [
+                real[torch.randperm(len(real), generator=g)] for g in generators]
+            for order in orders:  # removed, not masked: every per-token list loses them
+                for count in (top_count(percent, len(real)) for percent in percents):
+                    for keep in (order[count:], order[:count]):  # removed, kept
+                        keep = sorted(special + keep.tolist())
+                        erased.append({key: [values[i] for i in keep] for key, values
+                                       in feature.items() if isinstance(values, list)})
+            result["real"].append(real)
+        after = class_scores(torch.from_numpy(predict_logits(
+            model, erased, batch_size, config.pad_token_id, device)),
+            config.is_regression).view(len(chunk), -1, scores.shape[-1])[rows, :, views]
+        fall = scores[rows, views][:, None] - after  # (chunk, orders x k x 2)
+        falls.append((fall.abs() if config.is_regression else fall).view(
+            len(chunk), 1 + random_orders, len(percents), 2))
+        result["maps"] += maps
+        result["views"] += views.tolist()
+        result["scores"] += scores[rows, views].tolist()
+    falls = torch.cat(falls)  # (examples, the map's order + random orders, k, removed / kept)
+    result["summary"] = summary = {
+        "examples": len(features), "comprehensiveness": float(falls[:, 0, :, 0].mean()),
+        "comprehensiveness_random": float(falls[:, 1:, :, 0].mean()),
+        "sufficiency": float(falls[:, 0, :, 1].mean()),
+        "sufficiency_random": float(falls[:, 1:, :, 1].mean())}
+    if reference is not None:
+        summary.update(agreement(result, reference, config.is_regression))
+    return result
+
+
+def agreement(result, reference, is_regression):
+    """How two faithfulness() results on the same examples agree: the fraction with the same
+    predicted class (regression: the mean absolute difference of the scores), the mean
+    Spearman correlation of the two maps of the reference's class over the real tokens (left
+    out where either is constant there, e.g. under two real tokens) and the mean overlap of
+    their top 20 % real tokens (rounded up)."""
+    rhos, overlaps = [], []
+    for own, theirs, view, real in zip(result["maps"], reference["maps"], reference["views"],
+                                       reference["real"]):
+        own, theirs = own[view], theirs[view]
+        if len(own[real].unique()) > 1 and len(theirs[real].unique()) > 1:
+            rhos.append(glue_data.spearman(own[real].numpy(), theirs[real].numpy()))
+        if len(real):
+            tops = [set(ranked(m, real)[:top_count(20, len(real))].tolist()) for m in (own, theirs)]
+            overlaps.append(len(tops[0] & tops[1]) / top_count(20, len(real)))
+    own, theirs = np.array(result["scores"]), np.array(reference["scores"])
+    return {**({"score_difference": float(np.abs(own - theirs).mean())} if is_regression else
+               {"same_prediction": float(np.mean(np.equal(result["views"], reference["views"])))}),
+            "spearman": float(np.mean(rhos)) if rhos else math.nan,
+            "top20_overlap": float(np.mean(overlaps)) if overlaps else math.nan}
+
+
 def explain_main(argv):
     p = argparse.ArgumentParser(prog="adkd.py explain", formatter_class=HelpFormatter,
                                 description="print (and draw) the per-class token attribution "
-                                "maps of one or more checkpoints")
+                                "maps of one or more checkpoints, or measure how faithful they "
+                                "are (--faithfulness)")
     p.add_argument("--task", required=True, help="GLUE task the checkpoints were trained on")
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
-                   help="a checkpoint (repeatable)")
+                   help="a checkpoint (repeatable; the first is the reference for agreement)")
     p.add_argument("--text", action="append", nargs="+", default=[], metavar="SENTENCE",
                    help="one sentence, or two for a pair task (repeatable)")
-    p.add_argument("--dev", type=int, nargs="+", default=[], metavar="ROW",
-                   help="dev examples by 0-based row")
+    p.add_argument("--dev", nargs="+", default=[], metavar="ROW",
+                   help="dev examples by 0-based row, or `all`")
     p.add_argument("--data-dir", default="glue_data", help="GLUE root, for --dev")
-    p.add_argument("--ig-steps", type=int, default=32, help="m of Eq. 2")
+    p.add_argument("--ig-steps", type=int, help="m of Eq. 2 (default: 32; 8 with --faithfulness)")
     p.add_argument("--html", default=None, help="also write the maps to this HTML file")
+    g = p.add_argument_group("faithfulness of the maps on --dev, one row per model")
+    g.add_argument("--faithfulness", action="store_true", help="ERASER's comprehensiveness and "
+                   "sufficiency (AOPC) beside random orders' and agreement with the first model")
+    g.add_argument("--random-orders", type=int, default=3, help="random orders averaged")
+    g.add_argument("--max-length", type=int, default=128,
+                   help="maximum tokens per example (at most the models' positions)")
+    g.add_argument("--batch-size", type=int, default=32, help="examples per IG batch")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
+    args.ig_steps = (8 if args.faithfulness else 32) if args.ig_steps is None else args.ig_steps
+    for flag in ("ig_steps", "random_orders", "max_length", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got "
+                             f"{getattr(args, flag)}")
+    if args.faithfulness and (args.text or not args.dev):
+        raise SystemExit("error: --faithfulness measures --dev rows (or all), not --text")
     try:
         task = glue_data.get_task(args.task)
     except ValueError as error:
@@ -1514,16 +1625,20 @@ def explain_main(argv):
                                        task.dev_splits[0])
         except (OSError, ValueError) as error:
             raise SystemExit(f"error: {error}") from None
-        bad = [row for row in args.dev if not 0 <= row < len(dev)]
+        wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
+        bad = [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]
         if bad:
             raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
-                             f"0..{len(dev) - 1}")
-        examples += [(dev[row].text_a, dev[row].text_b, dev[row].label) for row in args.dev]
+                             f"0..{len(dev) - 1} (or give all)")
+        dev = [dev[int(row)] for row in wanted]
+        examples += [(example.text_a, example.text_b, example.label) for example in dev]
     if not examples:
         raise SystemExit("error: give --text or --dev")
     models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
     loaded = [(name, pretrained(AutoTokenizer, path, "--model"), load_model(path, task, "--model"))
               for name, path in models]
+    if args.faithfulness:
+        return faithfulness_main(args, task, dev, loaded)
     class_names = (["score"] if task.is_regression else
                    list(CLASS_NAMES.get(task.name, task.labels)))
     pages = []
@@ -1534,21 +1649,51 @@ def explain_main(argv):
         print(f"\n== {title}")
         rows = []
         for name, tokenizer, model in loaded:
-            tokens, maps, scores = explain(model, tokenizer, text_a, text_b,
-                                           is_regression=task.is_regression, steps=args.ig_steps)
-            rows.append((name, tokens, maps, scores))
+            tokens, maps, scores, completeness = explain(
+                model, tokenizer, text_a, text_b, is_regression=task.is_regression,
+                steps=args.ig_steps)
+            rows.append((name, tokens, maps, scores, completeness))
             views = shown_views(maps, scores, class_names)
             if not views:
                 print(f"{name}: predictions are not finite (NaN or inf): no map")
             for view, view_label in views:
-                print(f"{name} [{view_label}] " + " ".join(f"{t}:{float(v):.2f}"
-                                                           for t, v in zip(tokens, maps[view])))
+                ig_sum, rise = completeness[view].tolist()
+                print(f"{name} [{view_label}; sum IG {ig_sum:.3f} vs F(x)-F(x') {rise:.3f}] "
+                      + " ".join(f"{t}:{float(v):.2f}" for t, v in zip(tokens, maps[view])))
         pages.append((title, rows))
     if args.html:
         Path(args.html).write_text(explanation_html(pages, class_names))
         print(f"wrote {args.html}")
     return pages
 
+
+def faithfulness_main(args, task, dev, loaded):
+    """One row per model: how faithful its own maps are, and how it agrees with the first."""
+    tokenizer = loaded[0][1]
+    for _, other, _ in loaded[1:]:
+        check_same_tokenizer(tokenizer, other)
+    args.max_length = min([args.max_length] + [m.config.max_position_embeddings
+                                                for _, _, m in loaded])
+    features = glue_data.encode(dev, tokenizer, args.max_length)
+    special_ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # [UNK] is a word
+    config = ADKDConfig(ig_steps=args.ig_steps, is_regression=task.is_regression,
+                        pad_token_id=tokenizer.pad_token_id,  # IG rows per pass as in training
+                        ig_max_rows=256 if args.device.startswith("cuda") else 32)
+    rows, reference = [], None
+    for spec, (name, _, model) in zip(args.model, loaded):
+        result = faithfulness(model.to(args.device), features, special_ids, config,
+                              reference=reference, random_orders=args.random_orders,
+                              batch_size=args.batch_size, desc=name)
+        reference = reference or result
+        rows.append({"model": name, "path": spec.split("=", 1)[-1], **result["summary"]})
+        print(f"{name}: " + " ".join(f"{key}={value:.4f}" if isinstance(value, float) else
+                                     f"{key}={value}" for key, value in result["summary"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"task": task.name, "ig_steps": args.ig_steps, "random_orders": args.random_orders,
+             "max_length": args.max_length, "models": rows}, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return rows
 
 if __name__ == "__main__":
     from transformers.utils import logging as hf_logging

@@ -814,8 +814,9 @@ def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace,
                        "--ig-steps", "8", "--html", str(page)])
     assert len(pages) == 2 and [name for name, *_ in pages[0][1]] == ["teacher", "AD-KD"]
     for _, rows in pages:
-        for name, tokens, maps, scores in rows:
+        for name, tokens, maps, scores, completeness in rows:
             assert maps.shape == (2, len(tokens)) and tokens[0] == "[CLS]"
+            assert completeness.shape == (2, 2)
             # Eq. 9 per view
             assert torch.linalg.vector_norm(maps, dim=-1) == pytest.approx(torch.ones(2))
             # binary: |dp0| = |dp1| at every step
@@ -824,10 +825,141 @@ def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace,
     text = page.read_text()
     # binary: one map shown
     assert text.count("<tr>") == 2 * 2 and "AD-KD" in text and "the red cat sat" in text
-    assert "teacher [either class; p(paraphrase) = " in capsys.readouterr().out
+    assert re.search(r"teacher \[either class; p\(paraphrase\) = [.\d]+; sum IG -?[.\d]+ vs "
+                     r"F\(x\)-F\(x'\) -?[.\d]+\] \[CLS\]:", capsys.readouterr().out)
     with pytest.raises(SystemExit, match="rows 0..15"):
         adkd.main(["explain", "--task", "mrpc", "--model", str(teacher), "--dev", "16",
                    "--data-dir", workspace["data"]])
+
+
+def test_explain_completeness_sum_of_ig_meets_the_rise_from_the_baseline(tmp_path):
+    model, tokenizer = tiny_bert(init=0.3), tiny_tokenizer(tmp_path)
+    with torch.no_grad():  # BERT zeroes [PAD]'s embedding; x' must be the [PAD] one, not zero
+        model.get_input_embeddings().weight[0] = torch.randn(32)
+    errors = {}
+    for steps in (1, 128):
+        *_, completeness = adkd.explain(model, tokenizer, "the red cat sat", "a dog ran",
+                                        steps=steps)
+        ig_sum, rise = completeness.T  # per class: sum of IG, F_c(x) - F_c(x')
+        assert completeness.shape == (2, 2) and float(rise.abs().min()) > 1e-3
+        assert rise.sum() == pytest.approx(0.0, abs=1e-6)  # probabilities sum to one
+        errors[steps] = float((ig_sum - rise).abs().max())
+    assert errors[128] < 0.02 * float(rise.abs().max()) and errors[128] < errors[1] / 5, errors
+
+
+class OneTokenModel(torch.nn.Module):
+    """A binary classifier that sees one token id only: logit 1 is `weight` times the number of
+    times `key` occurs, logit 0 is zero; every other token only moves embedding dimensions
+    the classifier ignores."""
+
+    def __init__(self, key, weight=3.0, dim=4):
+        super().__init__()
+        self.config = adkd.argparse.Namespace(num_labels=2)
+        self.embeddings = torch.nn.Embedding(len(VOCAB), dim)
+        with torch.no_grad():
+            self.embeddings.weight[:, 0] = 0.0
+            self.embeddings.weight[key, 0] = weight
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
+                inputs_embeds=None):
+        embeds = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        logit = (embeds[..., 0] * attention_mask).sum(-1)
+        return adkd.argparse.Namespace(logits=torch.stack([torch.zeros_like(logit), logit], -1))
+
+
+SPECIAL_IDS = {0, 2, 3}  # [PAD], [CLS], [SEP]
+KEY = VOCAB.index("cat")
+
+
+def one_token_features():
+    """Ten real tokens with `cat` fourth, and one example of special tokens only."""
+    words = "the big red cat sat on a small blue mat".split()
+    ids = [2] + [VOCAB.index(w) for w in words] + [3]
+    return [{"input_ids": ids, "token_type_ids": [0] * 6 + [1] * 6, "label": 1},
+            {"input_ids": [2, 3], "token_type_ids": [0, 0], "label": 0}]
+
+
+def test_faithfulness_ranks_the_token_the_model_uses_and_drops_its_probability():
+    features, config = one_token_features(), adkd.ADKDConfig(ig_steps=4)
+    drop = float(torch.sigmoid(torch.tensor(3.0))) - 0.5  # p(1) with `cat`, then without it
+    for percent in (1, 10, 50):  # 1, 1 and 5 of the 10 real tokens: `cat` first each time
+        result = adkd.faithfulness(OneTokenModel(KEY), features[:1], SPECIAL_IDS, config,
+                                   percents=(percent,))
+        assert result["views"] == [1] and int(result["maps"][0][1].argmax()) == 4
+        assert result["summary"]["comprehensiveness"] == pytest.approx(drop)
+        assert result["summary"]["sufficiency"] == pytest.approx(0.0, abs=1e-7)
+    # Removing nothing changes nothing: k = 0, and any k of an example without real tokens.
+    result = adkd.faithfulness(OneTokenModel(KEY), features, SPECIAL_IDS, config,
+                               percents=(0,))
+    assert result["summary"]["comprehensiveness"] == 0.0
+    assert result["summary"]["comprehensiveness_random"] == 0.0
+    result = adkd.faithfulness(OneTokenModel(KEY), features[1:], SPECIAL_IDS, config)
+    assert all(value == 0.0 for key, value in result["summary"].items() if key != "examples")
+    # Special tokens are never removed: a model that only looks at [SEP] loses nothing.
+    result = adkd.faithfulness(OneTokenModel(3), features, SPECIAL_IDS, config)
+    assert all(value == 0.0 for key, value in result["summary"].items() if key != "examples")
+
+
+def test_faithfulness_random_baseline_does_not_depend_on_the_map(monkeypatch):
+    features, config = one_token_features(), adkd.ADKDConfig(ig_steps=4)
+    honest = adkd.faithfulness(OneTokenModel(KEY), features, SPECIAL_IDS, config)["summary"]
+    monkeypatch.setattr(adkd, "dev_maps", lambda *args, **kwargs: [
+        torch.rand(2, len(f["input_ids"])) for f in args[1]])  # maps that ignore the model
+    shuffled = adkd.faithfulness(OneTokenModel(KEY), features, SPECIAL_IDS, config)["summary"]
+    assert shuffled["comprehensiveness"] < honest["comprehensiveness"]
+    assert shuffled["sufficiency"] > honest["sufficiency"]
+    for key in ("comprehensiveness_random", "sufficiency_random"):
+        assert shuffled[key] == honest[key]
+    # the map beats chance on a model that uses one token
+    assert honest["comprehensiveness"] > honest["comprehensiveness_random"] > 0
+    assert honest["sufficiency"] < honest["sufficiency_random"]
+
+
+def test_faithfulness_agreement_of_a_model_with_itself_is_perfect(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path)
+    examples = [glue_data.Example(str(i), a, b, 0, i) for i, (a, b) in
+                enumerate([("the big cat sat on the mat", "a dog ran"),
+                           ("the red dog was very happy", "the dog sleeps on a rug"),
+                           ("a slow cat", "the quick blue cat jumps and runs")])]
+    features = encode(examples, tokenizer, 32)
+    config = adkd.ADKDConfig(ig_steps=2)
+    specials = set(tokenizer.all_special_ids)
+    reference = adkd.faithfulness(tiny_bert(init=0.3), features, specials, config)
+    assert "spearman" not in reference["summary"]
+    itself = adkd.faithfulness(tiny_bert(init=0.3), features, specials, config,
+                               reference=reference)["summary"]
+    assert itself["same_prediction"] == itself["top20_overlap"] == 1.0
+    assert itself["spearman"] == pytest.approx(1.0)
+    other = adkd.faithfulness(tiny_bert(init=0.3, seed=1), features, specials, config,
+                              reference=reference)["summary"]
+    assert other["spearman"] < 0.99
+
+
+def test_explain_faithfulness_prints_and_writes_one_row_per_model(workspace, tmp_path, capsys):
+    path = tmp_path / "faithfulness.json"
+    rows = adkd.main(["explain", "--faithfulness", "--task", "mrpc",
+                      "--model", f"teacher={workspace['teacher_base']}",
+                      "--model", f"student={workspace['student_base']}", "--dev", "all",
+                      "--data-dir", workspace["data"], "--ig-steps", "2", "--device", "cpu",
+                      "--batch-size", "5", "--json", str(path)])
+    assert json.loads(path.read_text())["models"] == rows
+    assert [row["model"] for row in rows] == ["teacher", "student"]
+    assert rows[1]["path"] == workspace["student_base"] and rows[1]["examples"] == 16
+    assert "spearman" not in rows[0] and -1 <= rows[1]["spearman"] <= 1
+    assert 0 <= rows[1]["same_prediction"] <= 1 and 0 <= rows[1]["top20_overlap"] <= 1
+    for row in rows:
+        assert all(-1 <= row[key] <= 1 for key in ("comprehensiveness", "sufficiency",
+                                                   "comprehensiveness_random"))
+    assert "student: examples=16 comprehensiveness=" in capsys.readouterr().out
+    for extra, message in ((["--dev", "0", "x"], "--dev x: the mrpc dev set has rows 0..15"),
+                           (["--text", "a cat"], "--dev rows"),
+                           (["--dev", "0", "--random-orders", "0"], "--random-orders must be")):
+        with pytest.raises(SystemExit, match=message):
+            adkd.main(["explain", "--faithfulness", "--task", "mrpc", "--model",
+                       workspace["teacher_base"], "--data-dir", workspace["data"], *extra])
 
 
 def read_weights(directory):
