@@ -720,6 +720,17 @@ def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
                          "or normalisation); AD-KD compares per-token maps and needs one tokenizer")
 
 
+def check_tokenizer_fits(tokenizer, config, name, flag):
+    """A folder without tokenizer files still gives a tokenizer: a few special tokens that turn
+    every word into one unknown id. Refuse one far smaller than the embedding matrix, or with
+    special ids outside it."""
+    rows, special = getattr(config, "vocab_size", None), max(tokenizer.all_special_ids, default=0)
+    if rows is not None and (2 * len(tokenizer) < rows or special >= rows):
+        raise SystemExit(f"error: {flag} {name}: its tokenizer ({len(tokenizer)} tokens, special "
+                         f"ids up to {special}) does not fit the model's {rows} embeddings; are "
+                         "its tokenizer files missing?")
+
+
 def prepare(args, task):
     """Everything that can fail before a model trains, one line each: the run folders and
     --resume, the models' names, tokenizers and position limits, the data (downloaded when
@@ -731,7 +742,9 @@ def prepare(args, task):
     if training:
         check_same_tokenizer(pretrained(AutoTokenizer, *teacher_source(args)), tokenizer)
     for name, flag in models:
-        limit = getattr(pretrained(AutoConfig, name, flag), "max_position_embeddings", None)
+        config = pretrained(AutoConfig, name, flag)
+        check_tokenizer_fits(tokenizer, config, name, flag)
+        limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and args.max_length > limit:
             raise SystemExit(f"error: --max-length {args.max_length} exceeds the {limit} "
                              f"positions of {flag} {name}")
@@ -1524,6 +1537,8 @@ def explain_main(argv):
     models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
     loaded = [(name, pretrained(AutoTokenizer, path, "--model"), load_model(path, task, "--model"))
               for name, path in models]
+    for (_, tokenizer, model), (_, path) in zip(loaded, models):
+        check_tokenizer_fits(tokenizer, model.config, path, "--model")
     class_names = (["score"] if task.is_regression else
                    list(CLASS_NAMES.get(task.name, task.labels)))
     pages = []

@@ -912,6 +912,28 @@ def test_a_model_that_cannot_be_loaded_is_one_line_naming_flag_and_name(workspac
     assert "\n" not in message and "HF_HUB_OFFLINE" in message and "config.json" in message
 
 
+def test_a_model_folder_without_tokenizer_files_is_refused_naming_flag_and_folder(
+        pipeline, workspace, tmp_path, monkeypatch):
+    """Such a folder still loads a tokenizer: five special tokens, every word [UNK]."""
+    bare = tmp_path / "bare"
+    AutoModelForSequenceClassification.from_pretrained(
+        pipeline["output"] / "student" / "best").save_pretrained(bare)  # weights, no tokenizer
+    monkeypatch.setattr(adkd, "train", lambda *a, **k: pytest.fail("a model trained"))
+    training = cli(workspace, tmp_path / "out")
+    for flag in ("--student", "--teacher-model"):
+        training[training.index(flag) + 1] = str(bare)
+    predicting = ["--task", "mrpc", "--data-dir", workspace["data"], "--student", str(bare),
+                  "--epochs", "0", "--predict", "--output-dir", str(tmp_path / "predicted")]
+    explaining = ["explain", "--task", "mrpc", "--model", str(bare), "--text", "a cat", "a dog"]
+    for argv, flag in ((training, "--student"), (predicting, "--student"), (explaining, "--model")):
+        with pytest.raises(SystemExit) as error:
+            adkd.main(argv)
+        message = str(error.value)
+        assert message.startswith(f"error: {flag} {bare}: its tokenizer (5 tokens") and \
+            "tokenizer files missing" in message and "\n" not in message
+    assert not (tmp_path / "predicted").exists() and not (tmp_path / "out").exists()
+
+
 def interrupted_run(workspace, out, crash_at, *extra):
     """A student run (given teacher) killed by KeyboardInterrupt at its crash_at-th step."""
     calls, real_step = [], adkd.distillation_step
