@@ -16,6 +16,7 @@ Equation numbers are the paper's; the README restates every equation.
     python adkd.py explain --task mrpc --model runs/mrpc/student/best --text "A sentence." "Pair."
 """
 import argparse
+import atexit
 import dataclasses
 import hashlib
 import html
@@ -24,6 +25,7 @@ import math
 import os
 import random
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -750,6 +752,9 @@ def prepare(args, task):
                              f"positions of {flag} {name}")
     data = read_data(args, task, tokenizer, training)
     check_free_space(args, training)
+    for folder, _ in stage_dirs(args, training):
+        if int(os.environ.get("RANK", "0")) == 0 and not (folder / "done.json").exists():
+            lock_stage(folder)
     return tokenizer, data
 
 
@@ -793,6 +798,53 @@ def same_setting(saved, now):
         return True
     return (isinstance(saved, str) and isinstance(now, str) and Path(saved).exists()
             and Path(saved).resolve() == Path(now).resolve())
+
+
+def lock_stage(folder):
+    """Hold a stage folder for this process until the stage finishes or the process exits:
+    two runs in one folder would overwrite each other's checkpoints and logs. A lock left by a
+    process that is gone (kill -9) is taken over, as is one from an earlier call in this one."""
+    path, me = folder / "lock.json", {"pid": os.getpid(), "host": socket.gethostname()}
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            with open(path, "x") as f:  # atomic: of two runs starting at once, one creates it
+                f.write(json.dumps(me))
+            return atexit.register(unlock_stage, folder)  # at exit, after an error too
+        except FileExistsError:
+            holder = read_lock(path)
+        if holder not in (None, me) and (holder["host"] != me["host"]
+                                         or process_alive(holder["pid"])):
+            raise SystemExit(f"error: --output-dir: {folder} is in use by process "
+                             f"{holder['pid']} on {holder['host']} ({path}); wait for it to "
+                             "end, or delete that file if that process is gone")
+        path.unlink(missing_ok=True)
+
+
+def read_lock(path):
+    """A lock file's {"pid", "host"}; None when there is none or it is cut short."""
+    try:
+        holder = json.loads(Path(path).read_text())
+        return holder if {"pid", "host"} <= set(holder) else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def unlock_stage(folder):
+    """Release this process's lock on a stage folder (never another's)."""
+    path = Path(folder) / "lock.json"
+    if read_lock(path) == {"pid": os.getpid(), "host": socket.gethostname()}:
+        path.unlink(missing_ok=True)
 
 
 def read_rows(data_dir, task, split, args):
@@ -1099,6 +1151,7 @@ class RunFiles:
                              f"final weights are in {self.last_dir}")
         if self.rank == 0:
             (self.dir / "done.json").write_text(json.dumps(best, indent=1))
+            unlock_stage(self.dir)
             if self.args.stage == "teacher":
                 shutil.rmtree(self.last_dir, ignore_errors=True)
             else:

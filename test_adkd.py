@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -972,6 +973,33 @@ def test_resume_works_from_any_point_even_before_the_first_checkpoint(
     assert (tmp_path / "killed" / "student" / "log.jsonl").read_text() == log
     with pytest.raises(SystemExit, match="--beta"):
         adkd.main(cli(workspace, tmp_path / "killed", *extra, "--resume", "--beta", "1"))
+
+
+def test_a_stage_folder_held_by_a_live_run_is_refused_and_a_dead_runs_lock_taken_over(
+        pipeline, workspace, tmp_path, monkeypatch):
+    extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--save-every", "1"]
+    out = tmp_path / "run"
+    interrupted_run(workspace, out, 3, *extra)
+    lock, log = out / "student" / "lock.json", (out / "student" / "log.jsonl").read_text()
+    host = socket.gethostname()
+    monkeypatch.setattr(adkd, "train", lambda *a, **k: pytest.fail("a model trained"))
+    for holder in ({"pid": os.getppid(), "host": host}, {"pid": os.getpid(), "host": "elsewhere"}):
+        lock.write_text(json.dumps(holder))
+        with pytest.raises(SystemExit) as error:
+            adkd.main(cli(workspace, out, *extra, "--resume"))
+        assert str(error.value) == (
+            f"error: --output-dir: {out / 'student'} is in use by process {holder['pid']} on "
+            f"{holder['host']} ({lock}); wait for it to end, or delete that file if that "
+            "process is gone")
+        assert json.loads(lock.read_text()) == holder
+    monkeypatch.undo()
+    assert (out / "student" / "log.jsonl").read_text() == log
+    # killed (kill -9) on this host: the process is gone, its lock is taken over
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout
+    lock.write_text(json.dumps({"pid": int(gone), "host": host}))
+    adkd.main(cli(workspace, out, *extra, "--resume"))
+    assert (out / "student" / "done.json").exists() and not lock.exists()  # released at the end
 
 
 def test_resume_refuses_changed_settings_but_takes_safe_ones_and_a_partial_log_line(
