@@ -23,6 +23,7 @@ import html
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import socket
@@ -1022,8 +1023,10 @@ def open_teacher_cache(path, teacher, features, args, task):
     if not Path(path).exists():
         return fresh
     try:
-        cache = torch.load(path, weights_only=False)
+        cache = torch.load(path, weights_only=True)  # unpickling anything else could run code
         problem = None if isinstance(cache, dict) and "key" in cache else "it is not a cache"
+    except pickle.UnpicklingError:  # weights_only refused it: not loaded, never run
+        cache, problem = None, "it holds more than tensors and plain containers; not loaded"
     except Exception as error:  # a truncated or garbage file: rebuild it
         cache, problem = None, f"it cannot be read: {str(error).splitlines()[0][:120]}"
     if problem is None and cache["key"] != key:
@@ -1079,7 +1082,7 @@ class RunFiles:
         step, best = 0, {"metric": -math.inf, "metrics": None, "step": 0}
         checkpoint = find_checkpoint(self.last_dir) if self.args.resume else None
         if checkpoint is not None:
-            state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+            state = load_trainer_state(checkpoint / "trainer_state.pt")
             reloaded = AutoModelForSequenceClassification.from_pretrained(
                 checkpoint, attn_implementation=ATTENTION)
             student.load_state_dict(reloaded.state_dict())
@@ -1226,8 +1229,20 @@ def keep_log_until(path, step):
     Path(path).write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
+def load_trainer_state(path):
+    """torch.load with weights_only: a file holding more than tensors and plain containers is
+    refused unread, since unpickling it could run code."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        raise SystemExit(f"error: {path} holds more than tensors and plain containers (or is "
+                         "damaged); refused unread, as loading it could run code") from None
+
+
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every generator's state, as tensors and plain containers (see load_trainer_state)."""
+    name, key, *rest = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, key.tolist(), *rest),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -1236,7 +1251,8 @@ def rng_state():
 
 def set_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, np.array(key, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import random
 import re
 import shutil
 import socket
@@ -532,7 +533,7 @@ def test_runs_sharing_one_teacher_cache_file_can_save_it_at_once(tmp_path):
     for saver in savers:
         saver.join()
     assert failures.empty(), failures.get()
-    cache = torch.load(path, weights_only=False)
+    cache = torch.load(path, weights_only=True)
     assert cache["checksum"] == adkd.cache_checksum(cache)
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
 
@@ -551,7 +552,7 @@ def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
             adkd.cache_store(cache, [index], *adkd.teacher_outputs(teacher, inputs, config))
         adkd.save_teacher_cache(cache, path)
-        return torch.load(path, weights_only=False)
+        return torch.load(path, weights_only=True)
 
     def reopened_filled():
         return int(adkd.open_teacher_cache(path, teacher, features, args, task)["filled"].sum())
@@ -804,7 +805,7 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(
         adkd.main(cli(workspace, tmp_path / "resumed", *args))
     monkeypatch.undo()
     state = torch.load(tmp_path / "resumed" / "student" / "last" / "trainer_state.pt",
-                       weights_only=False)
+                       weights_only=True)
     assert state["step"] == 4  # the checkpoint before the crash
     adkd.main(cli(workspace, tmp_path / "resumed", *args, "--resume"))
 
@@ -827,7 +828,7 @@ def test_teacher_cache_changes_nothing_but_speed(pipeline, workspace, tmp_path):
     for flag in ("--teacher-cache", "--no-teacher-cache"):
         adkd.main(cli(workspace, tmp_path / flag, "--teacher", teacher, "--ig-steps", "2", flag))
     cache = torch.load(tmp_path / "--teacher-cache" / "student" / "teacher_cache.pt",
-                       weights_only=False)
+                       weights_only=True)
     assert bool(cache["filled"].all()) and cache["filled"].numel() == 48
     assert not (tmp_path / "--no-teacher-cache" / "student" / "teacher_cache.pt").exists()
     cached, fresh = (read_weights(tmp_path / flag / "student" / "last")
@@ -851,7 +852,7 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(
     monkeypatch.setattr(adkd, "adkd_objective", poisoned)
     with pytest.raises(FloatingPointError, match=r"step 3: loss term 'attr' is nan"):
         adkd.main(cli(workspace, tmp_path, "--teacher", teacher, "--save-every", "1"))
-    state = torch.load(tmp_path / "student" / "last" / "trainer_state.pt", weights_only=False)
+    state = torch.load(tmp_path / "student" / "last" / "trainer_state.pt", weights_only=True)
     assert state["step"] == 2
     AutoModelForSequenceClassification.from_pretrained(tmp_path / "student" / "last")
 
@@ -1000,6 +1001,45 @@ def test_a_stage_folder_held_by_a_live_run_is_refused_and_a_dead_runs_lock_taken
     lock.write_text(json.dumps({"pid": int(gone), "host": host}))
     adkd.main(cli(workspace, out, *extra, "--resume"))
     assert (out / "student" / "done.json").exists() and not lock.exists()  # released at the end
+
+
+class CreatesAFile:
+    """A pickle payload: unpickling it creates a file, as code in a crafted file would run."""
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_cache_or_trainer_state_that_would_run_code_is_refused_unrun(
+        pipeline, workspace, tmp_path, capsys):
+    ran = tmp_path / "code_ran"
+    task, teacher, args = glue_data.get_task("mrpc"), tiny_bert(num_labels=2), step_args()
+    features, path = [{"input_ids": [2, 7, 8, 3]}], tmp_path / "cache.pt"
+    adkd.save_teacher_cache(adkd.open_teacher_cache(path, teacher, features, args, task), path)
+    torch.save({**torch.load(path, weights_only=True), "extra": CreatesAFile(ran)}, path)
+    assert "extra" not in adkd.open_teacher_cache(path, teacher, features, args, task)
+    assert not ran.exists() and f"teacher cache {path} is damaged (it holds more than tensors " \
+        "and plain containers; not loaded): rebuilding it" in capsys.readouterr().out
+    extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--save-every", "1"]
+    out = tmp_path / "run"
+    interrupted_run(workspace, out, 3, *extra)
+    state_path, log = out / "student" / "last" / "trainer_state.pt", out / "student" / "log.jsonl"
+    state, logged = torch.load(state_path, weights_only=True), log.read_text()
+    torch.save({**state, "extra": CreatesAFile(ran)}, state_path)
+    with pytest.raises(SystemExit) as error:
+        adkd.main(cli(workspace, out, *extra, "--resume"))
+    assert str(error.value) == (f"error: {state_path} holds more than tensors and plain "
+                                "containers (or is damaged); refused unread, as loading it could "
+                                "run code")
+    assert not ran.exists() and log.read_text() == logged
+    # The RNG states are kept as plain containers, and restore every generator exactly.
+    adkd.seed_everything(3)
+    torch.save(adkd.rng_state(), tmp_path / "rng.pt")
+    drawn = (random.random(), np.random.random(), torch.rand(1))
+    adkd.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), np.random.random(), torch.rand(1)) == drawn
 
 
 def test_resume_refuses_changed_settings_but_takes_safe_ones_and_a_partial_log_line(
@@ -1888,7 +1928,7 @@ def test_two_process_ddp_matches_a_single_process_run(pipeline, workspace, tmp_p
     ddp = read_weights(tmp_path / "ddp" / "student" / "last")
     for name in single:
         torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
-    cache = torch.load(tmp_path / "ddp" / "student" / "teacher_cache.pt", weights_only=False)
+    cache = torch.load(tmp_path / "ddp" / "student" / "teacher_cache.pt", weights_only=True)
     assert bool(cache["filled"].all())  # the ranks' halves were merged
     assert (tmp_path / "ddp" / "predictions" / "MRPC.tsv").read_text() == \
         (tmp_path / "single" / "predictions" / "MRPC.tsv").read_text()
