@@ -735,10 +735,12 @@ def check_tokenizer_fits(tokenizer, config, name, flag):
 
 
 def prepare(args, task):
-    """Everything that can fail before a model trains, one line each: the run folders and
-    --resume, the models' names, tokenizers and position limits, the data (downloaded when
-    absent), the free disk. Returns (tokenizer, data)."""
+    """Everything that can fail before a model trains, one line each: --output-dir writable
+    with room for the checkpoints, the run folders and --resume, the models' names, tokenizers
+    and position limits, the data (downloaded when absent). Then it locks the stage folders.
+    Returns (tokenizer, data)."""
     training = args.epochs > 0 or args.teacher_only
+    check_output_dir(args, training)
     check_run_folders(args, training)
     tokenizer = pretrained(AutoTokenizer, args.student, "--student")
     models = [(args.student, "--student")] + ([teacher_source(args)] if training else [])
@@ -752,7 +754,6 @@ def prepare(args, task):
             raise SystemExit(f"error: --max-length {args.max_length} exceeds the {limit} "
                              f"positions of {flag} {name}")
     data = read_data(args, task, tokenizer, training)
-    check_free_space(args, training)
     for folder, _ in stage_dirs(args, training):
         if int(os.environ.get("RANK", "0")) == 0 and not (folder / "done.json").exists():
             lock_stage(folder)
@@ -897,18 +898,23 @@ def weights_bytes(name):
     return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))
 
 
-def check_free_space(args, training):
-    """A checkpoint is the weights plus AdamW's two moments; best/ is another copy of the
-    weights. Refuse to start where that cannot be written (local models only: a hub model's
-    size is unknown before it downloads)."""
+def check_output_dir(args, training):
+    """Training and --predict write into --output-dir: its nearest existing folder must be one
+    this process can write in. A checkpoint is the weights plus AdamW's two moments; best/ is
+    another copy of the weights. Refuse to start where that cannot be written (local models
+    only: a hub model's size is unknown before it downloads)."""
+    folder = Path(args.output_dir).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    if (training or args.predict) and not folder.is_dir():
+        raise SystemExit(f"error: --output-dir {args.output_dir}: {folder} is a file")
+    if (training or args.predict) and not os.access(folder, os.W_OK | os.X_OK):
+        raise SystemExit(f"error: --output-dir {args.output_dir}: {folder} is not writable")
     if not training:
         return
     stages = stage_dirs(args, training)
     needed = sum(4 * weights_bytes(args.teacher_model if a.stage == "teacher" else args.student)
                  for _, a in stages)
-    folder = Path(args.output_dir).resolve()
-    while not folder.exists():
-        folder = folder.parent
     free = shutil.disk_usage(folder).free
     if needed > free:
         raise SystemExit(f"error: --output-dir {args.output_dir}: {free / 2**20:.0f} MiB free, "

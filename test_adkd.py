@@ -1162,6 +1162,27 @@ def test_a_full_disk_is_refused_before_training_and_a_failed_write_is_one_line(
     assert not (tmp_path / "out2" / "student" / "last.tmp").exists()
 
 
+@pytest.mark.parametrize("case", ["a file", "inside a file", "read-only"])
+def test_an_output_dir_that_cannot_be_written_is_refused_before_anything_loads(
+        pipeline, workspace, tmp_path, monkeypatch, case):
+    monkeypatch.setattr(adkd, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(adkd, "train", lambda *a, **k: pytest.fail("a model trained"))
+    file = tmp_path / "file"
+    file.write_text("not a folder")
+    out, reason = {"a file": (file, f"{file} is a file"),
+                   "inside a file": (file / "out", f"{file} is a file"),
+                   "read-only": (tmp_path / "new" / "out", f"{tmp_path} is not writable")}[case]
+    if case == "read-only":  # chmod does not bind root: os.access answers for the permissions
+        monkeypatch.setattr(adkd.os, "access", lambda path, mode: False)
+    predicting = ["--task", "mrpc", "--data-dir", workspace["data"], "--epochs", "0",
+                  "--student", str(pipeline["output"] / "student" / "best"), "--predict",
+                  "--output-dir", str(out)]
+    for argv in (cli(workspace, out), predicting):
+        with pytest.raises(SystemExit) as error:
+            adkd.main(argv)
+        assert str(error.value) == f"error: --output-dir {out}: {reason}"
+
+
 def test_help_shows_each_tasks_values_and_mentions_explain(capsys):
     with pytest.raises(SystemExit):
         adkd.parse_args(["--help"])
