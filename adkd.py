@@ -587,6 +587,9 @@ def scaled_top_k(task_name, width):
 
 def validate_args(args, teacher_width=None):
     """Refuse impossible flags, one line each, before anything is loaded."""
+    for name, value in sorted(vars(args).items()):  # inf and NaN pass most range checks
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be finite, got {value}")
     checks = [
         (args.ig_steps >= 1, f"--ig-steps must be >= 1, got {args.ig_steps}"),
         (args.teacher_ig_steps >= 1, f"--teacher-ig-steps must be >= 1"),
@@ -596,7 +599,9 @@ def validate_args(args, teacher_width=None):
         (args.top_k is None or args.top_k >= 1, f"--top-k must be >= 1, got {args.top_k}"),
         (args.top_k is None or teacher_width is None or args.top_k <= teacher_width,
          f"--top-k {args.top_k} exceeds the teacher's embedding width {teacher_width}"),
-        (args.lr > 0 and args.teacher_lr > 0, "--lr and --teacher-lr must be > 0"),
+        (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
+        (args.teacher_lr > 0, f"--teacher-lr must be > 0, got {args.teacher_lr}"),
+        (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
         (args.teacher_batch_size >= 1, "--teacher-batch-size must be >= 1"),
         (args.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {args.eval_batch_size}"),

@@ -3,6 +3,7 @@ synthetic TSVs.
 
 Run: python -m pytest -q test_adkd.py
 """
+import argparse
 import dataclasses
 import json
 import math
@@ -876,6 +877,25 @@ def test_impossible_flags_are_refused_before_any_model_loads(
     monkeypatch.setattr(adkd.AutoModelForSequenceClassification, "from_pretrained", no_loading)
     with pytest.raises(SystemExit, match=message):
         adkd.main(cli(workspace, tmp_path, *flags))
+
+
+def test_every_float_flag_must_be_finite_and_in_range_before_any_model_loads(
+        workspace, tmp_path, monkeypatch):
+    parsers = []  # the parser parse_args builds: its float flags, a new one included
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args",
+                        lambda self, argv=None: parsers.append(self))
+    adkd.parse_args([])
+    monkeypatch.undo()
+    floats = [a.option_strings[0] for a in parsers[0]._actions if a.type is float]
+    assert {"--alpha", "--beta", "--lr", "--weight-decay", "--max-grad-norm"} <= set(floats)
+    monkeypatch.setattr(adkd, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    for flag in floats:
+        for value in ("inf", "-inf", "nan", "-1"):  # -1 lies outside every float flag's range
+            with pytest.raises(SystemExit) as error:
+                adkd.main(cli(workspace, tmp_path, f"{flag}={value}"))
+            message = str(error.value)
+            assert message.startswith(f"error: {flag} must ") and "\n" not in message, message
+            assert message.endswith(f"got {float(value)}"), message
 
 
 def test_missing_data_is_downloaded_or_a_clear_error_before_training(
