@@ -539,7 +539,8 @@ def parse_args(argv=None):
                    help="continue the run in --output-dir from wherever it stopped")
     g.add_argument("--predict", action="store_true",
                    help="write GLUE test submission files with the best student")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device to train and evaluate on: cpu, cuda, cuda:1, ...")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forwards and IG")
     g.add_argument("--ig-max-rows", type=int,
                    help="interpolated rows per IG forward pass (256 on GPU, 32 on CPU)")
@@ -858,20 +859,29 @@ def read_rows(data_dir, task, split, args):
     examples, skipped = glue_data.read_split_counted(data_dir, task, split,
                                                      skip_bad_rows=args.skip_bad_rows)
     if skipped:
-        say(f"{task.name} {split}: skipped {skipped} malformed rows")
+        say(f"{data_dir / glue_data.split_file_name(task, split)}: skipped {len(skipped)} "
+            f"malformed rows {glue_data.skipped_lines(skipped)}")
     return examples
 
 
 def read_data(args, task, tokenizer, training):
-    """Dev (and train, and with --predict test) examples, encoded; fetched when absent."""
+    """Dev (and train, and with --predict test) examples, encoded; fetched when absent.
+    Says how many train and dev examples --max-length cuts."""
     try:
         data_dir = glue_data.task_dir(args.data_dir, task)
     except FileNotFoundError as error:
         data_dir = download(args, task, error)
     encode = lambda examples: glue_data.encode(examples, tokenizer, args.max_length)  # noqa: E731
     try:
-        dev = {split: encode(read_rows(data_dir, task, split, args)) for split in task.dev_splits}
-        train = encode(read_rows(data_dir, task, "train", args)) if training else []
+        splits = task.dev_splits + (("train",) if training else ())
+        rows = {split: read_rows(data_dir, task, split, args) for split in splits}
+        encoded = {split: encode(examples) for split, examples in rows.items()}
+        cut = {split: glue_data.count_truncated(rows[split], encoded[split], tokenizer,
+                                                args.max_length) for split in splits}
+        if any(cut.values()):
+            say(f"--max-length {args.max_length} truncates " + ", ".join(
+                f"{cut[split]} of {len(rows[split])} {split}" for split in splits) + " examples")
+        dev, train = {split: encoded[split] for split in task.dev_splits}, encoded.get("train", [])
         test = {}
         for split in task.test_splits if args.predict else ():
             examples = glue_data.read_split(data_dir, task, split)  # a submission needs every row
@@ -1596,6 +1606,8 @@ def explain_main(argv):
     p.add_argument("--ig-steps", type=int, default=32, help="m of Eq. 2")
     p.add_argument("--html", default=None, help="also write the maps to this HTML file")
     args = p.parse_args(argv)
+    if args.ig_steps < 1:
+        raise SystemExit(f"error: --ig-steps must be >= 1, got {args.ig_steps}")
     try:
         task = glue_data.get_task(args.task)
     except ValueError as error:

@@ -780,6 +780,9 @@ def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace,
     with pytest.raises(SystemExit, match="rows 0..15"):
         adkd.main(["explain", "--task", "mrpc", "--model", str(teacher), "--dev", "16",
                    "--data-dir", workspace["data"]])
+    with pytest.raises(SystemExit, match=r"^error: --ig-steps must be >= 1, got 0$"):
+        adkd.main(["explain", "--task", "mrpc", "--model", str(teacher), "--dev", "1",
+                   "--data-dir", workspace["data"], "--ig-steps", "0"])
 
 
 def read_weights(directory):
@@ -879,14 +882,19 @@ def test_impossible_flags_are_refused_before_any_model_loads(
         adkd.main(cli(workspace, tmp_path, *flags))
 
 
-def test_every_float_flag_must_be_finite_and_in_range_before_any_model_loads(
-        workspace, tmp_path, monkeypatch):
-    parsers = []  # the parser parse_args builds: its float flags, a new one included
+def cli_flags(monkeypatch):
+    """The flags of the parser parse_args builds (a new one included)."""
+    parsers = []
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args",
                         lambda self, argv=None: parsers.append(self))
     adkd.parse_args([])
     monkeypatch.undo()
-    floats = [a.option_strings[0] for a in parsers[0]._actions if a.type is float]
+    return [action for action in parsers[0]._actions if action.option_strings]
+
+
+def test_every_float_flag_must_be_finite_and_in_range_before_any_model_loads(
+        workspace, tmp_path, monkeypatch):
+    floats = [a.option_strings[0] for a in cli_flags(monkeypatch) if a.type is float]
     assert {"--alpha", "--beta", "--lr", "--weight-decay", "--max-grad-norm"} <= set(floats)
     monkeypatch.setattr(adkd, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     for flag in floats:
@@ -1160,6 +1168,28 @@ def test_bad_test_files_fail_before_training_and_a_submission_has_every_row(work
     assert not (tmp_path / "out" / "predictions").exists()
 
 
+def test_skipped_rows_are_named_and_truncated_examples_counted(workspace, tmp_path, capsys):
+    data = tmp_path / "glue"
+    shutil.copytree(Path(workspace["data"]), data)
+    train = data / "MRPC" / "train.tsv"
+    lines = train.read_text().splitlines()
+    for number in (3, 5, 6, 7, 8, 9, 10):  # physical lines; 1 is the header
+        lines[number - 1] = lines[number - 1].rsplit("\t", 1)[0]  # a column short
+    train.write_text("\n".join(lines) + "\n")
+    # 15 tokens per pair, 16 with "very": those are cut, the others fill --max-length exactly
+    args, task = adkd.resolve_config(adkd.parse_args(cli(
+        workspace, tmp_path / "out", "--data-dir", str(data), "--max-length", "15",
+        "--skip-bad-rows")))
+    adkd.read_data(args, task, workspace["tokenizer"], training=True)
+    printed = capsys.readouterr().out.splitlines()
+    very = {split: sum(" very " in line for line in (data / "MRPC" / f"{split}.tsv").read_text(
+        ).splitlines()[1:] if line.count("\t") == 4) for split in ("dev", "train")}
+    assert 0 < very["train"] < 41 and 0 < very["dev"] < 16
+    assert printed == [f"{train}: skipped 7 malformed rows (lines 3, 5, 6, 7, 8, ...)",
+                       f"--max-length 15 truncates {very['dev']} of 16 dev, {very['train']} of "
+                       "41 train examples"]
+
+
 def test_a_full_disk_is_refused_before_training_and_a_failed_write_is_one_line(
         pipeline, workspace, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
@@ -1203,7 +1233,8 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_anything_loads(
         assert str(error.value) == f"error: --output-dir {out}: {reason}"
 
 
-def test_help_shows_each_tasks_values_and_mentions_explain(capsys):
+def test_help_shows_each_tasks_values_and_mentions_explain(capsys, monkeypatch):
+    assert [a.option_strings[0] for a in cli_flags(monkeypatch) if not a.help] == []
     with pytest.raises(SystemExit):
         adkd.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -1516,10 +1547,10 @@ def test_skip_bad_rows_counts_them(tmp_path):
     write_tsv(tmp_path / "QQP", "train.tsv", rows)
     with pytest.raises(GlueFormatError, match=":3:"):
         read_split(tmp_path, "qqp", "train")
-    examples, num_skipped = read_split_counted(tmp_path, "qqp", "train", skip_bad_rows=True)
-    assert num_skipped == 2
+    examples, skipped = read_split_counted(tmp_path, "qqp", "train", skip_bad_rows=True)
+    assert skipped == [3, 4]
     assert [(ex.text_a, ex.label, ex.line) for ex in examples] == [("Q?", 1, 2), ("T?", 0, 5)]
-    with pytest.warns(UserWarning, match="2"):
+    with pytest.warns(UserWarning, match=re.escape("skipped 2 malformed rows (lines 3, 4)")):
         assert len(read_split(tmp_path, "qqp", "train", skip_bad_rows=True)) == 2
 
 
@@ -1527,8 +1558,8 @@ def test_clean_file_skips_nothing_and_warns_nothing(tmp_path):
     make_task(tmp_path, "rte")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        examples, num_skipped = read_split_counted(tmp_path, "rte", "train", skip_bad_rows=True)
-    assert (len(examples), num_skipped) == (2, 0)
+        examples, skipped = read_split_counted(tmp_path, "rte", "train", skip_bad_rows=True)
+    assert (len(examples), skipped) == (2, [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1735,8 +1766,8 @@ def test_extra_tab_in_a_sentence_is_an_error(tmp_path, task, name, rows, line, c
     with pytest.raises(GlueFormatError, match=message):
         read_split(tmp_path, task, split)
     if split == "train" and line > 2:  # --skip-bad-rows drops and counts them
-        examples, num_skipped = read_split_counted(tmp_path, task, split, skip_bad_rows=True)
-        assert (len(examples), num_skipped) == (line - 2, 2)
+        examples, skipped = read_split_counted(tmp_path, task, split, skip_bad_rows=True)
+        assert (len(examples), skipped) == (line - 2, [line, line + 1])
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
@@ -1929,8 +1960,8 @@ def test_real_glue_files(task, split, count):
     path = REAL_GLUE / get_task(task).folder / f"{split}.tsv"
     if not path.is_file():
         pytest.skip(f"data absent here: {path}")
-    examples, num_skipped = read_split_counted(REAL_GLUE, task, split)
-    assert (len(examples), num_skipped) == (count, 0)
+    examples, skipped = read_split_counted(REAL_GLUE, task, split)
+    assert (len(examples), skipped) == (count, [])
     if split == "test":
         assert all(ex.label is None for ex in examples)
         assert [ex.guid for ex in examples] == [str(i) for i in range(count)]
