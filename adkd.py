@@ -16,14 +16,17 @@ Equation numbers are the paper's; the README restates every equation.
     python adkd.py explain --task mrpc --model runs/mrpc/student/best --text "A sentence." "Pair."
 """
 import argparse
+import atexit
 import dataclasses
 import hashlib
 import html
 import json
 import math
 import os
+import pickle
 import random
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -536,7 +539,8 @@ def parse_args(argv=None):
                    help="continue the run in --output-dir from wherever it stopped")
     g.add_argument("--predict", action="store_true",
                    help="write GLUE test submission files with the best student")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device to train and evaluate on: cpu, cuda, cuda:1, ...")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forwards and IG")
     g.add_argument("--ig-max-rows", type=int,
                    help="interpolated rows per IG forward pass (256 on GPU, 32 on CPU)")
@@ -584,6 +588,9 @@ def scaled_top_k(task_name, width):
 
 def validate_args(args, teacher_width=None):
     """Refuse impossible flags, one line each, before anything is loaded."""
+    for name, value in sorted(vars(args).items()):  # inf and NaN pass most range checks
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be finite, got {value}")
     checks = [
         (args.ig_steps >= 1, f"--ig-steps must be >= 1, got {args.ig_steps}"),
         (args.teacher_ig_steps >= 1, f"--teacher-ig-steps must be >= 1"),
@@ -593,7 +600,9 @@ def validate_args(args, teacher_width=None):
         (args.top_k is None or args.top_k >= 1, f"--top-k must be >= 1, got {args.top_k}"),
         (args.top_k is None or teacher_width is None or args.top_k <= teacher_width,
          f"--top-k {args.top_k} exceeds the teacher's embedding width {teacher_width}"),
-        (args.lr > 0 and args.teacher_lr > 0, "--lr and --teacher-lr must be > 0"),
+        (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
+        (args.teacher_lr > 0, f"--teacher-lr must be > 0, got {args.teacher_lr}"),
+        (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
         (args.teacher_batch_size >= 1, "--teacher-batch-size must be >= 1"),
         (args.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {args.eval_batch_size}"),
@@ -720,23 +729,40 @@ def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
                          "or normalisation); AD-KD compares per-token maps and needs one tokenizer")
 
 
+def check_tokenizer_fits(tokenizer, config, name, flag):
+    """A folder without tokenizer files still gives a tokenizer: a few special tokens that turn
+    every word into one unknown id. Refuse one far smaller than the embedding matrix, or with
+    special ids outside it."""
+    rows, special = getattr(config, "vocab_size", None), max(tokenizer.all_special_ids, default=0)
+    if rows is not None and (2 * len(tokenizer) < rows or special >= rows):
+        raise SystemExit(f"error: {flag} {name}: its tokenizer ({len(tokenizer)} tokens, special "
+                         f"ids up to {special}) does not fit the model's {rows} embeddings; are "
+                         "its tokenizer files missing?")
+
+
 def prepare(args, task):
-    """Everything that can fail before a model trains, one line each: the run folders and
-    --resume, the models' names, tokenizers and position limits, the data (downloaded when
-    absent), the free disk. Returns (tokenizer, data)."""
+    """Everything that can fail before a model trains, one line each: --output-dir writable
+    with room for the checkpoints, the run folders and --resume, the models' names, tokenizers
+    and position limits, the data (downloaded when absent). Then it locks the stage folders.
+    Returns (tokenizer, data)."""
     training = args.epochs > 0 or args.teacher_only
+    check_output_dir(args, training)
     check_run_folders(args, training)
     tokenizer = pretrained(AutoTokenizer, args.student, "--student")
     models = [(args.student, "--student")] + ([teacher_source(args)] if training else [])
     if training:
         check_same_tokenizer(pretrained(AutoTokenizer, *teacher_source(args)), tokenizer)
     for name, flag in models:
-        limit = getattr(pretrained(AutoConfig, name, flag), "max_position_embeddings", None)
+        config = pretrained(AutoConfig, name, flag)
+        check_tokenizer_fits(tokenizer, config, name, flag)
+        limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and args.max_length > limit:
             raise SystemExit(f"error: --max-length {args.max_length} exceeds the {limit} "
                              f"positions of {flag} {name}")
     data = read_data(args, task, tokenizer, training)
-    check_free_space(args, training)
+    for folder, _ in stage_dirs(args, training):
+        if int(os.environ.get("RANK", "0")) == 0 and not (folder / "done.json").exists():
+            lock_stage(folder)
     return tokenizer, data
 
 
@@ -782,24 +808,80 @@ def same_setting(saved, now):
             and Path(saved).resolve() == Path(now).resolve())
 
 
+def lock_stage(folder):
+    """Hold a stage folder for this process until the stage finishes or the process exits:
+    two runs in one folder would overwrite each other's checkpoints and logs. A lock left by a
+    process that is gone (kill -9) is taken over, as is one from an earlier call in this one."""
+    path, me = folder / "lock.json", {"pid": os.getpid(), "host": socket.gethostname()}
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            with open(path, "x") as f:  # atomic: of two runs starting at once, one creates it
+                f.write(json.dumps(me))
+            return atexit.register(unlock_stage, folder)  # at exit, after an error too
+        except FileExistsError:
+            holder = read_lock(path)
+        if holder not in (None, me) and (holder["host"] != me["host"]
+                                         or process_alive(holder["pid"])):
+            raise SystemExit(f"error: --output-dir: {folder} is in use by process "
+                             f"{holder['pid']} on {holder['host']} ({path}); wait for it to "
+                             "end, or delete that file if that process is gone")
+        path.unlink(missing_ok=True)
+
+
+def read_lock(path):
+    """A lock file's {"pid", "host"}; None when there is none or it is cut short."""
+    try:
+        holder = json.loads(Path(path).read_text())
+        return holder if {"pid", "host"} <= set(holder) else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def unlock_stage(folder):
+    """Release this process's lock on a stage folder (never another's)."""
+    path = Path(folder) / "lock.json"
+    if read_lock(path) == {"pid": os.getpid(), "host": socket.gethostname()}:
+        path.unlink(missing_ok=True)
+
+
 def read_rows(data_dir, task, split, args):
     examples, skipped = glue_data.read_split_counted(data_dir, task, split,
                                                      skip_bad_rows=args.skip_bad_rows)
     if skipped:
-        say(f"{task.name} {split}: skipped {skipped} malformed rows")
+        say(f"{data_dir / glue_data.split_file_name(task, split)}: skipped {len(skipped)} "
+            f"malformed rows {glue_data.skipped_lines(skipped)}")
     return examples
 
 
 def read_data(args, task, tokenizer, training):
-    """Dev (and train, and with --predict test) examples, encoded; fetched when absent."""
+    """Dev (and train, and with --predict test) examples, encoded; fetched when absent.
+    Says how many train and dev examples --max-length cuts."""
     try:
         data_dir = glue_data.task_dir(args.data_dir, task)
     except FileNotFoundError as error:
         data_dir = download(args, task, error)
     encode = lambda examples: glue_data.encode(examples, tokenizer, args.max_length)  # noqa: E731
     try:
-        dev = {split: encode(read_rows(data_dir, task, split, args)) for split in task.dev_splits}
-        train = encode(read_rows(data_dir, task, "train", args)) if training else []
+        splits = task.dev_splits + (("train",) if training else ())
+        rows = {split: read_rows(data_dir, task, split, args) for split in splits}
+        encoded = {split: encode(examples) for split, examples in rows.items()}
+        cut = {split: glue_data.count_truncated(rows[split], encoded[split], tokenizer,
+                                                args.max_length) for split in splits}
+        if any(cut.values()):
+            say(f"--max-length {args.max_length} truncates " + ", ".join(
+                f"{cut[split]} of {len(rows[split])} {split}" for split in splits) + " examples")
+        dev, train = {split: encoded[split] for split in task.dev_splits}, encoded.get("train", [])
         test = {}
         for split in task.test_splits if args.predict else ():
             examples = glue_data.read_split(data_dir, task, split)  # a submission needs every row
@@ -831,18 +913,23 @@ def weights_bytes(name):
     return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))
 
 
-def check_free_space(args, training):
-    """A checkpoint is the weights plus AdamW's two moments; best/ is another copy of the
-    weights. Refuse to start where that cannot be written (local models only: a hub model's
-    size is unknown before it downloads)."""
+def check_output_dir(args, training):
+    """Training and --predict write into --output-dir: its nearest existing folder must be one
+    this process can write in. A checkpoint is the weights plus AdamW's two moments; best/ is
+    another copy of the weights. Refuse to start where that cannot be written (local models
+    only: a hub model's size is unknown before it downloads)."""
+    folder = Path(args.output_dir).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    if (training or args.predict) and not folder.is_dir():
+        raise SystemExit(f"error: --output-dir {args.output_dir}: {folder} is a file")
+    if (training or args.predict) and not os.access(folder, os.W_OK | os.X_OK):
+        raise SystemExit(f"error: --output-dir {args.output_dir}: {folder} is not writable")
     if not training:
         return
     stages = stage_dirs(args, training)
     needed = sum(4 * weights_bytes(args.teacher_model if a.stage == "teacher" else args.student)
                  for _, a in stages)
-    folder = Path(args.output_dir).resolve()
-    while not folder.exists():
-        folder = folder.parent
     free = shutil.disk_usage(folder).free
     if needed > free:
         raise SystemExit(f"error: --output-dir {args.output_dir}: {free / 2**20:.0f} MiB free, "
@@ -957,8 +1044,10 @@ def open_teacher_cache(path, teacher, features, args, task):
     if not Path(path).exists():
         return fresh
     try:
-        cache = torch.load(path, weights_only=False)
+        cache = torch.load(path, weights_only=True)  # unpickling anything else could run code
         problem = None if isinstance(cache, dict) and "key" in cache else "it is not a cache"
+    except pickle.UnpicklingError:  # weights_only refused it: not loaded, never run
+        cache, problem = None, "it holds more than tensors and plain containers; not loaded"
     except Exception as error:  # a truncated or garbage file: rebuild it
         cache, problem = None, f"it cannot be read: {str(error).splitlines()[0][:120]}"
     if problem is None and cache["key"] != key:
@@ -1014,7 +1103,7 @@ class RunFiles:
         step, best = 0, {"metric": -math.inf, "metrics": None, "step": 0}
         checkpoint = find_checkpoint(self.last_dir) if self.args.resume else None
         if checkpoint is not None:
-            state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+            state = load_trainer_state(checkpoint / "trainer_state.pt")
             reloaded = AutoModelForSequenceClassification.from_pretrained(
                 checkpoint, attn_implementation=ATTENTION)
             student.load_state_dict(reloaded.state_dict())
@@ -1086,6 +1175,7 @@ class RunFiles:
                              f"final weights are in {self.last_dir}")
         if self.rank == 0:
             (self.dir / "done.json").write_text(json.dumps(best, indent=1))
+            unlock_stage(self.dir)
             if self.args.stage == "teacher":
                 shutil.rmtree(self.last_dir, ignore_errors=True)
             else:
@@ -1160,8 +1250,20 @@ def keep_log_until(path, step):
     Path(path).write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
+def load_trainer_state(path):
+    """torch.load with weights_only: a file holding more than tensors and plain containers is
+    refused unread, since unpickling it could run code."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        raise SystemExit(f"error: {path} holds more than tensors and plain containers (or is "
+                         "damaged); refused unread, as loading it could run code") from None
+
+
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every generator's state, as tensors and plain containers (see load_trainer_state)."""
+    name, key, *rest = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, key.tolist(), *rest),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -1170,7 +1272,8 @@ def rng_state():
 
 def set_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, np.array(key, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -1637,6 +1740,8 @@ def explain_main(argv):
     models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
     loaded = [(name, pretrained(AutoTokenizer, path, "--model"), load_model(path, task, "--model"))
               for name, path in models]
+    for (_, tokenizer, model), (_, path) in zip(loaded, models):
+        check_tokenizer_fits(tokenizer, model.config, path, "--model")
     if args.faithfulness:
         return faithfulness_main(args, task, dev, loaded)
     class_names = (["score"] if task.is_regression else

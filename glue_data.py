@@ -147,21 +147,27 @@ def split_file_name(task, split) -> str:
 
 def read_split(data_dir, task, split, skip_bad_rows=False) -> list[Example]:
     """Read one split; with skip_bad_rows, malformed rows are dropped with a warning."""
-    examples, num_skipped = read_split_counted(data_dir, task, split, skip_bad_rows)
-    if num_skipped:
-        warnings.warn(f"{get_task(task).name} {split}: skipped {num_skipped} malformed rows")
+    examples, skipped = read_split_counted(data_dir, task, split, skip_bad_rows)
+    if skipped:
+        warnings.warn(f"{get_task(task).name} {split}: skipped {len(skipped)} malformed rows "
+                      f"{skipped_lines(skipped)}")
     return examples
 
 
-def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list[Example], int]:
-    """Read one split and return (examples, number of malformed rows skipped)."""
+def skipped_lines(lines, shown=5) -> str:
+    """'(lines 3, 7, ...)': the first few line numbers of the rows skipped."""
+    return f"(lines {', '.join(map(str, lines[:shown]))}{', ...' * (len(lines) > shown)})"
+
+
+def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list[Example], list]:
+    """Read one split and return (examples, the line numbers of the malformed rows skipped)."""
     spec = get_task(task)
     path = task_dir(data_dir, spec) / split_file_name(spec, split)
     if not path.is_file():
         raise FileNotFoundError(f"GLUE file not found: {path}")
     split_name = path.stem
     has_labels = not split_name.startswith("test")
-    examples, num_skipped, num_rows = [], 0, 0
+    examples, skipped, num_rows = [], [], 0
     try:
         # newline="" lets csv count physical lines; quotechar=None because QNLI has stray quotes
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -182,14 +188,14 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
                 except GlueFormatError:
                     if not skip_bad_rows:
                         raise
-                    num_skipped += 1
+                    skipped.append(reader.line_num)
     except UnicodeDecodeError as error:
         raise _not_utf8_error(path, error) from None
     if has_labels and not num_rows:
         raise GlueFormatError(f"{path}: no data rows")
     if has_labels and not examples:
-        raise GlueFormatError(f"{path}: no usable data rows (all {num_skipped} are malformed)")
-    return examples, num_skipped
+        raise GlueFormatError(f"{path}: no usable data rows (all {len(skipped)} are malformed)")
+    return examples, skipped
 
 
 def _not_utf8_error(path, error) -> GlueFormatError:
@@ -281,6 +287,18 @@ def encode(examples, tokenizer, max_length) -> list[dict]:
         feature["label"] = example.label
         features.append(feature)
     return features
+
+
+def count_truncated(examples, features, tokenizer, max_length) -> int:
+    """How many of the examples encode() cut to max_length: those that fill it are encoded
+    again whole."""
+    full = [ex for ex, f in zip(examples, features) if len(f["input_ids"]) == max_length]
+    if not full:
+        return 0
+    pairs = full[0].text_b is not None
+    whole = tokenizer([ex.text_a for ex in full], [ex.text_b for ex in full] if pairs else None,
+                      verbose=False)["input_ids"]
+    return sum(len(ids) > max_length for ids in whole)
 
 
 def collate(features, pad_token_id) -> dict[str, torch.Tensor]:

@@ -3,12 +3,15 @@ synthetic TSVs.
 
 Run: python -m pytest -q test_adkd.py
 """
+import argparse
 import dataclasses
 import json
 import math
 import os
+import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -531,7 +534,7 @@ def test_runs_sharing_one_teacher_cache_file_can_save_it_at_once(tmp_path):
     for saver in savers:
         saver.join()
     assert failures.empty(), failures.get()
-    cache = torch.load(path, weights_only=False)
+    cache = torch.load(path, weights_only=True)
     assert cache["checksum"] == adkd.cache_checksum(cache)
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
 
@@ -550,7 +553,7 @@ def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
             adkd.cache_store(cache, [index], *adkd.teacher_outputs(teacher, inputs, config))
         adkd.save_teacher_cache(cache, path)
-        return torch.load(path, weights_only=False)
+        return torch.load(path, weights_only=True)
 
     def reopened_filled():
         return int(adkd.open_teacher_cache(path, teacher, features, args, task)["filled"].sum())
@@ -830,6 +833,9 @@ def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace,
     with pytest.raises(SystemExit, match="rows 0..15"):
         adkd.main(["explain", "--task", "mrpc", "--model", str(teacher), "--dev", "16",
                    "--data-dir", workspace["data"]])
+    with pytest.raises(SystemExit, match=r"^error: --ig-steps must be >= 1, got 0$"):
+        adkd.main(["explain", "--task", "mrpc", "--model", str(teacher), "--dev", "1",
+                   "--data-dir", workspace["data"], "--ig-steps", "0"])
 
 
 def test_explain_completeness_sum_of_ig_meets_the_rise_from_the_baseline(tmp_path):
@@ -986,7 +992,7 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(
         adkd.main(cli(workspace, tmp_path / "resumed", *args))
     monkeypatch.undo()
     state = torch.load(tmp_path / "resumed" / "student" / "last" / "trainer_state.pt",
-                       weights_only=False)
+                       weights_only=True)
     assert state["step"] == 4  # the checkpoint before the crash
     adkd.main(cli(workspace, tmp_path / "resumed", *args, "--resume"))
 
@@ -1009,7 +1015,7 @@ def test_teacher_cache_changes_nothing_but_speed(pipeline, workspace, tmp_path):
     for flag in ("--teacher-cache", "--no-teacher-cache"):
         adkd.main(cli(workspace, tmp_path / flag, "--teacher", teacher, "--ig-steps", "2", flag))
     cache = torch.load(tmp_path / "--teacher-cache" / "student" / "teacher_cache.pt",
-                       weights_only=False)
+                       weights_only=True)
     assert bool(cache["filled"].all()) and cache["filled"].numel() == 48
     assert not (tmp_path / "--no-teacher-cache" / "student" / "teacher_cache.pt").exists()
     cached, fresh = (read_weights(tmp_path / flag / "student" / "last")
@@ -1033,7 +1039,7 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(
     monkeypatch.setattr(adkd, "adkd_objective", poisoned)
     with pytest.raises(FloatingPointError, match=r"step 3: loss term 'attr' is nan"):
         adkd.main(cli(workspace, tmp_path, "--teacher", teacher, "--save-every", "1"))
-    state = torch.load(tmp_path / "student" / "last" / "trainer_state.pt", weights_only=False)
+    state = torch.load(tmp_path / "student" / "last" / "trainer_state.pt", weights_only=True)
     assert state["step"] == 2
     AutoModelForSequenceClassification.from_pretrained(tmp_path / "student" / "last")
 
@@ -1057,6 +1063,30 @@ def test_impossible_flags_are_refused_before_any_model_loads(
     monkeypatch.setattr(adkd.AutoModelForSequenceClassification, "from_pretrained", no_loading)
     with pytest.raises(SystemExit, match=message):
         adkd.main(cli(workspace, tmp_path, *flags))
+
+
+def cli_flags(monkeypatch):
+    """The flags of the parser parse_args builds (a new one included)."""
+    parsers = []
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args",
+                        lambda self, argv=None: parsers.append(self))
+    adkd.parse_args([])
+    monkeypatch.undo()
+    return [action for action in parsers[0]._actions if action.option_strings]
+
+
+def test_every_float_flag_must_be_finite_and_in_range_before_any_model_loads(
+        workspace, tmp_path, monkeypatch):
+    floats = [a.option_strings[0] for a in cli_flags(monkeypatch) if a.type is float]
+    assert {"--alpha", "--beta", "--lr", "--weight-decay", "--max-grad-norm"} <= set(floats)
+    monkeypatch.setattr(adkd, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    for flag in floats:
+        for value in ("inf", "-inf", "nan", "-1"):  # -1 lies outside every float flag's range
+            with pytest.raises(SystemExit) as error:
+                adkd.main(cli(workspace, tmp_path, f"{flag}={value}"))
+            message = str(error.value)
+            assert message.startswith(f"error: {flag} must ") and "\n" not in message, message
+            assert message.endswith(f"got {float(value)}"), message
 
 
 def test_missing_data_is_downloaded_or_a_clear_error_before_training(
@@ -1093,6 +1123,28 @@ def test_a_model_that_cannot_be_loaded_is_one_line_naming_flag_and_name(workspac
     message = str(error.value)
     assert message.startswith(f"error: {flag} {tmp_path / 'no_such_model'}: cannot load it")
     assert "\n" not in message and "HF_HUB_OFFLINE" in message and "config.json" in message
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused_naming_flag_and_folder(
+        pipeline, workspace, tmp_path, monkeypatch):
+    """Such a folder still loads a tokenizer: five special tokens, every word [UNK]."""
+    bare = tmp_path / "bare"
+    AutoModelForSequenceClassification.from_pretrained(
+        pipeline["output"] / "student" / "best").save_pretrained(bare)  # weights, no tokenizer
+    monkeypatch.setattr(adkd, "train", lambda *a, **k: pytest.fail("a model trained"))
+    training = cli(workspace, tmp_path / "out")
+    for flag in ("--student", "--teacher-model"):
+        training[training.index(flag) + 1] = str(bare)
+    predicting = ["--task", "mrpc", "--data-dir", workspace["data"], "--student", str(bare),
+                  "--epochs", "0", "--predict", "--output-dir", str(tmp_path / "predicted")]
+    explaining = ["explain", "--task", "mrpc", "--model", str(bare), "--text", "a cat", "a dog"]
+    for argv, flag in ((training, "--student"), (predicting, "--student"), (explaining, "--model")):
+        with pytest.raises(SystemExit) as error:
+            adkd.main(argv)
+        message = str(error.value)
+        assert message.startswith(f"error: {flag} {bare}: its tokenizer (5 tokens") and \
+            "tokenizer files missing" in message and "\n" not in message
+    assert not (tmp_path / "predicted").exists() and not (tmp_path / "out").exists()
 
 
 def interrupted_run(workspace, out, crash_at, *extra):
@@ -1133,6 +1185,72 @@ def test_resume_works_from_any_point_even_before_the_first_checkpoint(
     assert (tmp_path / "killed" / "student" / "log.jsonl").read_text() == log
     with pytest.raises(SystemExit, match="--beta"):
         adkd.main(cli(workspace, tmp_path / "killed", *extra, "--resume", "--beta", "1"))
+
+
+def test_a_stage_folder_held_by_a_live_run_is_refused_and_a_dead_runs_lock_taken_over(
+        pipeline, workspace, tmp_path, monkeypatch):
+    extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--save-every", "1"]
+    out = tmp_path / "run"
+    interrupted_run(workspace, out, 3, *extra)
+    lock, log = out / "student" / "lock.json", (out / "student" / "log.jsonl").read_text()
+    host = socket.gethostname()
+    monkeypatch.setattr(adkd, "train", lambda *a, **k: pytest.fail("a model trained"))
+    for holder in ({"pid": os.getppid(), "host": host}, {"pid": os.getpid(), "host": "elsewhere"}):
+        lock.write_text(json.dumps(holder))
+        with pytest.raises(SystemExit) as error:
+            adkd.main(cli(workspace, out, *extra, "--resume"))
+        assert str(error.value) == (
+            f"error: --output-dir: {out / 'student'} is in use by process {holder['pid']} on "
+            f"{holder['host']} ({lock}); wait for it to end, or delete that file if that "
+            "process is gone")
+        assert json.loads(lock.read_text()) == holder
+    monkeypatch.undo()
+    assert (out / "student" / "log.jsonl").read_text() == log
+    # killed (kill -9) on this host: the process is gone, its lock is taken over
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout
+    lock.write_text(json.dumps({"pid": int(gone), "host": host}))
+    adkd.main(cli(workspace, out, *extra, "--resume"))
+    assert (out / "student" / "done.json").exists() and not lock.exists()  # released at the end
+
+
+class CreatesAFile:
+    """A pickle payload: unpickling it creates a file, as code in a crafted file would run."""
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_cache_or_trainer_state_that_would_run_code_is_refused_unrun(
+        pipeline, workspace, tmp_path, capsys):
+    ran = tmp_path / "code_ran"
+    task, teacher, args = glue_data.get_task("mrpc"), tiny_bert(num_labels=2), step_args()
+    features, path = [{"input_ids": [2, 7, 8, 3]}], tmp_path / "cache.pt"
+    adkd.save_teacher_cache(adkd.open_teacher_cache(path, teacher, features, args, task), path)
+    torch.save({**torch.load(path, weights_only=True), "extra": CreatesAFile(ran)}, path)
+    assert "extra" not in adkd.open_teacher_cache(path, teacher, features, args, task)
+    assert not ran.exists() and f"teacher cache {path} is damaged (it holds more than tensors " \
+        "and plain containers; not loaded): rebuilding it" in capsys.readouterr().out
+    extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--save-every", "1"]
+    out = tmp_path / "run"
+    interrupted_run(workspace, out, 3, *extra)
+    state_path, log = out / "student" / "last" / "trainer_state.pt", out / "student" / "log.jsonl"
+    state, logged = torch.load(state_path, weights_only=True), log.read_text()
+    torch.save({**state, "extra": CreatesAFile(ran)}, state_path)
+    with pytest.raises(SystemExit) as error:
+        adkd.main(cli(workspace, out, *extra, "--resume"))
+    assert str(error.value) == (f"error: {state_path} holds more than tensors and plain "
+                                "containers (or is damaged); refused unread, as loading it could "
+                                "run code")
+    assert not ran.exists() and log.read_text() == logged
+    # The RNG states are kept as plain containers, and restore every generator exactly.
+    adkd.seed_everything(3)
+    torch.save(adkd.rng_state(), tmp_path / "rng.pt")
+    drawn = (random.random(), np.random.random(), torch.rand(1))
+    adkd.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), np.random.random(), torch.rand(1)) == drawn
 
 
 def test_resume_refuses_changed_settings_but_takes_safe_ones_and_a_partial_log_line(
@@ -1233,6 +1351,28 @@ def test_bad_test_files_fail_before_training_and_a_submission_has_every_row(work
     assert not (tmp_path / "out" / "predictions").exists()
 
 
+def test_skipped_rows_are_named_and_truncated_examples_counted(workspace, tmp_path, capsys):
+    data = tmp_path / "glue"
+    shutil.copytree(Path(workspace["data"]), data)
+    train = data / "MRPC" / "train.tsv"
+    lines = train.read_text().splitlines()
+    for number in (3, 5, 6, 7, 8, 9, 10):  # physical lines; 1 is the header
+        lines[number - 1] = lines[number - 1].rsplit("\t", 1)[0]  # a column short
+    train.write_text("\n".join(lines) + "\n")
+    # 15 tokens per pair, 16 with "very": those are cut, the others fill --max-length exactly
+    args, task = adkd.resolve_config(adkd.parse_args(cli(
+        workspace, tmp_path / "out", "--data-dir", str(data), "--max-length", "15",
+        "--skip-bad-rows")))
+    adkd.read_data(args, task, workspace["tokenizer"], training=True)
+    printed = capsys.readouterr().out.splitlines()
+    very = {split: sum(" very " in line for line in (data / "MRPC" / f"{split}.tsv").read_text(
+        ).splitlines()[1:] if line.count("\t") == 4) for split in ("dev", "train")}
+    assert 0 < very["train"] < 41 and 0 < very["dev"] < 16
+    assert printed == [f"{train}: skipped 7 malformed rows (lines 3, 5, 6, 7, 8, ...)",
+                       f"--max-length 15 truncates {very['dev']} of 16 dev, {very['train']} of "
+                       "41 train examples"]
+
+
 def test_a_full_disk_is_refused_before_training_and_a_failed_write_is_one_line(
         pipeline, workspace, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
@@ -1255,7 +1395,29 @@ def test_a_full_disk_is_refused_before_training_and_a_failed_write_is_one_line(
     assert not (tmp_path / "out2" / "student" / "last.tmp").exists()
 
 
-def test_help_shows_each_tasks_values_and_mentions_explain(capsys):
+@pytest.mark.parametrize("case", ["a file", "inside a file", "read-only"])
+def test_an_output_dir_that_cannot_be_written_is_refused_before_anything_loads(
+        pipeline, workspace, tmp_path, monkeypatch, case):
+    monkeypatch.setattr(adkd, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(adkd, "train", lambda *a, **k: pytest.fail("a model trained"))
+    file = tmp_path / "file"
+    file.write_text("not a folder")
+    out, reason = {"a file": (file, f"{file} is a file"),
+                   "inside a file": (file / "out", f"{file} is a file"),
+                   "read-only": (tmp_path / "new" / "out", f"{tmp_path} is not writable")}[case]
+    if case == "read-only":  # chmod does not bind root: os.access answers for the permissions
+        monkeypatch.setattr(adkd.os, "access", lambda path, mode: False)
+    predicting = ["--task", "mrpc", "--data-dir", workspace["data"], "--epochs", "0",
+                  "--student", str(pipeline["output"] / "student" / "best"), "--predict",
+                  "--output-dir", str(out)]
+    for argv in (cli(workspace, out), predicting):
+        with pytest.raises(SystemExit) as error:
+            adkd.main(argv)
+        assert str(error.value) == f"error: --output-dir {out}: {reason}"
+
+
+def test_help_shows_each_tasks_values_and_mentions_explain(capsys, monkeypatch):
+    assert [a.option_strings[0] for a in cli_flags(monkeypatch) if not a.help] == []
     with pytest.raises(SystemExit):
         adkd.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -1568,10 +1730,10 @@ def test_skip_bad_rows_counts_them(tmp_path):
     write_tsv(tmp_path / "QQP", "train.tsv", rows)
     with pytest.raises(GlueFormatError, match=":3:"):
         read_split(tmp_path, "qqp", "train")
-    examples, num_skipped = read_split_counted(tmp_path, "qqp", "train", skip_bad_rows=True)
-    assert num_skipped == 2
+    examples, skipped = read_split_counted(tmp_path, "qqp", "train", skip_bad_rows=True)
+    assert skipped == [3, 4]
     assert [(ex.text_a, ex.label, ex.line) for ex in examples] == [("Q?", 1, 2), ("T?", 0, 5)]
-    with pytest.warns(UserWarning, match="2"):
+    with pytest.warns(UserWarning, match=re.escape("skipped 2 malformed rows (lines 3, 4)")):
         assert len(read_split(tmp_path, "qqp", "train", skip_bad_rows=True)) == 2
 
 
@@ -1579,8 +1741,8 @@ def test_clean_file_skips_nothing_and_warns_nothing(tmp_path):
     make_task(tmp_path, "rte")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        examples, num_skipped = read_split_counted(tmp_path, "rte", "train", skip_bad_rows=True)
-    assert (len(examples), num_skipped) == (2, 0)
+        examples, skipped = read_split_counted(tmp_path, "rte", "train", skip_bad_rows=True)
+    assert (len(examples), skipped) == (2, [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1787,8 +1949,8 @@ def test_extra_tab_in_a_sentence_is_an_error(tmp_path, task, name, rows, line, c
     with pytest.raises(GlueFormatError, match=message):
         read_split(tmp_path, task, split)
     if split == "train" and line > 2:  # --skip-bad-rows drops and counts them
-        examples, num_skipped = read_split_counted(tmp_path, task, split, skip_bad_rows=True)
-        assert (len(examples), num_skipped) == (line - 2, 2)
+        examples, skipped = read_split_counted(tmp_path, task, split, skip_bad_rows=True)
+        assert (len(examples), skipped) == (line - 2, [line, line + 1])
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
@@ -1981,8 +2143,8 @@ def test_real_glue_files(task, split, count):
     path = REAL_GLUE / get_task(task).folder / f"{split}.tsv"
     if not path.is_file():
         pytest.skip(f"data absent here: {path}")
-    examples, num_skipped = read_split_counted(REAL_GLUE, task, split)
-    assert (len(examples), num_skipped) == (count, 0)
+    examples, skipped = read_split_counted(REAL_GLUE, task, split)
+    assert (len(examples), skipped) == (count, [])
     if split == "test":
         assert all(ex.label is None for ex in examples)
         assert [ex.guid for ex in examples] == [str(i) for i in range(count)]
@@ -2021,7 +2183,7 @@ def test_two_process_ddp_matches_a_single_process_run(pipeline, workspace, tmp_p
     ddp = read_weights(tmp_path / "ddp" / "student" / "last")
     for name in single:
         torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
-    cache = torch.load(tmp_path / "ddp" / "student" / "teacher_cache.pt", weights_only=False)
+    cache = torch.load(tmp_path / "ddp" / "student" / "teacher_cache.pt", weights_only=True)
     assert bool(cache["filled"].all())  # the ranks' halves were merged
     assert (tmp_path / "ddp" / "predictions" / "MRPC.tsv").read_text() == \
         (tmp_path / "single" / "predictions" / "MRPC.tsv").read_text()
