@@ -1093,6 +1093,110 @@ def test_student_with_another_vocabulary_is_refused(workspace, tmp_path):
         adkd.main(args)
 
 
+
+# ------------------------------------------------------------ the Hugging Face Trainer example
+def hf_example():
+    """examples/hf_trainer.py as a module."""
+    import importlib.util
+    path = Path(__file__).parent / "examples" / "hf_trainer.py"
+    spec = importlib.util.spec_from_file_location("hf_trainer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def features_of(input_ids, attention_mask, token_type_ids, labels):
+    lengths = attention_mask.sum(1).tolist()
+    return [{"input_ids": ids[:n].tolist(), "token_type_ids": types[:n].tolist(), "label": label,
+             "idx": row} for row, (ids, types, n, label)
+            in enumerate(zip(input_ids, token_type_ids, lengths, labels))]
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_hf_trainer_step_equals_distillation_step_and_backward(tmp_path, accumulation):
+    """One Trainer update (SGD, lr 1: the weights move by minus the gradient) against
+    distillation_step + backward on the same 8 examples. Under accumulation each half-batch's
+    loss is its mean, and with the batch reduction two equal halves average to the whole."""
+    from transformers import TrainingArguments
+    hf = hf_example()
+    features = features_of(*random_batch(batch=8, pad_last=(0, 1, 2, 3, 4, 0, 2, 5)),
+                           labels=[0, 1, 2, 0, 1, 2, 0, 1])
+    collate = lambda f: glue_data.collate(f, 0)  # noqa: E731
+    teacher = tiny_bert(num_labels=3, seed=0, init=0.1)
+    config = adkd.ADKDConfig(alpha=0.5, beta=10.0, temperature=2.0, top_k=16, ig_steps=2,
+                             attr_reduction="batch")
+    reference = tiny_bert(num_labels=3, seed=1, init=0.1).train()
+    loss, terms = adkd.distillation_step(reference, teacher, collate(features), config)
+    loss.backward()
+
+    student = tiny_bert(num_labels=3, seed=1, init=0.1)
+    before = {name: p.detach().clone() for name, p in student.named_parameters()}
+    sgd = torch.optim.SGD(student.parameters(), lr=1.0)
+    trainer = hf.ADKDTrainer(
+        model=student, train_dataset=features, data_collator=collate, teacher=teacher.train(),
+        adkd_config=config, optimizers=(sgd, torch.optim.lr_scheduler.LambdaLR(sgd, lambda _: 1)),
+        args=TrainingArguments(output_dir=str(tmp_path), gradient_accumulation_steps=accumulation,
+                               per_device_train_batch_size=8 // accumulation, max_steps=1,
+                               max_grad_norm=0, use_cpu=True, report_to="none", logging_steps=1,
+                               save_strategy="no", disable_tqdm=True))
+    result = trainer.train()
+    assert result.training_loss == pytest.approx(loss.item(), rel=1e-5)
+    logged = trainer.state.log_history[0]
+    assert {name: logged[name] for name in terms} == pytest.approx(
+        {name: value.item() for name, value in terms.items()}, rel=1e-5)
+    for name, p in student.named_parameters():
+        grad = dict(reference.named_parameters())[name].grad
+        torch.testing.assert_close(before[name] - p.detach(), grad, rtol=1e-4, atol=1e-6,
+                                   msg=name)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_hf_trainer_cache_serves_any_batch_without_the_teacher():
+    hf = hf_example()
+    input_ids, attention_mask, token_type_ids = random_batch(batch=3)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
+                  token_type_ids=token_type_ids)
+    teacher = tiny_bert(num_labels=3, seed=0, init=0.1)
+    config = adkd.ADKDConfig(top_k=16, ig_steps=2)
+    teacher_fn = hf.cached_teacher()
+    fresh = teacher_fn(teacher, inputs, config)
+    rows = [2, 0]  # another batch of the same examples, padded to its own longest
+    width = int(attention_mask[rows].sum(1).max())
+    again = {k: v[rows, :width] for k, v in inputs.items()}
+    cached = teacher_fn(None, again, config)  # no teacher: served from the cache
+    torch.testing.assert_close(cached[0], fresh[0][rows, :, :width])
+    torch.testing.assert_close(cached[1], fresh[1][rows])
+    for got, want in zip(cached, adkd.teacher_outputs(teacher, again, config)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_hf_trainer_script_writes_a_trainer_folder_and_the_readme_shows_its_class(
+        workspace, tmp_path):
+    hf = hf_example()
+    out = tmp_path / "out"
+    metrics = hf.main(["--task", "mrpc", "--data-dir", workspace["data"], "--output-dir",
+                       str(out), "--teacher", workspace["teacher_base"], "--student",
+                       workspace["student_base"], "--max-length", "24", "--batch-size", "8",
+                       "--max-steps", "4", "--eval-every", "2", "--log-every", "1",
+                       "--device", "cpu", "--ig-steps", "2"])
+    assert {"eval_f1", "eval_accuracy"} <= set(metrics)
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    assert (out / "checkpoint-4" / "trainer_state.json").exists()
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [r for r in state["log_history"] if "loss" in r]
+    assert len(losses) == 4 and all({"ce", "kd", "attr"} <= set(r) for r in losses)
+    assert state["best_metric"] is not None and json.loads(
+        (out / "eval_results.json").read_text())["eval_f1"] == metrics["eval_f1"]
+    readme = (Path(__file__).parent / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```",
+                     readme.split("## Distil inside the Hugging Face Trainer")[1], re.S).group(1)
+    subclass = code.split("\n\n\n", 1)[1]
+    assert subclass in (Path(__file__).parent / "examples" / "hf_trainer.py").read_text()
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # its imports are all it needs
+    assert issubclass(namespace["ADKDTrainer"], namespace["Trainer"])
+
+
 # ============================================================ glue_data: readers, batching, metrics
 REAL_GLUE = Path(__file__).resolve().parent.parent / "shared" / "glue"
 BOM = "\ufeff"
