@@ -449,7 +449,28 @@ def main(argv=None):
 # ---------------------------------------------------------------------------------- configuration
 def per_task(name):
     """Help text for a flag whose default is the task's Table 5 value."""
-    return ", ".join(f"{task} {values[name]:g}" for task, values in PAPER_STUDENT.items())
+    return ", ".join(f"{task} {values[name]:g}" for task, values in PAPER_STUDENT.items()) + \
+        f"; own data {OWN_DATA_STUDENT[name]:g}"
+
+
+# Own data has no Table 5 row: each default is the value most of its tasks use; beta's 1 and 10
+# tie, 1 is taken (README: "set beta by the gradient norms"); the teacher gets BERT's recipe.
+OWN_DATA_STUDENT = dict(zip(TABLE_5_COLUMNS, (4e-5, 32, 0.9, 1.0, 3.0, 768, 6, False)))
+OWN_DATA_TEACHER = (2e-5, 32, 3)
+
+
+def add_own_data_flags(p):
+    g = p.add_argument_group("your own .csv, .tsv or .jsonl files instead of --task (README)")
+    g.add_argument("--train-file", help="training rows; a header or JSON keys name the columns")
+    g.add_argument("--dev-file", help="labelled rows that pick the best checkpoint")
+    g.add_argument("--test-file", help="rows to predict with --predict")
+    g.add_argument("--text-columns", nargs="+", metavar="COLUMN", help="one text column, or two")
+    g.add_argument("--label-column", default="label", help="the label column")
+    g.add_argument("--labels", nargs="+", help="the classes in order (default: train's, sorted)")
+    g.add_argument("--regression", action="store_true", help="labels are scores: one output")
+    g.add_argument("--metric", choices=["accuracy", "macro_f1", "spearman", "pearson"],
+                   help="the dev metric that picks the best checkpoint (default: the first)")
+    g.add_argument("--id-column", help="test column naming each prediction (default: line)")
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -465,8 +486,7 @@ def parse_args(argv=None):
         epilog="Per-class attribution maps of checkpoints: python adkd.py explain --help",
         formatter_class=HelpFormatter)
     g = p.add_argument_group("task, data and models")
-    g.add_argument("--task", required=True,
-                   help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte")
+    g.add_argument("--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte")
     g.add_argument("--data-dir", default="glue_data", help="GLUE root (with MRPC/, ...) or the "
                    "task folder itself; a task with no files there is downloaded into it")
     g.add_argument("--output-dir", default=None, help="checkpoints, logs, predictions; "
@@ -481,7 +501,8 @@ def parse_args(argv=None):
                    help="fine-tune the teacher into <output-dir>/teacher and stop")
     g.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
     g.add_argument("--skip-bad-rows", action="store_true",
-                   help="skip malformed train/dev TSV rows and report how many (never test rows)")
+                   help="skip malformed train/dev rows and report how many (never test rows)")
+    add_own_data_flags(p)
     g = p.add_argument_group("AD-KD (Eq. 12 and the maps); unset: the task's Table 5 value")
     g.add_argument("--alpha", type=float,
                    help=f"weight of KD; 1-alpha weighs CE ({per_task('alpha')})")
@@ -555,18 +576,15 @@ def resolve_config(args, teacher_width=None):
     """Every derived default in one place: the task's Table 5 values and teacher recipe, the
     output folder, the teacher's m, IG rows per forward, K scaled to the teacher's width.
     Then refuses impossible flags. Returns (args, task)."""
-    try:
-        task = glue_data.get_task(args.task)
-    except ValueError as error:
-        raise SystemExit(f"error: --task: {error}") from None
-    paper = PAPER_STUDENT[task.name]
+    task = task_from_args(args)
+    paper = OWN_DATA_STUDENT if task.files else PAPER_STUDENT[task.name]
     for name in ("lr", "batch_size", "epochs", "alpha", "beta", "temperature"):
         if getattr(args, name) is None:
             setattr(args, name, paper[name])
     if args.anneal_temperature is None:
         args.anneal_temperature = paper["anneal"]
     teacher_recipe = dict(zip(("teacher_lr", "teacher_batch_size", "teacher_epochs"),
-                              TEACHER_RECIPE[task.name]))
+                              OWN_DATA_TEACHER if task.files else TEACHER_RECIPE[task.name]))
     for name, value in teacher_recipe.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -575,10 +593,37 @@ def resolve_config(args, teacher_width=None):
     if args.ig_max_rows is None:  # large chunks are memory-bound on CPU (bench/chunk_sweep.py)
         args.ig_max_rows = 256 if str(args.device).startswith("cuda") else 32
     if args.top_k is None and teacher_width is not None:
-        args.top_k = scaled_top_k(task.name, teacher_width)
+        args.top_k = teacher_width if task.files else scaled_top_k(task.name, teacher_width)
     args.stage = "student"
     validate_args(args, teacher_width)
+    if task.files:  # --resume compares own train and dev files by content
+        args.file_digests = {f"{split}_file": "sha256:" + hashlib.sha256(
+            Path(path).read_bytes()).hexdigest() for split, path in task.files if split != "test"}
+        shown = ("lr", "batch_size", "epochs", "alpha", "beta", "temperature", "top_k",
+                 "anneal_temperature", "teacher_lr", "teacher_batch_size", "teacher_epochs")
+        say("own data, no Table 5 row (README): "
+            + " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in shown))
     return args, task
+
+
+def task_from_args(args):
+    """The GLUE --task, or a task over your own files (printing its classes' order)."""
+    own = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
+    if bool(args.task) == any(own.values()):
+        raise SystemExit("error: give either --task (GLUE) or your own --train-file/--dev-file")
+    try:
+        if args.task:
+            return glue_data.get_task(args.task)
+        task = glue_data.own_task(own, args.text_columns or [], args.label_column, args.labels,
+                                  args.regression, args.metric, args.id_column,
+                                  getattr(args, "skip_bad_rows", False))
+    except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
+        raise SystemExit(f"error: {'--task: ' if args.task else ''}{error}") from None
+    if not task.is_regression:
+        say("classes: " + ", ".join(f"{i}={label}" for i, label in enumerate(task.labels))
+            + ("" if args.labels else " (the sorted labels of --train-file; --labels orders them)"))
+    return task
+
 
 
 def scaled_top_k(task_name, width):
@@ -649,14 +694,17 @@ def teacher_stage_args(args):
 
 
 # Flags a resumed stage may change: they change when files are written, what is logged, memory
-# or where things are, never the weights a step produces.
+# or where things are, never the weights a step produces. (Own train and dev files are compared
+# by content: file_digests.)
 SAFE_ON_RESUME = {"resume", "predict", "output_dir", "data_dir", "device", "eval_batch_size",
                   "log_every", "save_every", "eval_every", "ig_max_rows", "teacher_cache",
-                  "teacher_cache_path", "grad_norms", "dev_attribution_gap", "teacher_only"}
+                  "teacher_cache_path", "grad_norms", "dev_attribution_gap", "teacher_only",
+                  "test_file", "id_column", "file_digests"}
 TEACHER_FLAGS = {"teacher_model", "teacher_lr", "teacher_batch_size", "teacher_epochs"}
 TEACHER_STAGE_SETTINGS = {"task", "teacher_model", "student", "lr", "batch_size", "epochs",
                           "max_length", "skip_bad_rows", "warmup", "weight_decay",
-                          "max_grad_norm", "max_steps", "seed", "bf16"}
+                          "max_grad_norm", "max_steps", "seed", "bf16", "train_file", "dev_file",
+                          "text_columns", "label_column", "labels", "regression", "metric"}
 
 
 def stage_settings(args):
@@ -665,8 +713,10 @@ def stage_settings(args):
         keep = TEACHER_STAGE_SETTINGS
     else:  # the student stage sees the teacher only as --teacher, the folder it loads
         keep = set(vars(args)) - SAFE_ON_RESUME - TEACHER_FLAGS
-    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k in keep},
+    values = {**vars(args), **vars(args).get("file_digests", {})}
+    return json.loads(json.dumps({k: v for k, v in sorted(values.items()) if k in keep},
                                  default=str))
+
 
 
 # -------------------------------------------------------------- models, data and early checks
@@ -865,10 +915,10 @@ def read_rows(data_dir, task, split, args):
 
 
 def read_data(args, task, tokenizer, training):
-    """Dev (and train, and with --predict test) examples, encoded; fetched when absent.
+    """Dev (and train, and with --predict test) examples, encoded; GLUE's fetched when absent.
     Says how many train and dev examples --max-length cuts."""
     try:
-        data_dir = glue_data.task_dir(args.data_dir, task)
+        data_dir = None if task.files else glue_data.task_dir(args.data_dir, task)
     except FileNotFoundError as error:
         data_dir = download(args, task, error)
     encode = lambda examples: glue_data.encode(examples, tokenizer, args.max_length)  # noqa: E731
@@ -1524,7 +1574,7 @@ def write_predictions(model, task, test_sets, args, pad_token_id, output_dir):
 
 
 def say(*message):
-    if world()[0] == 0:
+    if world()[0] == 0 and os.environ.get("RANK", "0") == "0":  # before init_distributed too
         print(*message, flush=True)
 
 
@@ -1690,7 +1740,7 @@ def explain_main(argv):
                                 description="print (and draw) the per-class token attribution "
                                 "maps of one or more checkpoints, or measure how faithful they "
                                 "are (--faithfulness)")
-    p.add_argument("--task", required=True, help="GLUE task the checkpoints were trained on")
+    p.add_argument("--task", help="GLUE task the checkpoints were trained on (or own data flags)")
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
                    help="a checkpoint (repeatable; the first is the reference for agreement)")
     p.add_argument("--text", action="append", nargs="+", default=[], metavar="SENTENCE",
@@ -1709,6 +1759,7 @@ def explain_main(argv):
     g.add_argument("--batch-size", type=int, default=32, help="examples per IG batch")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g.add_argument("--json", help="also write the rows to this JSON file")
+    add_own_data_flags(p)
     args = p.parse_args(argv)
     args.ig_steps = (8 if args.faithfulness else 32) if args.ig_steps is None else args.ig_steps
     for flag in ("ig_steps", "random_orders", "max_length", "batch_size"):
@@ -1717,15 +1768,11 @@ def explain_main(argv):
                              f"{getattr(args, flag)}")
     if args.faithfulness and (args.text or not args.dev):
         raise SystemExit("error: --faithfulness measures --dev rows (or all), not --text")
-    try:
-        task = glue_data.get_task(args.task)
-    except ValueError as error:
-        raise SystemExit(f"error: --task: {error}") from None
+    task = task_from_args(args)
     examples = [(text[0], text[1] if len(text) > 1 else None, None) for text in args.text]
     if args.dev:
         try:
-            dev = glue_data.read_split(glue_data.task_dir(args.data_dir, task), task,
-                                       task.dev_splits[0])
+            dev = glue_data.read_split(args.data_dir, task, task.dev_splits[0])
         except (OSError, ValueError) as error:
             raise SystemExit(f"error: {error}") from None
         wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev

@@ -5,6 +5,9 @@ HuggingFace `run_glue.py` processors do: tab-separated, quoting off (QNLI has st
 UTF-8 with the byte-order mark dropped (MRPC headers start with one). Columns are looked
 up by header name; CoLA train/dev have no header and get a fixed one.
 
+Your own data goes through the same reader: `own_task` builds a TaskSpec over .csv, .tsv
+(quoted as the csv module writes them) or .jsonl files whose header or keys name the columns.
+
 Metrics use numpy only and return plain floats on the 0-1 (or -1..1) scale; any non-finite
 prediction or label makes every metric NaN.
 
@@ -15,6 +18,7 @@ the same layout; run `python glue_data.py --download mrpc rte --data-dir glue_da
 import argparse
 import csv
 import http.client
+import json
 import math
 import os
 import shutil
@@ -24,7 +28,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +37,25 @@ import torch
 
 @dataclass(frozen=True, kw_only=True)
 class TaskSpec:
-    """Everything the pipeline needs to know about one GLUE task."""
+    """Everything the pipeline needs to know about one GLUE task, or about your own data."""
 
     name: str
     folder: str
     labels: tuple = ("0", "1")  # TSV label strings in class-index order; () means regression
     dev_splits: tuple = ("dev",)
     test_splits: tuple = ("test",)
-    main_metric: str = "accuracy"
+    metrics: tuple = ("accuracy",)  # dev metrics; the first picks the best checkpoint
     submission_names: tuple
     text_a_column: str
     text_b_column: str | None = None
     label_column: str | None = None
     headerless_columns: tuple | None = None  # column names for labelled files that lack a header
+    files: tuple = ()  # own data: (split, path) pairs; a GLUE task reads <folder>/<split>.tsv
+    id_column: str | None = None  # own data: the test column that names a prediction
+
+    @property
+    def main_metric(self) -> str:
+        return self.metrics[0]
 
     @property
     def num_labels(self) -> int:
@@ -61,19 +71,20 @@ class TaskSpec:
 _NLI_LABELS = ("entailment", "not_entailment")
 
 TASKS = {
-    "cola": TaskSpec(name="cola", folder="CoLA", main_metric="mcc", submission_names=("CoLA",),
+    "cola": TaskSpec(name="cola", folder="CoLA", metrics=("mcc",), submission_names=("CoLA",),
                      text_a_column="sentence", label_column="label",
                      headerless_columns=("source", "label", "marker", "sentence")),
     "sst2": TaskSpec(name="sst2", folder="SST-2", submission_names=("SST-2",),
                      text_a_column="sentence", label_column="label"),
-    "mrpc": TaskSpec(name="mrpc", folder="MRPC", main_metric="f1", submission_names=("MRPC",),
-                     text_a_column="#1 String", text_b_column="#2 String", label_column="Quality"),
-    "stsb": TaskSpec(name="stsb", folder="STS-B", labels=(), main_metric="spearman",
+    "mrpc": TaskSpec(name="mrpc", folder="MRPC", metrics=("f1", "accuracy"),
+                     submission_names=("MRPC",), text_a_column="#1 String",
+                     text_b_column="#2 String", label_column="Quality"),
+    "stsb": TaskSpec(name="stsb", folder="STS-B", labels=(), metrics=("spearman", "pearson"),
                      submission_names=("STS-B",), text_a_column="sentence1",
                      text_b_column="sentence2", label_column="score"),
-    "qqp": TaskSpec(name="qqp", folder="QQP", main_metric="f1", submission_names=("QQP",),
-                    text_a_column="question1", text_b_column="question2",
-                    label_column="is_duplicate"),
+    "qqp": TaskSpec(name="qqp", folder="QQP", metrics=("f1", "accuracy"),
+                    submission_names=("QQP",), text_a_column="question1",
+                    text_b_column="question2", label_column="is_duplicate"),
     "mnli": TaskSpec(name="mnli", folder="MNLI", labels=("contradiction", "entailment", "neutral"),
                      dev_splits=("dev_matched", "dev_mismatched"),
                      test_splits=("test_matched", "test_mismatched"),
@@ -159,39 +170,46 @@ def skipped_lines(lines, shown=5) -> str:
     return f"(lines {', '.join(map(str, lines[:shown]))}{', ...' * (len(lines) > shown)})"
 
 
+def split_path(data_dir, task, split) -> Path:
+    """The file of a split: own data's, or the GLUE task's <data_dir>/<folder>/<split>.tsv."""
+    spec = get_task(task)
+    if not spec.files:
+        return task_dir(data_dir, spec) / split_file_name(spec, split)
+    if split not in dict(spec.files):
+        raise ValueError(f"{spec.name}: no {split} file given")
+    return Path(dict(spec.files)[split])
+
+
 def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list[Example], list]:
     """Read one split and return (examples, the line numbers of the malformed rows skipped)."""
     spec = get_task(task)
-    path = task_dir(data_dir, spec) / split_file_name(spec, split)
+    path = split_path(data_dir, spec, split)
     if not path.is_file():
-        raise FileNotFoundError(f"GLUE file not found: {path}")
-    split_name = path.stem
+        raise FileNotFoundError(f"{'data' if spec.files else 'GLUE'} file not found: {path}")
+    split_name = split if spec.files else path.stem
     has_labels = not split_name.startswith("test")
     examples, skipped, num_rows = [], [], 0
     try:
-        # newline="" lets csv count physical lines; quotechar=None because QNLI has stray quotes
+        # newline="" lets csv count physical lines
         with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter="\t", quotechar=None)
-            header = spec.headerless_columns if has_labels and spec.headerless_columns else None
-            if header is None:
-                header = next(reader, None)
-                if header is None:
-                    raise GlueFormatError(f"{path}:1: empty file, expected a header line")
+            header, rows = _records(f, spec, has_labels, path)
             columns = _column_indices(spec, header, has_labels, path)
-            for row in reader:
+            for line, row in rows:
                 if not row:  # a blank line (e.g. a trailing one) carries no example
                     continue
                 num_rows += 1
                 try:
+                    if isinstance(row, str):  # a JSON line
+                        row = _json_fields(row, header, has_labels, spec.label_column, path, line)
                     examples.append(_parse_row(spec, row, columns, len(header), split_name,
-                                               reader.line_num, path))
+                                               line, path))
                 except GlueFormatError:
                     if not skip_bad_rows:
                         raise
-                    skipped.append(reader.line_num)
+                    skipped.append(line)
     except UnicodeDecodeError as error:
         raise _not_utf8_error(path, error) from None
-    if has_labels and not num_rows:
+    if (has_labels or spec.files) and not num_rows:
         raise GlueFormatError(f"{path}: no data rows")
     if has_labels and not examples:
         raise GlueFormatError(f"{path}: no usable data rows (all {len(skipped)} are malformed)")
@@ -213,12 +231,58 @@ def _not_utf8_error(path, error) -> GlueFormatError:
     return GlueFormatError(f"{path}: not UTF-8 text ({error.reason})")
 
 
+def _records(f, spec, has_labels, path) -> tuple[list, object]:
+    """(header, iterator of (line, row)): a delimited file's header and field lists, each
+    from its first line; or, for JSON lines, the columns wanted and each line's text."""
+    if path.suffix == ".jsonl":
+        header = [name for name in (spec.text_a_column, spec.text_b_column, spec.label_column,
+                                    None if has_labels else spec.id_column) if name]
+        return header, ((line, text.strip()) for line, text in enumerate(f, start=1))
+    # GLUE's TSVs are read with quoting off (QNLI has stray quotes); own files as csv writes them
+    reader = csv.reader(f, delimiter="," if path.suffix == ".csv" else "\t",
+                        quotechar='"' if spec.files else None)
+    header = spec.headerless_columns if has_labels and spec.headerless_columns else None
+    if header is None:
+        header = next(reader, None)
+        if header is None:
+            raise GlueFormatError(f"{path}:1: empty file, expected a header line")
+
+    def rows():
+        end = reader.line_num
+        for row in reader:
+            yield end + 1, row
+            end = reader.line_num
+    return header, rows()
+
+
+def _json_fields(text, header, has_labels, label_column, path, line) -> list[str]:
+    """One JSON line's values of the header's columns, as text (numbers written out); a test
+    line may lack the label."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise GlueFormatError(f"{path}:{line}: not JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise GlueFormatError(f"{path}:{line}: not a JSON object")
+    fields = []
+    for name in header:
+        value = record.get(name, None if has_labels or name != label_column else "")
+        if value is None:
+            raise GlueFormatError(f"{path}:{line}: no {name!r} key")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise GlueFormatError(f"{path}:{line}: {name!r} is {json.dumps(value)[:40]}, "
+                                  "not text or a number")
+        fields.append(str(value))
+    return fields
+
+
 def _column_indices(spec, header, has_labels, path) -> dict:
-    """Find the text (and label) columns in the header by name."""
-    wanted = {"text_a": spec.text_a_column, "text_b": spec.text_b_column}
-    if has_labels:
+    """Find the text, label and (test) id columns in the header by name."""
+    wanted = {"text_a": spec.text_a_column, "text_b": spec.text_b_column,
+              "id": None if has_labels else spec.id_column}
+    if has_labels or (spec.files and spec.label_column in header):  # own test files may have one
         wanted["label"] = spec.label_column
-    columns = {}
+    columns = {} if has_labels or spec.files else {"id": 0}  # GLUE test files: the index first
     for role, name in wanted.items():
         if name is None:
             continue
@@ -241,16 +305,24 @@ def _parse_row(spec, row, columns, num_columns, split_name, line, path) -> Examp
         raise GlueFormatError(f"{path}:{line}: expected {num_columns} columns, got {len(row)} "
                               f"(a line break inside a field, or a cut-off row?)")
     text_b = row[columns["text_b"]] if "text_b" in columns else None
-    if "label" not in columns:  # test files: no label, first column is the submission index
-        return Example(guid=row[0], text_a=row[columns["text_a"]], text_b=text_b,
-                       label=None, line=line)
-    label = _parse_label(spec, row[columns["label"]].strip(), line, path)
+    raw_label = row[columns["label"]].strip() if "label" in columns else ""
+    if split_name.startswith("test"):  # a test label is only checked; the id names the row
+        if raw_label:
+            _parse_label(spec, raw_label, line, path)
+        guid = row[columns["id"]] if "id" in columns else str(line)
+        return Example(guid=guid, text_a=row[columns["text_a"]], text_b=text_b, label=None,
+                       line=line)
+    label = _parse_label(spec, raw_label, line, path)
     return Example(guid=f"{split_name}-{line}", text_a=row[columns["text_a"]], text_b=text_b,
                    label=label, line=line)
 
 
 def _parse_label(spec, raw, line, path) -> int | float:
     """Class index for classification tasks, float score for regression."""
+    if spec.labels is None:  # own data whose classes are being collected from train
+        if not raw:
+            raise GlueFormatError(f"{path}:{line}: empty label")
+        return raw
     if spec.is_regression:
         try:
             score = float(raw)
@@ -262,6 +334,44 @@ def _parse_label(spec, raw, line, path) -> int | float:
     if raw not in spec.labels:
         raise GlueFormatError(f"{path}:{line}: label {raw!r} is not one of {spec.labels}")
     return spec.labels.index(raw)
+
+
+def own_task(files, text_columns, label_column="label", labels=None, regression=False,
+             metric=None, id_column=None, skip_bad_rows=False) -> TaskSpec:
+    """A task over your own files, {split: path} for "train", "dev" and "test", each .csv, .tsv
+    or .jsonl; read, encoded and scored like a GLUE task. Classes: `labels` in that order, else
+    the sorted distinct labels of train (as numbers when all are integers). Metrics: accuracy
+    and macro-F1, or Spearman and Pearson with regression; `metric` picks the main one."""
+    files = {split: str(path) for split, path in files.items() if path}
+    for path in files.values():
+        if Path(path).suffix not in (".csv", ".tsv", ".jsonl"):
+            raise ValueError(f"{path}: unknown format; name the file .csv, .tsv or .jsonl")
+    metrics = ("spearman", "pearson") if regression else ("accuracy", "macro_f1")
+    checks = [(1 <= len(text_columns) <= 2, f"give one or two text columns, not {text_columns}"),
+              (metric in (None,) + metrics, f"metric {metric!r}: this task has {metrics}"),
+              (not (regression and labels), "labels and regression exclude each other"),
+              (labels is None or len(set(labels)) == len(labels) > 1,
+               f"labels must be two or more distinct classes, got {labels}"),
+              (labels or regression or "train" in files, "no labels and no train file to take "
+               "them from")]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    folder = Path(files.get("train") or files.get("dev") or files["test"]).resolve().parent
+    spec = TaskSpec(name=folder.name + ("-own" if folder.name.lower() in TASKS else ""),
+                    folder=str(folder), labels=() if regression else labels and tuple(labels),
+                    metrics=tuple(sorted(metrics, key=lambda name: name != metric)),
+                    submission_names=(Path(files.get("test", "test")).stem,),
+                    text_a_column=text_columns[0], text_b_column=(list(text_columns) + [None])[1],
+                    label_column=label_column, files=tuple(files.items()), id_column=id_column)
+    if spec.labels is not None:
+        return spec
+    found = {example.label for example in read_split_counted(None, spec, "train",
+                                                            skip_bad_rows)[0]}
+    if len(found) < 2:
+        raise ValueError(f"{files['train']}: one label only ({found}); a classifier needs two")
+    integers = all(label.lstrip("+-").isdigit() for label in found)
+    return replace(spec, labels=tuple(sorted(found, key=int if integers else None)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,6 +474,14 @@ def f1_score(preds, labels) -> float:
     return float(2 * true_pos / denominator) if denominator else 0.0
 
 
+def macro_f1(preds, labels) -> float:
+    """Unweighted mean of each class's F1, over the classes in preds or labels (as sklearn)."""
+    preds, labels = _paired_arrays(preds, labels)
+    if not _all_finite(preds, labels):
+        return math.nan
+    return float(np.mean([f1_score(preds == c, labels == c) for c in np.union1d(preds, labels)]))
+
+
 def matthews_corrcoef(preds, labels) -> float:
     """Matthews correlation (multi-class form, as sklearn); 0.0 when undefined."""
     preds, labels = _paired_arrays(preds, labels)
@@ -418,19 +536,16 @@ def spearman(x, y) -> float:
     return pearson(_average_ranks(x), _average_ranks(y))
 
 
+METRICS = {"accuracy": accuracy, "f1": f1_score, "macro_f1": macro_f1, "mcc": matthews_corrcoef,
+           "pearson": pearson, "spearman": spearman}
+
+
 def compute_metrics(task, preds, labels) -> dict[str, float]:
-    """GLUE dev metrics for a task; preds are class indices, or scores for STS-B.
+    """A task's dev metrics; preds are class indices, or scores for regression.
 
     Every metric is NaN when any prediction or label is NaN or infinite (a diverged model).
     """
-    spec = get_task(task)
-    if spec.name == "cola":
-        return {"mcc": matthews_corrcoef(preds, labels)}
-    if spec.name in ("mrpc", "qqp"):
-        return {"f1": f1_score(preds, labels), "accuracy": accuracy(preds, labels)}
-    if spec.name == "stsb":
-        return {"spearman": spearman(preds, labels), "pearson": pearson(preds, labels)}
-    return {"accuracy": accuracy(preds, labels)}
+    return {name: METRICS[name](preds, labels) for name in get_task(task).metrics}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ synthetic TSVs.
 Run: python -m pytest -q test_adkd.py
 """
 import argparse
+import csv
 import dataclasses
 import json
 import math
@@ -1436,6 +1437,334 @@ def test_student_with_another_vocabulary_is_refused(workspace, tmp_path):
     args[args.index("--student") + 1] = student
     with pytest.raises(SystemExit, match="vocabularies differ"):
         adkd.main(args)
+
+
+
+# ------------------------------------------------------------ the Hugging Face Trainer example
+def hf_example():
+    """examples/hf_trainer.py as a module."""
+    import importlib.util
+    path = Path(__file__).parent / "examples" / "hf_trainer.py"
+    spec = importlib.util.spec_from_file_location("hf_trainer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def features_of(input_ids, attention_mask, token_type_ids, labels):
+    lengths = attention_mask.sum(1).tolist()
+    return [{"input_ids": ids[:n].tolist(), "token_type_ids": types[:n].tolist(), "label": label,
+             "idx": row} for row, (ids, types, n, label)
+            in enumerate(zip(input_ids, token_type_ids, lengths, labels))]
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_hf_trainer_step_equals_distillation_step_and_backward(tmp_path, accumulation):
+    """One Trainer update (SGD, lr 1: the weights move by minus the gradient) against
+    distillation_step + backward on the same 8 examples. Under accumulation each half-batch's
+    loss is its mean, and with the batch reduction two equal halves average to the whole."""
+    from transformers import TrainingArguments
+    hf = hf_example()
+    features = features_of(*random_batch(batch=8, pad_last=(0, 1, 2, 3, 4, 0, 2, 5)),
+                           labels=[0, 1, 2, 0, 1, 2, 0, 1])
+    collate = lambda f: glue_data.collate(f, 0)  # noqa: E731
+    teacher = tiny_bert(num_labels=3, seed=0, init=0.1)
+    config = adkd.ADKDConfig(alpha=0.5, beta=10.0, temperature=2.0, top_k=16, ig_steps=2,
+                             attr_reduction="batch")
+    reference = tiny_bert(num_labels=3, seed=1, init=0.1).train()
+    loss, terms = adkd.distillation_step(reference, teacher, collate(features), config)
+    loss.backward()
+
+    student = tiny_bert(num_labels=3, seed=1, init=0.1)
+    before = {name: p.detach().clone() for name, p in student.named_parameters()}
+    sgd = torch.optim.SGD(student.parameters(), lr=1.0)
+    trainer = hf.ADKDTrainer(
+        model=student, train_dataset=features, data_collator=collate, teacher=teacher.train(),
+        adkd_config=config, optimizers=(sgd, torch.optim.lr_scheduler.LambdaLR(sgd, lambda _: 1)),
+        args=TrainingArguments(output_dir=str(tmp_path), gradient_accumulation_steps=accumulation,
+                               per_device_train_batch_size=8 // accumulation, max_steps=1,
+                               max_grad_norm=0, use_cpu=True, report_to="none", logging_steps=1,
+                               save_strategy="no", disable_tqdm=True))
+    result = trainer.train()
+    assert result.training_loss == pytest.approx(loss.item(), rel=1e-5)
+    logged = trainer.state.log_history[0]
+    assert {name: logged[name] for name in terms} == pytest.approx(
+        {name: value.item() for name, value in terms.items()}, rel=1e-5)
+    for name, p in student.named_parameters():
+        grad = dict(reference.named_parameters())[name].grad
+        torch.testing.assert_close(before[name] - p.detach(), grad, rtol=1e-4, atol=1e-6,
+                                   msg=name)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_hf_trainer_cache_serves_any_batch_without_the_teacher():
+    hf = hf_example()
+    input_ids, attention_mask, token_type_ids = random_batch(batch=3)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
+                  token_type_ids=token_type_ids)
+    teacher = tiny_bert(num_labels=3, seed=0, init=0.1)
+    config = adkd.ADKDConfig(top_k=16, ig_steps=2)
+    teacher_fn = hf.cached_teacher()
+    fresh = teacher_fn(teacher, inputs, config)
+    rows = [2, 0]  # another batch of the same examples, padded to its own longest
+    width = int(attention_mask[rows].sum(1).max())
+    again = {k: v[rows, :width] for k, v in inputs.items()}
+    cached = teacher_fn(None, again, config)  # no teacher: served from the cache
+    torch.testing.assert_close(cached[0], fresh[0][rows, :, :width])
+    torch.testing.assert_close(cached[1], fresh[1][rows])
+    for got, want in zip(cached, adkd.teacher_outputs(teacher, again, config)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("data", ["mrpc", "own"])
+def test_hf_trainer_script_writes_a_trainer_folder_and_the_readme_shows_its_class(
+        workspace, tmp_path, data):
+    hf = hf_example()
+    out = tmp_path / "out"
+    files = boolq_like(tmp_path / "boolq")
+    flags = ["--task", "mrpc", "--data-dir", workspace["data"]] if data == "mrpc" else [
+        "--train-file", files["train"], "--dev-file", files["dev"], "--text-columns",
+        "question", "passage", "--label-column", "answer"]
+    metrics = hf.main([*flags, "--output-dir", str(out), "--teacher", workspace["teacher_base"],
+                       "--student", workspace["student_base"], "--max-length", "24",
+                       "--batch-size", "8", "--max-steps", "4", "--eval-every", "2",
+                       "--log-every", "1", "--device", "cpu", "--ig-steps", "2"])
+    main_metric = "eval_f1" if data == "mrpc" else "eval_accuracy"
+    assert {main_metric, "eval_accuracy"} <= set(metrics)
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    assert (out / "checkpoint-4" / "trainer_state.json").exists()
+    state = json.loads((out / "trainer_state.json").read_text())
+    losses = [r for r in state["log_history"] if "loss" in r]
+    assert len(losses) == 4 and all({"ce", "kd", "attr"} <= set(r) for r in losses)
+    assert state["best_metric"] is not None and json.loads(
+        (out / "eval_results.json").read_text())[main_metric] == metrics[main_metric]
+    readme = (Path(__file__).parent / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```",
+                     readme.split("## Distil inside the Hugging Face Trainer")[1], re.S).group(1)
+    subclass = code.split("\n\n\n", 1)[1]
+    assert subclass in (Path(__file__).parent / "examples" / "hf_trainer.py").read_text()
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # its imports are all it needs
+    assert issubclass(namespace["ADKDTrainer"], namespace["Trainer"])
+
+
+
+# ------------------------------------------------------------------------- your own data files
+def write_rows(path, header, rows):
+    """rows (lists of values) as .csv, .tsv (both quoted by the csv module) or .jsonl."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        if path.suffix == ".jsonl":
+            f.writelines(json.dumps(dict(zip(header, row))) + "\n" for row in rows)
+        else:
+            writer = csv.writer(f, delimiter="," if path.suffix == ".csv" else "\t")
+            writer.writerows([header] + rows)
+    return str(path)
+
+
+def test_mrpc_as_csv_and_jsonl_is_the_same_task_as_mrpc(workspace, tmp_path):
+    """Real MRPC rows (quotes, commas) through --task mrpc, and exported to CSV and to JSON
+    lines (integer labels): the same examples and features, the same first-batch loss, the
+    same dev accuracy after a few steps."""
+    needs_real_glue("MRPC")
+    glue = tmp_path / "glue" / "MRPC"
+    glue.mkdir(parents=True)
+    own_header = ["id", "sentence1", "sentence2", "quality"]
+    own = {"csv": {}, "jsonl": {}}
+    for split, count in (("train", 40), ("dev", 24)):
+        lines = (REAL_GLUE / "MRPC" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        (glue / f"{split}.tsv").write_text("\n".join(lines[:count + 1]) + "\n")
+        rows = [line.split("\t") for line in lines[1:count + 1]]
+        for kind in own:
+            own[kind][split] = write_rows(
+                tmp_path / f"{split}.{kind}", own_header,
+                [[f"{a}-{b}", s1, s2, int(q) if kind == "jsonl" else q]
+                 for q, a, b, s1, s2 in rows])
+    common = ["--output-dir", "OUT", "--teacher", workspace["teacher_base"], "--student",
+              workspace["student_base"], "--max-length", "24", "--batch-size", "8",
+              "--max-steps", "3", "--eval-every", "3", "--log-every", "1", "--device", "cpu",
+              "--lr", "1e-3", "--alpha", "0.9", "--beta", "10", "--temperature", "4",
+              "--no-anneal-temperature"]
+    runs = {"tsv": ["--task", "mrpc", "--data-dir", str(tmp_path / "glue")]}
+    for kind, files in own.items():
+        runs[kind] = ["--train-file", files["train"], "--dev-file", files["dev"],
+                      "--text-columns", "sentence1", "sentence2", "--label-column", "quality"]
+    tasks = {"tsv": get_task("mrpc")}
+    for kind, files in own.items():
+        tasks[kind] = glue_data.own_task(files, ["sentence1", "sentence2"], "quality")
+        assert tasks[kind].labels == ("0", "1")
+    for split in ("train", "dev"):
+        examples = {kind: read_split(str(tmp_path / "glue"), task, split)
+                    for kind, task in tasks.items()}
+        texts = {kind: [(e.text_a, e.text_b, e.label) for e in rows]
+                 for kind, rows in examples.items()}
+        assert texts["csv"] == texts["jsonl"] == texts["tsv"] and len(texts["tsv"]) > 20
+        assert any('"' in text_a for text_a, _, _ in texts["tsv"])
+        features = {kind: encode(rows, workspace["tokenizer"], 24)
+                    for kind, rows in examples.items()}
+        assert features["csv"] == features["jsonl"] == features["tsv"]
+    results = {}
+    for kind, flags in runs.items():
+        out = tmp_path / kind
+        metrics = adkd.main([*flags, *[str(out) if a == "OUT" else a for a in common]])
+        records = [json.loads(line)
+                   for line in (out / "student" / "log.jsonl").read_text().splitlines()]
+        first = next(r for r in records if "loss" in r)
+        results[kind] = (first["loss"], first["attr"], metrics["accuracy"],
+                         next(r["dev"]["accuracy"] for r in records if "dev" in r))
+    assert results["csv"] == results["jsonl"] == results["tsv"]
+
+
+def boolq_like(folder, seed=0):
+    """question, passage, answer (no/yes): yes when the passage has the question's adjective."""
+    rng = np.random.default_rng(seed)
+    adjectives, nouns = ["happy", "sad", "big", "small", "red"], ["cat", "dog", "mat", "rug"]
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, count in (("train", 32), ("dev", 12), ("test", 7)):
+        rows = []
+        for i in range(count):
+            a, b = rng.choice(adjectives, 2)
+            n = rng.choice(nouns)
+            rows.append([f"q{i}", f"is the {n} {a}", f"the {b} {n} sat, on the mat",
+                         "yes" if a == b else "no"])
+        files[split] = write_rows(folder / f"{split}.csv", ["id", "question", "passage",
+                                                            "answer"], rows)
+    return files
+
+
+def own_cli(workspace, files, out, *extra):
+    return ["--train-file", files["train"], "--dev-file", files["dev"], "--test-file",
+            files["test"], "--text-columns", "question", "passage", "--label-column", "answer",
+            "--teacher-model", workspace["teacher_base"], "--student", workspace["student_base"],
+            "--output-dir", str(out), "--max-length", "24", "--batch-size", "8",
+            "--teacher-batch-size", "8", "--teacher-epochs", "1", "--epochs", "1",
+            "--device", "cpu", *extra]
+
+
+def test_own_csv_runs_teacher_student_predict_explain_and_resume_checks_contents(
+        workspace, tmp_path, capsys):
+    files = boolq_like(tmp_path / "boolq")
+    out = tmp_path / "run"
+    metrics = adkd.main(own_cli(workspace, files, out, "--predict", "--id-column", "id"))
+    printed = capsys.readouterr().out
+    assert printed.count("classes: 0=no, 1=yes (the sorted labels of --train-file") == 1
+    assert "own data, no Table 5 row (README): --lr 4e-05 --batch-size 8 --epochs 1 --alpha " \
+        "0.9 --beta 1.0 --temperature 3.0 --top-k 32 --anneal-temperature False --teacher-lr " \
+        "2e-05 --teacher-batch-size 8 --teacher-epochs 1" in printed
+    assert set(metrics) == {"accuracy", "macro_f1"} and (out / "teacher" / "done.json").exists()
+    assert json.loads((out / "student" / "done.json").read_text())["metrics"]["accuracy"] == \
+        metrics["accuracy"]
+    lines = (out / "predictions" / "test.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and [line.split("\t")[0] for line in lines[1:]] == \
+        [f"q{i}" for i in range(7)] and {line.split("\t")[1] for line in lines[1:]} <= {"no", "yes"}
+    pages = adkd.main(["explain", "--model", str(out / "student" / "best"), "--dev", "2",
+                       "--train-file", files["train"], "--dev-file", files["dev"],
+                       "--text-columns", "question", "passage", "--label-column", "answer"])
+    assert pages[0][0].startswith("is the ") and "(gold: " in pages[0][0]
+    # the same train file under the same name, one label changed: a changed setting
+    rows = Path(files["train"]).read_text().splitlines()
+    head, label = rows[1].rsplit(",", 1)
+    rows[1] = f"{head},{'no' if label == 'yes' else 'yes'}"
+    Path(files["train"]).write_text("\n".join(rows) + "\n")
+    with pytest.raises(SystemExit, match=r"--train-file \(sha256:\w+ -> sha256:\w+\)"):
+        adkd.main(own_cli(workspace, files, out, "--resume"))
+
+
+def test_own_jsonl_regression_and_label_order(workspace, tmp_path, capsys):
+    rows = [[f"the {w} cat sat", score] for w, score in
+            zip(["big", "small", "red", "sad", "happy", "blue"] * 2, [0, 1.5, 2, 3.25, 4, 5] * 2)]
+    dev = write_rows(tmp_path / "scores.jsonl", ["text", "score"], rows)
+    metrics = adkd.main(["--dev-file", dev, "--text-columns", "text", "--label-column", "score",
+                         "--regression", "--student", workspace["student_base"], "--epochs",
+                         "0", "--output-dir", str(tmp_path / "out"), "--max-length", "24"])
+    assert list(metrics) == ["spearman", "pearson"]
+    labels = write_rows(tmp_path / "labels.tsv", ["text", "y"],
+                        [["a", "10"], ["b", "9"], ["c", "-1"], ["d", "9"]])
+    assert glue_data.own_task({"train": labels}, ["text"], "y").labels == ("-1", "9", "10")
+    assert glue_data.own_task({"train": labels}, ["text"], "y", labels=["10", "9", "-1"],
+                              metric="macro_f1").metrics == ("macro_f1", "accuracy")
+
+
+def test_macro_f1_by_hand():
+    preds, labels = np.array([0, 1, 2, 2, 1]), np.array([0, 2, 2, 1, 1])
+    # class 0: F1 1; class 1: tp 1, fp 1, fn 1 -> 1/2; class 2: tp 1, fp 1, fn 1 -> 1/2
+    assert glue_data.macro_f1(preds, labels) == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert math.isnan(glue_data.macro_f1(np.array([0.0, np.nan]), np.array([0, 1])))
+
+
+def bad_own_file(tmp_path, problem):
+    """(flags, expected message) for one bad own file; train.csv is good unless it is the one."""
+    train = write_rows(tmp_path / "train.csv", ["text", "label"],
+                       [["the cat", "no"], ["a dog", "yes"]])
+    dev = write_rows(tmp_path / "dev.csv", ["text", "label"], [["the mat", "no"]])
+    if problem == "unknown dev label":
+        dev = write_rows(tmp_path / "dev.csv", ["text", "label"], [["x", "no"], ["y", "maybe"]])
+        message = rf"{re.escape(dev)}:3: label 'maybe' is not one of \('no', 'yes'\)"
+    elif problem == "unknown test label":
+        test = write_rows(tmp_path / "test.csv", ["text", "label"], [["x", ""], ["y", "maybe"]])
+        return ["--train-file", train, "--dev-file", dev, "--test-file", test, "--predict"], \
+            rf"{re.escape(test)}:3: label 'maybe'"
+    elif problem == "missing column":
+        dev = write_rows(tmp_path / "dev.csv", ["txt", "label"], [["x", "no"]])
+        message = rf"{re.escape(dev)}:1: header has no 'text' column"
+    elif problem == "empty file":
+        (tmp_path / "dev.csv").write_text("")
+        message = rf"{re.escape(dev)}:1: empty file"
+    elif problem == "wrong field count":
+        (tmp_path / "dev.csv").write_text('text,label\n"a, quoted, text",no\nb,no,extra\n')
+        message = rf"{re.escape(dev)}:3: expected 2 columns, got 3"
+    elif problem == "bad json":
+        dev = str(tmp_path / "dev.jsonl")
+        Path(dev).write_text('{"text": "a", "label": "no"}\n{"text": "b", "label": no}\n')
+        message = rf"{re.escape(dev)}:2: not JSON"
+    elif problem == "json key missing":
+        dev = str(tmp_path / "dev.jsonl")
+        Path(dev).write_text('{"text": "a", "label": "no"}\n\n{"txt": "b", "label": "no"}\n')
+        message = rf"{re.escape(dev)}:3: no 'text' key"
+    elif problem == "unknown format":
+        dev = str(tmp_path / "dev.txt")
+        message = r"dev\.txt: unknown format"
+    elif problem == "one class":
+        train = write_rows(tmp_path / "train.csv", ["text", "label"], [["a", "no"], ["b", "no"]])
+        message = "one label only"
+    return ["--train-file", train, "--dev-file", dev], message
+
+
+@pytest.mark.parametrize("problem", [
+    "unknown dev label", "unknown test label", "missing column", "empty file",
+    "wrong field count", "bad json", "json key missing", "unknown format", "one class"])
+def test_bad_own_files_are_one_line_naming_file_and_line_before_any_model_loads(
+        workspace, tmp_path, monkeypatch, problem):
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(adkd, "load_model", no_loading)
+    monkeypatch.setattr(adkd.AutoModelForSequenceClassification, "from_pretrained", no_loading)
+    flags, message = bad_own_file(tmp_path, problem)
+    with pytest.raises(SystemExit, match=message) as error:
+        adkd.main([*flags, "--text-columns", "text", "--student", workspace["student_base"],
+                   "--teacher-model", workspace["teacher_base"], "--output-dir",
+                   str(tmp_path / "out"), "--max-length", "24"])
+    assert "\n" not in str(error.value) and str(error.value).startswith("error: ")
+
+
+def test_skip_bad_rows_skips_own_train_and_dev_rows_but_never_test_rows(
+        workspace, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(adkd, "train", lambda *a, **k: pytest.fail("a model trained"))
+    files = {"train": write_rows(tmp_path / "train.csv", ["text", "label"],
+                                 [["a", "no"], ["b", "yes", "extra"], ["c", "yes"]]),
+             "dev": write_rows(tmp_path / "dev.csv", ["text", "label"], [["a", "no"]]),
+             "test": write_rows(tmp_path / "test.csv", ["text"], [["a"], ["b", "extra"]])}
+    flags = ["--train-file", files["train"], "--dev-file", files["dev"], "--test-file",
+             files["test"], "--text-columns", "text", "--student", workspace["student_base"],
+             "--teacher-model", workspace["teacher_base"], "--output-dir", str(tmp_path / "out"),
+             "--max-length", "24"]
+    with pytest.raises(SystemExit, match=r"train\.csv:3: expected 2 columns, got 3"):
+        adkd.main(flags)
+    with pytest.raises(SystemExit, match=r"test\.csv:3: expected 1 columns, got 2"):
+        adkd.main(flags + ["--skip-bad-rows", "--predict"])
+    assert "train: skipped 1 malformed rows" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "predictions").exists()
 
 
 # ============================================================ glue_data: readers, batching, metrics
