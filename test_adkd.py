@@ -2570,7 +2570,8 @@ def test_real_glue_files(task, split, count):
 
 
 # ------------------------------------------------------------------------ distributed and bf16
-def test_two_process_ddp_with_grad_accum_matches_a_single_process_run(pipeline, workspace, tmp_path):
+def test_two_process_ddp_with_grad_accum_matches_a_single_process_run(
+        pipeline, workspace, tmp_path):
     teacher = str(pipeline["output"] / "teacher" / "best")
     student = save_tiny(tmp_path / "student_nodropout", workspace["tokenizer"], hidden=16, layers=1,
                         seed=1, dropout=0.0)
