@@ -41,7 +41,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -174,16 +173,9 @@ def measure(m, teacher_maps, accum, bf16, options):
         optimizer.zero_grad(set_to_none=True)
 
     before = peak_mb(device)
-    times = []
-    for step in range(total):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    for _ in range(options.warmup):
         one_step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if step >= options.warmup:
-            times.append(time.perf_counter() - start)
+    times = [speed.timed(one_step, device) for _ in range(options.steps)]
     return {"ms_per_step": round(1000 * statistics.median(times), 1),
             "ms_all": [round(1000 * t, 1) for t in times],
             "peak_mb": round(peak_mb(device), 1), "before_step_mb": round(before, 1),
