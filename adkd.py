@@ -918,7 +918,7 @@ def read_rows(data_dir, task, split, args):
     examples, skipped = glue_data.read_split_counted(data_dir, task, split,
                                                      skip_bad_rows=args.skip_bad_rows)
     if skipped:
-        say(f"{data_dir / glue_data.split_file_name(task, split)}: skipped {len(skipped)} "
+        say(f"{glue_data.split_path(data_dir, task, split)}: skipped {len(skipped)} "
             f"malformed rows {glue_data.skipped_lines(skipped)}")
     return examples
 

@@ -1844,7 +1844,7 @@ def test_skip_bad_rows_skips_own_train_and_dev_rows_but_never_test_rows(
         adkd.main(flags)
     with pytest.raises(SystemExit, match=r"test\.csv:3: expected 1 columns, got 2"):
         adkd.main(flags + ["--skip-bad-rows", "--predict"])
-    assert "train: skipped 1 malformed rows" in capsys.readouterr().out
+    assert f"{files['train']}: skipped 1 malformed rows (lines 3)" in capsys.readouterr().out
     assert not (tmp_path / "out" / "predictions").exists()
 
 
