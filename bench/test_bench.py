@@ -406,7 +406,7 @@ def test_a_fresh_clone_retrains_a_teacher_whose_weights_are_absent_only_if_a_row
         returncode = 0
 
         def __init__(self, command, **kwargs):
-            row = rows[command[-1]]
+            row = rows[command[command.index("--exec") + 1]]
             started.append(row.name)
             (row.stage_dir / "best").mkdir(parents=True, exist_ok=True)
             (row.stage_dir / "done.json").write_text("{}")
