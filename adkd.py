@@ -17,6 +17,7 @@ Equation numbers are the paper's; the README restates every equation.
 """
 import argparse
 import atexit
+import contextlib
 import dataclasses
 import hashlib
 import html
@@ -48,7 +49,7 @@ import glue_data
 # Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_width,
 # teacher_stage_args, adkd_config (the command line); prepare, load_model (models, data, every
 # early check); RunFiles (log.jsonl, checkpoints, --resume); open_training_cache, cached_teacher
-# (the teacher cache); term_gradients, term_norms, check_finite (loss diagnostics); evaluate,
+# (the teacher cache); GradientSum (--grad-accum), check_finite (loss diagnostics); evaluate,
 # teacher_dev_maps, attribution_gap, format_metrics, write_predictions (evaluation); world,
 # init_distributed (several processes); seed_everything, say; explain_main (`explain`).
 
@@ -362,16 +363,17 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
             config.temperature = annealed_temperature(args.temperature, epoch, args.epochs)
         for first in range(batch_in_epoch * args.batch_size, len(order), args.batch_size):
             indices = order[first:first + args.batch_size][rank::world_size]  # this rank's slice
-            batch = glue_data.collate([train_features[i] for i in indices], config.pad_token_id)
-            batch = {key: value.to(device) for key, value in batch.items()}
-            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=args.bf16):
-                loss, terms = distillation_step(model, teacher, batch, config,
-                                                cached_teacher(cache, indices))
-            check_finite(terms, step + 1, run.last_dir, device)
             log_now = (step + 1) % args.log_every == 0 or step + 1 == total_steps
-            term_grads = term_gradients(terms, config, student, log_now and args.grad_norms)
-            loss.backward()
-            norms = term_norms(term_grads, student)  # per weighted term, before clipping
+            summed = GradientSum(model, config, measure=log_now and args.grad_norms)
+            for micro in summed.micro_batches(indices, args.grad_accum):  # 1 without --grad-accum
+                batch = glue_data.collate([train_features[i] for i in micro], config.pad_token_id)
+                batch = {key: value.to(device) for key, value in batch.items()}
+                with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=args.bf16):
+                    loss, terms = distillation_step(model, teacher, batch, config,
+                                                    cached_teacher(cache, micro))
+                summed.backward(loss, terms)  # weighted by the micro-batch's share of examples
+            loss, terms, norms = summed.total()  # norms: per weighted term, before clipping
+            check_finite(terms, step + 1, run.last_dir, device)
             norms["total"] = float(torch.nn.utils.clip_grad_norm_(student.parameters(),
                                                                   args.max_grad_norm))
             optimizer.step()
@@ -436,9 +438,8 @@ def main(argv=None):
                        tokenizer.pad_token_id, args.device)
     say(f"student: dev {format_metrics(metrics)}")
     if args.predict:
-        for path in write_predictions(student, task, data.test, args, tokenizer.pad_token_id,
-                                      output_dir / "predictions"):
-            say(f"wrote {path}")
+        write_predictions(student, task, data.test, args, tokenizer.pad_token_id,
+                          output_dir / "predictions")  # says which files it wrote
     return metrics
 
 
@@ -563,6 +564,8 @@ def parse_args(argv=None):
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device to train and evaluate on: cpu, cuda, cuda:1, ...")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forwards and IG")
+    g.add_argument("--grad-accum", type=int, default=1, metavar="N",
+                   help="each optimizer step sums N micro-batches of the batch (less memory)")
     g.add_argument("--ig-max-rows", type=int,
                    help="interpolated rows per IG forward pass (256 on GPU, 32 on CPU)")
     g.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction, default=True,
@@ -649,6 +652,8 @@ def validate_args(args, teacher_width=None):
         (args.teacher_lr > 0, f"--teacher-lr must be > 0, got {args.teacher_lr}"),
         (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
         (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (1 <= args.grad_accum <= args.batch_size,
+         f"--grad-accum must lie in [1, --batch-size {args.batch_size}], got {args.grad_accum}"),
         (args.teacher_batch_size >= 1, "--teacher-batch-size must be >= 1"),
         (args.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {args.eval_batch_size}"),
         (args.epochs >= 0, f"--epochs must be >= 0, got {args.epochs}"),
@@ -704,7 +709,10 @@ TEACHER_FLAGS = {"teacher_model", "teacher_lr", "teacher_batch_size", "teacher_e
 TEACHER_STAGE_SETTINGS = {"task", "teacher_model", "student", "lr", "batch_size", "epochs",
                           "max_length", "skip_bad_rows", "warmup", "weight_decay",
                           "max_grad_norm", "max_steps", "seed", "bf16", "train_file", "dev_file",
-                          "text_columns", "label_column", "labels", "regression", "metric"}
+                          "text_columns", "label_column", "labels", "regression", "metric",
+                          "grad_accum"}
+# Settings added after runs were started: a settings.json without one was run at this value.
+ADDED_SETTINGS = {"grad_accum": 1}
 
 
 def stage_settings(args):
@@ -840,7 +848,8 @@ def check_run_folders(args, training):
         started = find_checkpoint(folder / "last") or (folder / "done.json").exists()
         if not saved_path.exists() or not started:
             continue  # nothing resumable: the stage starts fresh with the flags given now
-        saved, now = json.loads(saved_path.read_text()), stage_settings(arguments)
+        saved = {**ADDED_SETTINGS, **json.loads(saved_path.read_text())}
+        now = {**ADDED_SETTINGS, **stage_settings(arguments)}
         changed = [f"--{k.replace('_', '-')} ({saved.get(k)} -> {now.get(k)})"
                    for k in sorted(set(saved) | set(now)) if not same_setting(saved.get(k),
                                                                              now.get(k))]
@@ -909,7 +918,7 @@ def read_rows(data_dir, task, split, args):
     examples, skipped = glue_data.read_split_counted(data_dir, task, split,
                                                      skip_bad_rows=args.skip_bad_rows)
     if skipped:
-        say(f"{data_dir / glue_data.split_file_name(task, split)}: skipped {len(skipped)} "
+        say(f"{glue_data.split_path(data_dir, task, split)}: skipped {len(skipped)} "
             f"malformed rows {glue_data.skipped_lines(skipped)}")
     return examples
 
@@ -1385,6 +1394,50 @@ def term_norms(term_grads, model):
     return dict(sorted(norms.items()))
 
 
+class GradientSum:
+    """One optimizer step over --grad-accum micro-batches: each one's loss is weighted by its
+    share of the step's examples and backward()-ed into .grad. CE, KD and L_attr with
+    --attr-reduction batch are means over examples, so their sum is the whole batch's gradient
+    (to float rounding; dropout draws its masks per micro-batch). --attr-reduction entries
+    divides each micro-batch by its own non-zero teacher entries, as each rank's slice is
+    under DDP. The loss, terms and per-term gradient norms returned are of that weighted sum."""
+
+    def __init__(self, model, config, measure):
+        self.model, self.config, self.measure = model, config, measure
+        self.student = getattr(model, "module", model)  # .module: under DDP
+        self.loss, self.terms, self.term_grads, self.share = 0.0, {}, None, 1.0
+
+    def micro_batches(self, indices, parts):
+        """`indices` in `parts` near-equal micro-batches (fewer if there are fewer examples).
+        Under DDP gradients are averaged over ranks once, in the last micro-batch's backward
+        (no_sync before it), so ranks with fewer micro-batches than others still meet there."""
+        micro = [part.tolist() for part in np.array_split(np.array(indices), parts) if len(part)]
+        for number, part in enumerate(micro, 1):
+            self.share = len(part) / len(indices)
+            last = number == len(micro) or not hasattr(self.model, "no_sync")
+            with contextlib.nullcontext() if last else self.model.no_sync():
+                yield part
+
+    def backward(self, loss, terms):
+        scaled = {name: self.share * value for name, value in terms.items()}
+        term_grads = term_gradients(scaled, self.config, self.student, self.measure)
+        (self.share * loss).backward()
+        self.loss = self.loss + self.share * loss.detach()
+        self.terms = {name: self.terms.get(name, 0.0) + value.detach()
+                      for name, value in scaled.items()}
+        if self.term_grads is None:
+            self.term_grads = term_grads
+        elif term_grads is not None:  # sum each term's gradients over the micro-batches
+            for name, grads in term_grads["grads"].items():
+                self.term_grads["grads"][name] = tuple(
+                    b if a is None else a if b is None else a + b
+                    for a, b in zip(self.term_grads["grads"][name], grads))
+
+    def total(self):
+        """(loss, terms, {term: gradient norm}) of the step, after every micro-batch."""
+        return self.loss, self.terms, term_norms(self.term_grads, self.student)
+
+
 # ------------------------------------------------------------------------------- several processes
 # Under `torchrun --nproc_per_node N adkd.py ...` every process trains a DistributedDataParallel
 # copy of the student on its slice of each global batch (--batch-size stays the global batch);
@@ -1569,6 +1622,7 @@ def write_predictions(model, task, test_sets, args, pad_token_id, output_dir):
             temporary = path.with_suffix(".tmp")
             temporary.write_text("\n".join(lines) + "\n")
             os.replace(temporary, path)
+        say(f"wrote {path}")
         written.append(path)
     return written
 

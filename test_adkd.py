@@ -4,6 +4,7 @@ synthetic TSVs.
 Run: python -m pytest -q test_adkd.py
 """
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -363,6 +364,76 @@ def test_per_term_gradient_norms_add_up_and_the_derived_one_is_exact():
     assert total.item() <= norms["ce"] + norms["kd"] + norms["attr"] + 1e-5  # triangle inequality
     unmeasured = adkd.term_gradients(terms, config, student, measure=False)
     assert adkd.term_norms(unmeasured, student) == {}
+
+
+def accumulated_step(student, teacher, batch, config, parts):
+    """One optimizer step's gradients as train() takes them: `parts` micro-batches summed."""
+    summed = adkd.GradientSum(student, config, measure=True)
+    for micro in summed.micro_batches(list(range(len(batch["labels"]))), parts):
+        loss, terms = adkd.distillation_step(student, teacher,
+                                             {k: v[micro] for k, v in batch.items()}, config)
+        summed.backward(loss, terms)
+    loss, terms, norms = summed.total()
+    return loss, terms, norms, [p.grad.clone() for p in student.parameters()]
+
+
+@pytest.mark.parametrize("reduction, padding, whole_batch", [
+    ("batch", (0, 3, 5, 1), True),  # means over examples: the whole batch's update
+    ("entries", (0, 0, 0, 0), True),  # one length: each micro-batch's entries are its share
+    ("entries", (0, 3, 5, 1), False),  # normalised by each micro-batch's own entries
+])
+def test_grad_accum_sums_micro_batches_into_the_whole_batch_gradient(reduction, padding,
+                                                                      whole_batch):
+    teacher = tiny_bert(num_labels=3, seed=0, init=0.1)
+    input_ids, attention_mask, token_type_ids = random_batch(batch=4, seq=9, pad_last=padding)
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                 labels=torch.tensor([0, 1, 2, 1]))
+    config = adkd.ADKDConfig(alpha=0.7, beta=10.0, temperature=2.0, top_k=24,
+                             attr_reduction=reduction)
+    student = tiny_bert(num_labels=3, seed=1, init=0.1)
+    loss, terms = adkd.distillation_step(student, teacher, batch, config)
+    loss.backward()  # the plain step: one part is exactly it
+    plain = [p.grad.clone() for p in student.parameters()]
+    steps = {}
+    for parts in (1, 2, 3):  # 3: micro-batches of 2, 1 and 1 examples
+        steps[parts] = accumulated_step(tiny_bert(num_labels=3, seed=1, init=0.1), teacher, batch,
+                                        config, parts)
+    assert steps[1][0] == loss and steps[1][1] == {k: v.detach() for k, v in terms.items()}
+    for grad, expected in zip(steps[1][3], plain):
+        torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+    for parts in (2, 3):
+        loss, terms, norms, grads = steps[parts]
+        for name in ("ce", "kd"):  # means over examples, under either reduction
+            torch.testing.assert_close(terms[name], steps[1][1][name])
+        assert norms.keys() == steps[1][2].keys() == {"ce", "kd", "attr"}
+        same_attr = torch.allclose(terms["attr"], steps[1][1]["attr"])
+        same_grads = all(torch.allclose(g, e, rtol=1e-4, atol=1e-6)
+                         for g, e in zip(grads, steps[1][3]))
+        assert same_attr == same_grads == whole_batch, parts
+        if whole_batch:  # the per-term gradient norms are the whole batch's too
+            assert norms == pytest.approx(steps[1][2], rel=1e-4)
+
+
+def test_grad_accum_splits_evenly_and_under_ddp_syncs_only_in_the_last_micro_batch():
+    class Replica:  # DistributedDataParallel's no_sync: no all-reduce in a backward inside it
+        module, unsynced = tiny_bert(), False
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            self.unsynced = True
+            yield
+            self.unsynced = False
+
+    for indices, parts, expected in (([4, 0, 7, 1, 3], 3, [[4, 0], [7, 1], [3]]),
+                                     ([5, 2], 3, [[5], [2]])):  # fewer examples than parts
+        model, seen = Replica(), []
+        summed = adkd.GradientSum(model, adkd.ADKDConfig(), measure=False)
+        for micro in summed.micro_batches(indices, parts):
+            seen.append((micro, summed.share, model.unsynced))
+        assert [micro for micro, _, _ in seen] == expected
+        assert [share for _, share, _ in seen] == [len(m) / len(indices) for m in expected]
+        # one all-reduce per step, in the last micro-batch's backward, however many a rank has
+        assert [unsynced for _, _, unsynced in seen] == [True] * (len(expected) - 1) + [False]
 
 
 def test_attribution_gap_is_zero_for_the_teacher_itself_and_at_most_two():
@@ -974,21 +1045,25 @@ def read_weights(directory):
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}
 
 
+# With --grad-accum 2 the 10th call is step 5's second micro-batch: the first one's gradients
+# are in .grad when it stops, and the resumed run redoes step 5 from the checkpoint of step 4.
+@pytest.mark.parametrize("accumulation, crash_at", [(1, 5), (2, 10)])
 def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(
-        pipeline, workspace, tmp_path, monkeypatch):
+        pipeline, workspace, tmp_path, monkeypatch, accumulation, crash_at):
     teacher = str(pipeline["output"] / "teacher" / "best")
-    args = ["--teacher", teacher, "--save-every", "2", "--log-every", "1", "--ig-steps", "2"]
+    args = ["--teacher", teacher, "--save-every", "2", "--log-every", "1", "--ig-steps", "2",
+            "--grad-accum", str(accumulation)]
     adkd.main(cli(workspace, tmp_path / "straight", *args))
 
     calls, real_step = [], adkd.distillation_step
 
-    def crash_on_fifth_step(*a, **k):
+    def crash_in_the_fifth_step(*a, **k):
         calls.append(1)
-        if len(calls) == 5:
+        if len(calls) == crash_at:
             raise KeyboardInterrupt
         return real_step(*a, **k)
 
-    monkeypatch.setattr(adkd, "distillation_step", crash_on_fifth_step)
+    monkeypatch.setattr(adkd, "distillation_step", crash_in_the_fifth_step)
     with pytest.raises(KeyboardInterrupt):
         adkd.main(cli(workspace, tmp_path / "resumed", *args))
     monkeypatch.undo()
@@ -1054,6 +1129,8 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(
     (["--top-k", "33"], "--top-k 33 exceeds the teacher's embedding width 32"),
     (["--task", "wnli"], "--task"),
     (["--alpha", "0", "--beta", "0", "--no-ce"], "no loss term"),
+    (["--grad-accum", "0"], r"--grad-accum must lie in \[1, --batch-size 8\], got 0"),
+    (["--grad-accum", "9"], r"--grad-accum must lie in \[1, --batch-size 8\], got 9"),
 ])
 def test_impossible_flags_are_refused_before_any_model_loads(
         workspace, tmp_path, monkeypatch, flags, message):
@@ -1260,9 +1337,13 @@ def test_resume_refuses_changed_settings_but_takes_safe_ones_and_a_partial_log_l
     out = tmp_path / "run"
     interrupted_run(workspace, out, 4, *extra)
     for changed, named in ((["--beta", "0"], "--beta (10.0 -> 0.0)"), (["--lr", "5e-3"], "--lr"),
-                           (["--max-steps", "3"], "--max-steps (None -> 3)")):
+                           (["--max-steps", "3"], "--max-steps (None -> 3)"),
+                           (["--grad-accum", "2"], "--grad-accum (1 -> 2)")):
         with pytest.raises(SystemExit, match=re.escape(named)):
             adkd.main(cli(workspace, out, *extra, "--resume", *changed))
+    settings = out / "student" / "settings.json"  # as a run begun before --grad-accum saved it
+    settings.write_text(json.dumps({k: v for k, v in json.loads(settings.read_text()).items()
+                                    if k != "grad_accum"}))
     with open(out / "student" / "log.jsonl", "a") as log:
         log.write('{"step": 4, "epoch": 0.6')  # a full disk cut the last record short
     # The same teacher folder under another name (a symlink) is the same setting.
@@ -1763,7 +1844,7 @@ def test_skip_bad_rows_skips_own_train_and_dev_rows_but_never_test_rows(
         adkd.main(flags)
     with pytest.raises(SystemExit, match=r"test\.csv:3: expected 1 columns, got 2"):
         adkd.main(flags + ["--skip-bad-rows", "--predict"])
-    assert "train: skipped 1 malformed rows" in capsys.readouterr().out
+    assert f"{files['train']}: skipped 1 malformed rows (lines 3)" in capsys.readouterr().out
     assert not (tmp_path / "out" / "predictions").exists()
 
 
@@ -2489,7 +2570,8 @@ def test_real_glue_files(task, split, count):
 
 
 # ------------------------------------------------------------------------ distributed and bf16
-def test_two_process_ddp_matches_a_single_process_run(pipeline, workspace, tmp_path):
+def test_two_process_ddp_with_grad_accum_matches_a_single_process_run(
+        pipeline, workspace, tmp_path):
     teacher = str(pipeline["output"] / "teacher" / "best")
     student = save_tiny(tmp_path / "student_nodropout", workspace["tokenizer"], hidden=16, layers=1,
                         seed=1, dropout=0.0)
@@ -2499,10 +2581,12 @@ def test_two_process_ddp_matches_a_single_process_run(pipeline, workspace, tmp_p
         a[a.index("--student") + 1] = student
         return a
     adkd.main(args(tmp_path / "single"))
+    # Each rank's 4 examples of a batch of 8 in two micro-batches: still the one batch's update.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(adkd.__file__).parent)}
     launched = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               "--nproc_per_node", "2", adkd.__file__, *args(tmp_path / "ddp")],
+                               "--nproc_per_node", "2", adkd.__file__, *args(tmp_path / "ddp"),
+                               "--grad-accum", "2"],
                               env=env, capture_output=True, text=True, timeout=300)
     assert launched.returncode == 0, launched.stderr[-3000:]
     records = [json.loads(line)

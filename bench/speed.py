@@ -152,6 +152,17 @@ def public_style_step(student, teacher, batch, classes, steps, top_k, beta=10.0,
     return loss
 
 
+def timed(one_step, device):
+    """Seconds one call of one_step takes (a GPU's queue drained before and after)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    one_step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def run_case(name, classes, options):
     torch.set_num_threads(options.threads)
     teacher, student, vocab, task = build_models(classes, options.quick)
@@ -198,15 +209,7 @@ def run_case(name, classes, options):
         one_step()
     for _ in range(options.warmup):
         one_step()
-    times = []
-    for _ in range(options.steps):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        one_step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+    times = [timed(one_step, device) for _ in range(options.steps)]
     flops = None
     if options.flops:  # matrix-product FLOPs of one more step: what the arithmetic alone costs
         with MatmulFlops() as counter:

@@ -1,4 +1,4 @@
-"""Tests for the bench (bench/run.py, bench/report.py, bench/speed.py): CPU, offline, no training.
+"""Tests for the bench (run.py, report.py, speed.py, memory.py): CPU, offline, no training.
 
 Run from the repository root: python -m pytest -q bench/test_bench.py
 """
@@ -151,6 +151,33 @@ def test_speed_ruler_counts_flops_and_ig_chunking_changes_none():
     for classes in (2, 3):
         assert (flop[("adkd_m1_cached", classes)] < flop[("adkd_m1_fresh", classes)]
                 < flop[("adkd_m8_cached", classes)])
+
+
+def test_memory_bench_rows_and_a_configuration_over_the_cap_is_a_clean_row(tmp_path, capsys):
+    import memory
+    quick = ["--quick", "--steps", "1", "--warmup", "0", "--threads", "1",
+             "--json", str(tmp_path / "memory.json")]
+    rows = {r["case"]: r for r in memory.main(
+        quick + ["--only", "vanilla_kd,adkd_m8_cached,adkd_m1_fresh_accum4_bf16"])}
+    written = json.loads((tmp_path / "memory.json").read_text())
+    assert written["setup"]["batch"] == 32 and written["setup"]["length"] == 128
+    assert [r["case"] for r in written["results"]] == list(rows)
+    assert rows["adkd_m1_fresh_accum4_bf16"]["grad_accum"] == 4
+    assert rows["adkd_m1_fresh_accum4_bf16"]["bf16"] and rows["vanilla_kd"]["x_vanilla_kd"] == 1.0
+    for r in rows.values():
+        assert r["fits"] and r["ms_per_step"] > 0 and r["x_vanilla_kd"] > 0
+        assert 0 < r["before_step_mb"] < r["peak_mb"] < r["peak_vm_mb"]
+    # eight Riemann steps for the whole batch at once hold more than KD's one forward
+    vanilla, adkd_m8 = rows["vanilla_kd"], rows["adkd_m8_cached"]
+    assert adkd_m8["peak_mb"] > vanilla["peak_mb"] + 100
+    # A cap between the two address-space peaks: KD's step fits under it, AD-KD's m = 8 not.
+    cap = f"{(vanilla['peak_vm_mb'] + adkd_m8['peak_vm_mb']) / 2 / 1024:.3f}"
+    capsys.readouterr()
+    over = memory.main(quick + ["--only", "adkd_m8_cached", "--cap-gib", cap])
+    assert not over[0]["fits"] and "can't allocate memory" in over[0]["error"]
+    assert over[0]["x_vanilla_kd"] is None and "peak_mb" not in over[0]
+    assert f"| adkd_m8_cached | 8 | cached | 1 | no | does not fit in {float(cap):g} GiB |" in \
+        capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------- bench/report.py
@@ -379,7 +406,7 @@ def test_a_fresh_clone_retrains_a_teacher_whose_weights_are_absent_only_if_a_row
         returncode = 0
 
         def __init__(self, command, **kwargs):
-            row = rows[command[-1]]
+            row = rows[command[command.index("--exec") + 1]]
             started.append(row.name)
             (row.stage_dir / "best").mkdir(parents=True, exist_ok=True)
             (row.stage_dir / "done.json").write_text("{}")
