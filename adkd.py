@@ -459,18 +459,129 @@ OWN_DATA_STUDENT = dict(zip(TABLE_5_COLUMNS, (4e-5, 32, 0.9, 1.0, 3.0, 768, 6, F
 OWN_DATA_TEACHER = (2e-5, 32, 3)
 
 
-def add_own_data_flags(p):
-    g = p.add_argument_group("your own .csv, .tsv or .jsonl files instead of --task (README)")
-    g.add_argument("--train-file", help="training rows; a header or JSON keys name the columns")
-    g.add_argument("--dev-file", help="labelled rows that pick the best checkpoint")
-    g.add_argument("--test-file", help="rows to predict with --predict")
-    g.add_argument("--text-columns", nargs="+", metavar="COLUMN", help="one text column, or two")
-    g.add_argument("--label-column", default="label", help="the label column")
-    g.add_argument("--labels", nargs="+", help="the classes in order (default: train's, sorted)")
-    g.add_argument("--regression", action="store_true", help="labels are scores: one output")
-    g.add_argument("--metric", choices=["accuracy", "macro_f1", "spearman", "pearson"],
-                   help="the dev metric that picks the best checkpoint (default: the first)")
-    g.add_argument("--id-column", help="test column naming each prediction (default: line)")
+# The flag table: the parser, its --help, the range checks, what --resume compares and what the
+# teacher stage saves all come from it. Each row: flag(name, stage, bounds, argparse keywords).
+# Its stage says whose weights it changes: "both" stages', "teacher" or "student" only, or none
+# ("run": where files go, what is logged, memory), which a resumed stage may change.
+STAGES = ("both", "teacher", "student", "run")
+BOUNDS = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1,
+          ">= 8": lambda v: v >= 8, "in [0, 1]": lambda v: 0 <= v <= 1,
+          "in [0, 1)": lambda v: 0 <= v < 1}
+
+
+def flag(name, stage, bounds=None, **keywords):
+    return name, stage, bounds, keywords
+
+
+OWN_DATA_FLAGS = ("your own .csv, .tsv or .jsonl files instead of --task (README)", [
+    flag("--train-file", "both", help="training rows; a header or JSON keys name the columns"),
+    flag("--dev-file", "both", help="labelled rows that pick the best checkpoint"),
+    flag("--test-file", "run", help="rows to predict with --predict"),
+    flag("--text-columns", "both", nargs="+", metavar="COLUMN", help="one text column, or two"),
+    flag("--label-column", "both", default="label", help="the label column"),
+    flag("--labels", "both", nargs="+", help="the classes in order (default: train's, sorted)"),
+    flag("--regression", "both", action="store_true", help="labels are scores: one output"),
+    flag("--metric", "both", choices=["accuracy", "macro_f1", "spearman", "pearson"],
+         help="the dev metric that picks the best checkpoint (default: the first)"),
+    flag("--id-column", "run", help="test column naming each prediction (default: line)")])
+FLAGS = [("task, data and models", [
+    flag("--task", "both", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte"),
+    flag("--data-dir", "run", default="glue_data", help="GLUE root (with MRPC/, ...) or the "
+         "task folder itself; a task with no files there is downloaded into it"),
+    flag("--output-dir", "run", help="checkpoints, logs, predictions; default runs/<task>"),
+    # The student stage sees the teacher only as --teacher, the folder it loads.
+    flag("--teacher", "student", help="a teacher already fine-tuned on the task; skips the "
+         "teacher stage"),
+    flag("--teacher-model", "teacher", default="bert-base-uncased",
+         help="pretrained model the teacher stage fine-tunes (hub name or folder)"),
+    flag("--student", "both", default="google/bert_uncased_L-6_H-768_A-12",
+         help="student model (hub name or folder)"),
+    flag("--teacher-only", "run", action="store_true",
+         help="fine-tune the teacher into <output-dir>/teacher and stop"),
+    flag("--max-length", "both", ">= 8", type=int, default=128, help="maximum tokens per example"),
+    flag("--skip-bad-rows", "both", action="store_true",
+         help="skip malformed train/dev rows and report how many (never test rows)")]),
+    OWN_DATA_FLAGS,
+    ("AD-KD (Eq. 12 and the maps); unset: the task's Table 5 value", [
+        flag("--alpha", "student", "in [0, 1]", type=float,
+             help=f"weight of KD; 1-alpha weighs CE ({per_task('alpha')})"),
+        flag("--beta", "student", ">= 0", type=float,
+             help=f"weight of L_attr, 0 = vanilla KD ({per_task('beta')})"),
+        flag("--temperature", "student", "> 0", type=float,
+             help=f"KD temperature tau ({per_task('temperature')})"),
+        flag("--anneal-temperature", "student", action=argparse.BooleanOptionalAction,
+             help="tau falls linearly to 1 over the epochs, the public code's kd_anneal "
+             "(on for mrpc, mnli, qqp)"),
+        flag("--top-k", "student", ">= 1", type=int, help="K of Eq. 4: the task's K * teacher "
+             f"width / 768 ({per_task('top_k')} for a 768-wide teacher)"),
+        flag("--ig-steps", "student", ">= 1", type=int, default=1,
+             help="m of Eq. 2, the student's"),
+        flag("--teacher-ig-steps", "student", ">= 1", type=int,
+             help="the teacher's m (default: --ig-steps)"),
+        flag("--baseline", "student", choices=["pad", "zero"], default="pad",
+             help="IG baseline: [PAD] embeddings (paper) or zero word embeddings"),
+        flag("--kd-loss", "student", choices=["soft_ce", "kl", "rkl", "js", "tvd"],
+             default="soft_ce", help="soft cross-entropy (public code); or KL, reverse KL, "
+             "Jensen-Shannon, total variation (f-DISTILL)"),
+        flag("--attr-reduction", "student", choices=["entries", "batch"], default="entries",
+             help="L_attr at the public code's scale (Table 5's beta) or per batch (Eq. 11)"),
+        flag("--no-ce", "student", action="store_true", help="ablation: drop the CE term"),
+        flag("--no-kd", "student", action="store_true", help="ablation: drop the KD term")]),
+    # "both": the teacher stage takes these three from --teacher-lr, ... (teacher_stage_args).
+    ("the student's loop; unset: the task's value", [
+        flag("--lr", "both", "> 0", type=float, help=f"learning rate ({per_task('lr')})"),
+        flag("--batch-size", "both", ">= 1", type=int,
+             help=f"batch size ({per_task('batch_size')})"),
+        flag("--epochs", "both", ">= 0", type=int,
+             help=f"epochs, 0: only evaluate/predict --student ({per_task('epochs')})")]),
+    ("the teacher stage (plain fine-tuning); unset: the task's recipe", [
+        flag("--teacher-lr", "teacher", "> 0", type=float,
+             help="learning rate (mrpc 5e-5, rte 5e-5, stsb 3e-5, others 2e-5)"),
+        flag("--teacher-batch-size", "teacher", ">= 1", type=int,
+             help="batch size (cola 8, mrpc 8, stsb 4, rte 16, others 32)"),
+        flag("--teacher-epochs", "teacher", ">= 1", type=int,
+             help="epochs (cola, sst2, mrpc 5; rte, stsb 4; others 3)")]),
+    ("both stages", [
+        flag("--warmup", "both", "in [0, 1)", type=float, default=0.1,
+             help="fraction of steps of lr warm-up"),
+        flag("--weight-decay", "both", ">= 0", type=float, default=0.01, help="AdamW weight decay"),
+        flag("--max-grad-norm", "both", "> 0", type=float, default=1.0,
+             help="gradient clipping norm"),
+        flag("--max-steps", "both", ">= 1", type=int, help="stop each stage after this many steps"),
+        flag("--eval-every", "run", ">= 0", type=int, default=0,
+             help="also evaluate on dev every N steps (0: each epoch only)"),
+        flag("--save-every", "run", ">= 0", type=int, default=0,
+             help="also write the resumable checkpoint every N steps (0: at evaluations)"),
+        flag("--log-every", "run", ">= 1", type=int, default=10,
+             help="write a loss record to log.jsonl every N steps"),
+        flag("--grad-norms", "run", action=argparse.BooleanOptionalAction, default=True,
+             help="log each weighted term's gradient norm on logging steps"),
+        flag("--dev-attribution-gap", "run", action=argparse.BooleanOptionalAction,
+             default=True, help="log the student's attribution gap to the teacher at each "
+             "evaluation"),
+        flag("--eval-batch-size", "run", ">= 1", type=int, default=64,
+             help="batch size for dev and test"),
+        flag("--seed", "both", type=int, default=42, help="random seed")]),
+    ("run", [
+        flag("--resume", "run", action="store_true",
+             help="continue the run in --output-dir from wherever it stopped"),
+        flag("--predict", "run", action="store_true",
+             help="write GLUE test submission files with the best student"),
+        flag("--device", "run", default="cuda" if torch.cuda.is_available() else "cpu",
+             help="torch device to train and evaluate on: cpu, cuda, cuda:1, ..."),
+        flag("--bf16", "both", action="store_true", help="bfloat16 autocast for forwards and IG"),
+        flag("--ig-max-rows", "run", ">= 1", type=int,
+             help="interpolated rows per IG forward pass (256 on GPU, 32 on CPU)"),
+        flag("--teacher-cache", "run", action=argparse.BooleanOptionalAction, default=True,
+             help="compute the frozen teacher's maps and logits once per example, reuse them"),
+        flag("--teacher-cache-path", "run", help="that cache's file, shareable between runs "
+             "(default: <output-dir>/student/teacher_cache.pt)")])]
+
+
+def all_flags(groups=FLAGS):
+    """(dest, name, stage, bounds) of every flag of the table."""
+    return [(name[2:].replace("-", "_"), name, stage, bounds)
+            for _, rows in groups for name, stage, bounds, _ in rows]
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -480,95 +591,19 @@ class HelpFormatter(argparse.HelpFormatter):
         return action.help + (" (default: %(default)s)" if shown else "")
 
 
+def add_flags(parser, groups):
+    for title, rows in groups:
+        group = parser.add_argument_group(title)
+        for name, _, _, keywords in rows:
+            group.add_argument(name, **keywords)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="AD-KD: fine-tune a teacher on a GLUE task, then distil it into a student.",
         epilog="Per-class attribution maps of checkpoints: python adkd.py explain --help",
         formatter_class=HelpFormatter)
-    g = p.add_argument_group("task, data and models")
-    g.add_argument("--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte")
-    g.add_argument("--data-dir", default="glue_data", help="GLUE root (with MRPC/, ...) or the "
-                   "task folder itself; a task with no files there is downloaded into it")
-    g.add_argument("--output-dir", default=None, help="checkpoints, logs, predictions; "
-                   "default runs/<task>")
-    g.add_argument("--teacher", default=None,
-                   help="a teacher already fine-tuned on the task; skips the teacher stage")
-    g.add_argument("--teacher-model", default="bert-base-uncased",
-                   help="pretrained model the teacher stage fine-tunes (hub name or folder)")
-    g.add_argument("--student", default="google/bert_uncased_L-6_H-768_A-12",
-                   help="student model (hub name or folder)")
-    g.add_argument("--teacher-only", action="store_true",
-                   help="fine-tune the teacher into <output-dir>/teacher and stop")
-    g.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
-    g.add_argument("--skip-bad-rows", action="store_true",
-                   help="skip malformed train/dev rows and report how many (never test rows)")
-    add_own_data_flags(p)
-    g = p.add_argument_group("AD-KD (Eq. 12 and the maps); unset: the task's Table 5 value")
-    g.add_argument("--alpha", type=float,
-                   help=f"weight of KD; 1-alpha weighs CE ({per_task('alpha')})")
-    g.add_argument("--beta", type=float,
-                   help=f"weight of L_attr, 0 = vanilla KD ({per_task('beta')})")
-    g.add_argument("--temperature", type=float,
-                   help=f"KD temperature tau ({per_task('temperature')})")
-    g.add_argument("--anneal-temperature", action=argparse.BooleanOptionalAction,
-                   help="tau falls linearly to 1 over the epochs, the public code's kd_anneal "
-                   "(on for mrpc, mnli, qqp)")
-    g.add_argument("--top-k", type=int, help="K of Eq. 4: the task's K * teacher width / 768 "
-                   f"({per_task('top_k')} for a 768-wide teacher)")
-    g.add_argument("--ig-steps", type=int, default=1, help="m of Eq. 2, the student's")
-    g.add_argument("--teacher-ig-steps", type=int, help="the teacher's m (default: --ig-steps)")
-    g.add_argument("--baseline", choices=["pad", "zero"], default="pad",
-                   help="IG baseline: [PAD] embeddings (paper) or zero word embeddings")
-    g.add_argument("--kd-loss", choices=["soft_ce", "kl", "rkl", "js", "tvd"], default="soft_ce",
-                   help="soft cross-entropy (public code); or KL, reverse KL, Jensen-Shannon, "
-                   "total variation (f-DISTILL)")
-    g.add_argument("--attr-reduction", choices=["entries", "batch"], default="entries",
-                   help="L_attr at the public code's scale (Table 5's beta) or per batch (Eq. 11)")
-    g.add_argument("--no-ce", action="store_true", help="ablation: drop the CE term")
-    g.add_argument("--no-kd", action="store_true", help="ablation: drop the KD term")
-    g = p.add_argument_group("the student's loop; unset: the task's value")
-    g.add_argument("--lr", type=float, help=f"learning rate ({per_task('lr')})")
-    g.add_argument("--batch-size", type=int, help=f"batch size ({per_task('batch_size')})")
-    g.add_argument("--epochs", type=int, help="epochs, 0: only evaluate/predict --student "
-                   f"({per_task('epochs')})")
-    g = p.add_argument_group("the teacher stage (plain fine-tuning); unset: the task's recipe")
-    g.add_argument("--teacher-lr", type=float, help="learning rate (mrpc 5e-5, rte 5e-5, "
-                   "stsb 3e-5, others 2e-5)")
-    g.add_argument("--teacher-batch-size", type=int, help="batch size (cola 8, mrpc 8, stsb 4, "
-                   "rte 16, others 32)")
-    g.add_argument("--teacher-epochs", type=int, help="epochs (cola, sst2, mrpc 5; rte, stsb 4; "
-                   "others 3)")
-    g = p.add_argument_group("both stages")
-    g.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of lr warm-up")
-    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
-    g.add_argument("--max-steps", type=int, help="stop each stage after this many steps")
-    g.add_argument("--eval-every", type=int, default=0,
-                   help="also evaluate on dev every N steps (0: each epoch only)")
-    g.add_argument("--save-every", type=int, default=0,
-                   help="also write the resumable checkpoint every N steps (0: at evaluations)")
-    g.add_argument("--log-every", type=int, default=10,
-                   help="write a loss record to log.jsonl every N steps")
-    g.add_argument("--grad-norms", action=argparse.BooleanOptionalAction, default=True,
-                   help="log each weighted term's gradient norm on logging steps")
-    g.add_argument("--dev-attribution-gap", action=argparse.BooleanOptionalAction, default=True,
-                   help="log the student's attribution gap to the teacher at each evaluation")
-    g.add_argument("--eval-batch-size", type=int, default=64, help="batch size for dev and test")
-    g.add_argument("--seed", type=int, default=42, help="random seed")
-    g = p.add_argument_group("run")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the run in --output-dir from wherever it stopped")
-    g.add_argument("--predict", action="store_true",
-                   help="write GLUE test submission files with the best student")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="torch device to train and evaluate on: cpu, cuda, cuda:1, ...")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forwards and IG")
-    g.add_argument("--ig-max-rows", type=int,
-                   help="interpolated rows per IG forward pass (256 on GPU, 32 on CPU)")
-    g.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction, default=True,
-                   help="compute the frozen teacher's maps and logits once per example, reuse them")
-    g.add_argument("--teacher-cache-path", help="that cache's file, shareable between runs "
-                   "(default: <output-dir>/student/teacher_cache.pt)")
+    add_flags(p, FLAGS)
     return p.parse_args(argv)
 
 
@@ -632,34 +667,19 @@ def scaled_top_k(task_name, width):
 
 
 def validate_args(args, teacher_width=None):
-    """Refuse impossible flags, one line each, before anything is loaded."""
-    for name, value in sorted(vars(args).items()):  # inf and NaN pass most range checks
+    """Refuse impossible flags, one line each, before anything is loaded: a value outside its
+    bounds in FLAGS (inf and NaN pass most range checks), then impossible combinations."""
+    for dest, name, _, bounds in all_flags():
+        value = getattr(args, dest)
+        if bounds is None or value is None:
+            continue
         if isinstance(value, float) and not math.isfinite(value):
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be finite, got {value}")
+            raise SystemExit(f"error: {name} must be finite, got {value}")
+        if not BOUNDS[bounds](value):
+            raise SystemExit(f"error: {name} must be {bounds}, got {value}")
     checks = [
-        (args.ig_steps >= 1, f"--ig-steps must be >= 1, got {args.ig_steps}"),
-        (args.teacher_ig_steps >= 1, f"--teacher-ig-steps must be >= 1"),
-        (0.0 <= args.alpha <= 1.0, f"--alpha must lie in [0, 1], got {args.alpha}"),
-        (args.beta >= 0.0, f"--beta must be >= 0, got {args.beta}"),
-        (args.temperature > 0.0, f"--temperature must be > 0, got {args.temperature}"),
-        (args.top_k is None or args.top_k >= 1, f"--top-k must be >= 1, got {args.top_k}"),
         (args.top_k is None or teacher_width is None or args.top_k <= teacher_width,
          f"--top-k {args.top_k} exceeds the teacher's embedding width {teacher_width}"),
-        (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
-        (args.teacher_lr > 0, f"--teacher-lr must be > 0, got {args.teacher_lr}"),
-        (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
-        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
-        (args.teacher_batch_size >= 1, "--teacher-batch-size must be >= 1"),
-        (args.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {args.eval_batch_size}"),
-        (args.epochs >= 0, f"--epochs must be >= 0, got {args.epochs}"),
-        (args.teacher_epochs >= 1, f"--teacher-epochs must be >= 1, got {args.teacher_epochs}"),
-        (args.max_length >= 8, f"--max-length must be >= 8, got {args.max_length}"),
-        (args.ig_max_rows >= 1, f"--ig-max-rows must be >= 1, got {args.ig_max_rows}"),
-        (0.0 <= args.warmup < 1.0, f"--warmup must lie in [0, 1), got {args.warmup}"),
-        (args.max_steps is None or args.max_steps >= 1, f"--max-steps must be >= 1"),
-        (args.log_every >= 1, f"--log-every must be >= 1, got {args.log_every}"),
-        (args.eval_every >= 0 and args.save_every >= 0, "--eval-every, --save-every must be >= 0"),
-        (args.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
         (not (args.teacher_only and args.teacher), "--teacher-only fine-tunes a teacher; "
          "drop --teacher"),
         (args.beta > 0 or not (args.no_ce or args.alpha == 1)
@@ -687,32 +707,21 @@ def stage_args(args, **overrides):
 
 
 def teacher_stage_args(args):
-    """The teacher stage: plain fine-tuning (Eq. 12 with alpha = beta = 0), its own recipe."""
-    return stage_args(args, stage="teacher", lr=args.teacher_lr, batch_size=args.teacher_batch_size,
-                      epochs=args.teacher_epochs, alpha=0.0, beta=0.0, no_ce=False,
-                      anneal_temperature=False)
-
-
-# Flags a resumed stage may change: they change when files are written, what is logged, memory
-# or where things are, never the weights a step produces. (Own train and dev files are compared
-# by content: file_digests.)
-SAFE_ON_RESUME = {"resume", "predict", "output_dir", "data_dir", "device", "eval_batch_size",
-                  "log_every", "save_every", "eval_every", "ig_max_rows", "teacher_cache",
-                  "teacher_cache_path", "grad_norms", "dev_attribution_gap", "teacher_only",
-                  "test_file", "id_column", "file_digests"}
-TEACHER_FLAGS = {"teacher_model", "teacher_lr", "teacher_batch_size", "teacher_epochs"}
-TEACHER_STAGE_SETTINGS = {"task", "teacher_model", "student", "lr", "batch_size", "epochs",
-                          "max_length", "skip_bad_rows", "warmup", "weight_decay",
-                          "max_grad_norm", "max_steps", "seed", "bf16", "train_file", "dev_file",
-                          "text_columns", "label_column", "labels", "regression", "metric"}
+    """The teacher stage: plain fine-tuning (Eq. 12 with alpha = beta = 0) with its own recipe:
+    --teacher-lr, --teacher-batch-size and --teacher-epochs move into its lr, batch size and
+    epochs."""
+    stage = stage_args(args, stage="teacher", alpha=0.0, beta=0.0, no_ce=False,
+                       anneal_temperature=False)
+    for name in ("lr", "batch_size", "epochs"):
+        setattr(stage, name, vars(stage).pop(f"teacher_{name}"))
+    return stage
 
 
 def stage_settings(args):
-    """What a stage's weights depend on, as saved in its settings.json."""
-    if args.stage == "teacher":
-        keep = TEACHER_STAGE_SETTINGS
-    else:  # the student stage sees the teacher only as --teacher, the folder it loads
-        keep = set(vars(args)) - SAFE_ON_RESUME - TEACHER_FLAGS
+    """What a stage's weights depend on, as saved in its settings.json: the flags of its stage
+    and of both (own train and dev files by content); a student's also names its stage."""
+    keep = {dest for dest, _, stage, _ in all_flags() if stage in ("both", args.stage)}
+    keep |= {"stage"} if args.stage == "student" else set()
     values = {**vars(args), **vars(args).get("file_digests", {})}
     return json.loads(json.dumps({k: v for k, v in sorted(values.items()) if k in keep},
                                  default=str))
@@ -829,7 +838,7 @@ def stage_dirs(args, training):
 
 def check_run_folders(args, training):
     """A folder with a run in it is continued only with --resume, and only with the settings
-    it was started with (SAFE_ON_RESUME lists what may change)."""
+    it was started with (stage_settings; a flag FLAGS files under "run" may change)."""
     for folder, arguments in stage_dirs(args, training):
         if not any((folder / name).exists() for name in ("log.jsonl", "last", "last.old", "best")):
             continue
@@ -1759,7 +1768,7 @@ def explain_main(argv):
     g.add_argument("--batch-size", type=int, default=32, help="examples per IG batch")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g.add_argument("--json", help="also write the rows to this JSON file")
-    add_own_data_flags(p)
+    add_flags(p, [OWN_DATA_FLAGS])
     args = p.parse_args(argv)
     args.ig_steps = (8 if args.faithfulness else 32) if args.ig_steps is None else args.ig_steps
     for flag in ("ig_steps", "random_orders", "max_length", "batch_size"):

@@ -1427,6 +1427,22 @@ def test_help_shows_each_tasks_values_and_mentions_explain(capsys, monkeypatch):
     assert text.count("default runs/<task>") == 1
 
 
+def test_every_flag_is_classified_by_stage_and_the_stages_save_their_own(monkeypatch):
+    """A flag outside the table, or without a stage, would escape the --resume check."""
+    table = {name: (stage, bounds) for _, name, stage, bounds in adkd.all_flags()}
+    parsed = [a.option_strings[0] for a in cli_flags(monkeypatch) if a.dest != "help"]
+    assert sorted(parsed) == sorted(table)
+    assert all(stage in adkd.STAGES and bounds in (None, *adkd.BOUNDS)
+               for stage, bounds in table.values())
+    args, _ = adkd.resolve_config(adkd.parse_args(["--task", "rte", "--teacher-lr", "7e-5"]))
+    student = adkd.stage_settings(adkd.stage_args(args, teacher="t"))
+    teacher = adkd.stage_settings(adkd.teacher_stage_args(args))
+    assert "beta" in student and "beta" not in teacher and "teacher_model" not in student
+    assert teacher["teacher_model"] == "bert-base-uncased" and teacher["lr"] == 7e-5
+    assert "teacher_lr" not in teacher and "device" not in student | teacher
+    assert student["lr"] == adkd.PAPER_STUDENT["rte"]["lr"] and student["seed"] == teacher["seed"]
+
+
 def test_student_with_another_vocabulary_is_refused(workspace, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
