@@ -45,7 +45,7 @@ import glue_data
 # ==================================================================================================
 # PART I - AD-KD
 # ==================================================================================================
-# Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_width,
+# Part I calls these Part II helpers, and no other: parse_args, resolve_config,
 # teacher_stage_args, adkd_config (the command line); prepare, load_model (models, data, every
 # early check); RunFiles (log.jsonl, checkpoints, --resume); open_training_cache, cached_teacher
 # (the teacher cache); term_gradients, term_norms, check_finite (loss diagnostics); evaluate,
@@ -402,7 +402,7 @@ def main(argv=None):
     if argv and argv[0] == "explain":
         return explain_main(argv[1:])
     args = parse_args(argv)
-    args, task = resolve_config(args, teacher_width(args))
+    args, task = resolve_config(args)
     tokenizer, data = prepare(args, task)  # every check that can fail comes before training
     init_distributed(args)
     output_dir = Path(args.output_dir)
@@ -609,8 +609,9 @@ def parse_args(argv=None):
 
 def resolve_config(args, teacher_width=None):
     """Every derived default in one place: the task's Table 5 values and teacher recipe, the
-    output folder, the teacher's m, IG rows per forward, K scaled to the teacher's width.
-    Then refuses impossible flags. Returns (args, task)."""
+    output folder, the teacher's m, IG rows per forward; then refuses impossible flags, before
+    anything is loaded. K needs the teacher's width: given here, or set by prepare (set_top_k).
+    Returns (args, task)."""
     task = task_from_args(args)
     paper = OWN_DATA_STUDENT if task.files else PAPER_STUDENT[task.name]
     for name in ("lr", "batch_size", "epochs", "alpha", "beta", "temperature"):
@@ -627,18 +628,25 @@ def resolve_config(args, teacher_width=None):
     args.teacher_ig_steps = args.teacher_ig_steps or args.ig_steps
     if args.ig_max_rows is None:  # large chunks are memory-bound on CPU (bench/chunk_sweep.py)
         args.ig_max_rows = 256 if str(args.device).startswith("cuda") else 32
-    if args.top_k is None and teacher_width is not None:
-        args.top_k = teacher_width if task.files else scaled_top_k(task.name, teacher_width)
     args.stage = "student"
-    validate_args(args, teacher_width)
+    validate_args(args)
+    set_top_k(args, task, teacher_width)
     if task.files:  # --resume compares own train and dev files by content
         args.file_digests = {f"{split}_file": "sha256:" + hashlib.sha256(
             Path(path).read_bytes()).hexdigest() for split, path in task.files if split != "test"}
-        shown = ("lr", "batch_size", "epochs", "alpha", "beta", "temperature", "top_k",
-                 "anneal_temperature", "teacher_lr", "teacher_batch_size", "teacher_epochs")
-        say("own data, no Table 5 row (README): "
-            + " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in shown))
     return args, task
+
+
+def set_top_k(args, task, teacher_width):
+    """K for a teacher `teacher_width` wide (None: no teacher is used): Table 5's K scaled to
+    it, or all of it for own data. A --top-k beyond it is refused."""
+    if teacher_width is None:
+        return
+    if args.top_k is None:
+        args.top_k = teacher_width if task.files else scaled_top_k(task.name, teacher_width)
+    if args.top_k > teacher_width:
+        raise SystemExit(f"error: --top-k {args.top_k} exceeds the teacher's embedding width "
+                         f"{teacher_width}")
 
 
 def task_from_args(args):
@@ -666,7 +674,7 @@ def scaled_top_k(task_name, width):
     return max(1, round(PAPER_STUDENT[task_name]["top_k"] * width / PAPER_TOP_K_WIDTH))
 
 
-def validate_args(args, teacher_width=None):
+def validate_args(args):
     """Refuse impossible flags, one line each, before anything is loaded: a value outside its
     bounds in FLAGS (inf and NaN pass most range checks), then impossible combinations."""
     for dest, name, _, bounds in all_flags():
@@ -678,8 +686,6 @@ def validate_args(args, teacher_width=None):
         if not BOUNDS[bounds](value):
             raise SystemExit(f"error: {name} must be {bounds}, got {value}")
     checks = [
-        (args.top_k is None or teacher_width is None or args.top_k <= teacher_width,
-         f"--top-k {args.top_k} exceeds the teacher's embedding width {teacher_width}"),
         (not (args.teacher_only and args.teacher), "--teacher-only fine-tunes a teacher; "
          "drop --teacher"),
         (args.beta > 0 or not (args.no_ce or args.alpha == 1)
@@ -800,10 +806,16 @@ def check_tokenizer_fits(tokenizer, config, name, flag):
 
 
 def prepare(args, task):
-    """Everything that can fail before a model trains, one line each: --output-dir writable
-    with room for the checkpoints, the run folders and --resume, the models' names, tokenizers
-    and position limits, the data (downloaded when absent). Then it locks the stage folders.
-    Returns (tokenizer, data)."""
+    """K from the teacher's width, then everything that can fail before a model trains, one
+    line each: --output-dir writable with room for the checkpoints, the run folders and
+    --resume, the models' names, tokenizers and position limits, the data (downloaded when
+    absent). Then it locks the stage folders. Returns (tokenizer, data)."""
+    set_top_k(args, task, teacher_width(args))  # reads the teacher's config.json
+    if task.files:
+        shown = ("lr", "batch_size", "epochs", "alpha", "beta", "temperature", "top_k",
+                 "anneal_temperature", "teacher_lr", "teacher_batch_size", "teacher_epochs")
+        say("own data, no Table 5 row (README): "
+            + " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in shown))
     training = args.epochs > 0 or args.teacher_only
     check_output_dir(args, training)
     check_run_folders(args, training)

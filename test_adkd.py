@@ -1066,6 +1066,16 @@ def test_impossible_flags_are_refused_before_any_model_loads(
         adkd.main(cli(workspace, tmp_path, *flags))
 
 
+def test_flags_are_checked_before_even_the_teachers_config_is_read(workspace, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setattr(adkd.AutoConfig, "from_pretrained",
+                        lambda *a, **k: pytest.fail("a config was read"))
+    for flags, message in ((["--epochs", "-1"], "--epochs must be >= 0, got -1"),
+                           (["--teacher", str(tmp_path / "none"), "--alpha", "2"], "--alpha")):
+        with pytest.raises(SystemExit, match=message):
+            adkd.main(cli(workspace, tmp_path, *flags))
+
+
 def cli_flags(monkeypatch):
     """The flags of the parser parse_args builds (a new one included)."""
     parsers = []
