@@ -284,14 +284,22 @@ class ADKDConfig:
     ig_max_rows: int = 256         # interpolated rows per IG forward (memory only)
 
 
+def model_maps(model, inputs, config, teacher=False, create_graph=False):
+    """IG (Eq. 2), then multi-view maps (Eq. 4-10) -> (maps, logits): the teacher's with its m
+    and top-K, the student's with its m over all dimensions (Eq. 6)."""
+    attributions, logits = integrated_gradients(
+        model, **inputs, steps=config.teacher_ig_steps if teacher else config.ig_steps,
+        baseline=config.baseline, pad_token_id=config.pad_token_id,
+        is_regression=config.is_regression, create_graph=create_graph,
+        max_rows=config.ig_max_rows)
+    top_k = config.top_k if teacher else None
+    return attribution_maps(attributions, inputs["attention_mask"], top_k), logits
+
+
 def teacher_outputs(teacher, inputs, config):
     """The teacher's multi-view maps (top-K, Eq. 4-10) and logits for a batch of inputs."""
     teacher.eval()  # frozen and without dropout, or its maps would change from call to call
-    attributions, logits = integrated_gradients(
-        teacher, **inputs, steps=config.teacher_ig_steps, baseline=config.baseline,
-        pad_token_id=config.pad_token_id, is_regression=config.is_regression,
-        max_rows=config.ig_max_rows)
-    return attribution_maps(attributions, inputs["attention_mask"], config.top_k), logits
+    return model_maps(teacher, inputs, config, teacher=True)
 
 
 def distillation_step(student, teacher, batch, config, teacher_fn=teacher_outputs):
@@ -305,11 +313,7 @@ def distillation_step(student, teacher, batch, config, teacher_fn=teacher_output
         teacher_maps, teacher_logits = teacher_fn(teacher, inputs, config)
         # The last Riemann step of the student's IG is its ordinary forward pass: CE and KD
         # reuse its logits.
-        student_attr, student_logits = integrated_gradients(
-            student, **inputs, steps=config.ig_steps, baseline=config.baseline,
-            pad_token_id=config.pad_token_id, is_regression=config.is_regression,
-            create_graph=True, max_rows=config.ig_max_rows)
-        student_maps = attribution_maps(student_attr, inputs["attention_mask"])  # Eq. 6: all dims
+        student_maps, student_logits = model_maps(student, inputs, config, create_graph=True)
     else:
         student_logits = student(**inputs).logits
         if teacher is not None and config.alpha > 0 and config.use_kd:
@@ -1517,8 +1521,7 @@ def evaluate(model, task, dev_sets, batch_size, pad_token_id, device):
 
 
 def dev_maps(model, features, config, batch_size, teacher):
-    """Per-example maps (views, length) of a model on encoded examples: the teacher's with its
-    m and top-K, the student's with its m over all dimensions."""
+    """Per-example maps (views, length) of a model on encoded examples (model_maps)."""
     was_training = model.training
     model.eval()
     maps = []
@@ -1526,12 +1529,7 @@ def dev_maps(model, features, config, batch_size, teacher):
         batch = glue_data.collate(features[start:start + batch_size], config.pad_token_id)
         inputs = {k: v.to(next(model.parameters()).device) for k, v in batch.items()
                   if k != "labels"}
-        attributions, _ = integrated_gradients(
-            model, **inputs, steps=config.teacher_ig_steps if teacher else config.ig_steps,
-            baseline=config.baseline, pad_token_id=config.pad_token_id,
-            is_regression=config.is_regression, max_rows=config.ig_max_rows)
-        batch_maps = attribution_maps(attributions, inputs["attention_mask"],
-                                      config.top_k if teacher else None).detach().float().cpu()
+        batch_maps = model_maps(model, inputs, config, teacher)[0].detach().float().cpu()
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
         maps += [m[:, :n] for m, n in zip(batch_maps, lengths)]
     model.train(was_training)
@@ -1562,7 +1560,8 @@ def attribution_gap(student, teacher_dev, config, args):
 
 def map_gaps(teacher_maps, student_maps):
     """Eq. 11 per example between two lists of (views, length) maps, divided by the views."""
-    return [float((t - s).pow(2).sum()) / len(t) for t, s in zip(teacher_maps, student_maps)]
+    return [float(attribution_loss(t[None], s[None], reduction="batch")) / len(t)
+            for t, s in zip(teacher_maps, student_maps)]
 
 
 def format_metrics(metrics):
