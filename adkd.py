@@ -45,12 +45,12 @@ import glue_data
 # ==================================================================================================
 # PART I - AD-KD
 # ==================================================================================================
-# Part I calls these Part II helpers, and no other: parse_args, resolve_config,
-# teacher_stage_args, adkd_config (the command line); prepare, load_model (models, data, every
-# early check); RunFiles (log.jsonl, checkpoints, --resume); open_training_cache, cached_teacher
-# (the teacher cache); term_gradients, term_norms, check_finite (loss diagnostics); evaluate,
-# teacher_dev_maps, attribution_gap, format_metrics, write_predictions (evaluation); world,
-# init_distributed (several processes); seed_everything, say; explain_main (`explain`).
+# Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_stage_args,
+# adkd_config (the command line); prepare, load_model (models, data, every early check); RunFiles
+# (log.jsonl, checkpoints, --resume); open_training_cache, cached_teacher (the teacher cache);
+# term_gradients, term_norms, check_finite (loss diagnostics); evaluate, teacher_dev_maps,
+# attribution_gap, format_metrics, write_predictions (evaluation); world, init_distributed,
+# DistributedModel (several processes); seed_everything, say; explain_main (`explain`).
 
 # ------------------------------------------------------------------------------- hyperparameters
 # The paper's Table 5 (K for a 768-wide teacher) and the public student scripts' epochs and
@@ -98,7 +98,7 @@ def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, 
     create_graph=True keeps the attributions differentiable in the model's weights (the
     student's L_attr). max_rows only caps memory: the m steps go through the model in chunks
     of about max_rows interpolated rows, which changes no number."""
-    embeddings = getattr(model, "module", model).get_input_embeddings()  # .module: under DDP
+    embeddings = model.get_input_embeddings()
     inputs = embeddings(input_ids)  # E (batch, seq, dim)
     if baseline == "pad":
         base = embeddings.weight[pad_token_id].expand_as(inputs)
@@ -354,7 +354,7 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
     step, best = run.start(student, optimizer, scheduler)  # fresh, or resumed from last/
     cache = open_training_cache(teacher, train_features, output_dir, args, task)  # or None
     teacher_dev = teacher_dev_maps(teacher, dev_sets, config, args)  # for the attribution gap
-    model = student if world_size == 1 else DistributedDataParallel(student)
+    model = student if world_size == 1 else DistributedModel(student)
     progress = tqdm(total=total_steps, initial=step, desc=Path(output_dir).name,
                     dynamic_ncols=True, disable=rank != 0)
     while step < total_steps:
@@ -405,8 +405,7 @@ def main(argv=None):
     the best student on dev and (with --predict) write the GLUE test submission files."""
     if argv and argv[0] == "explain":
         return explain_main(argv[1:])
-    args = parse_args(argv)
-    args, task = resolve_config(args)
+    args, task = resolve_config(parse_args(argv))
     tokenizer, data = prepare(args, task)  # every check that can fail comes before training
     init_distributed(args)
     output_dir = Path(args.output_dir)
@@ -1422,6 +1421,12 @@ def init_distributed(args):
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(args.device)
     dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+
+
+class DistributedModel(DistributedDataParallel):
+    """DDP's wrapper, which also hands out the input embeddings Eq. 2 starts from."""
+    def get_input_embeddings(self):
+        return self.module.get_input_embeddings()
 
 
 def world():
