@@ -352,7 +352,7 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
                                           total_steps)
     run = RunFiles(output_dir, args, tokenizer, steps_per_epoch)
     step, best = run.start(student, optimizer, scheduler)  # fresh, or resumed from last/
-    cache = open_training_cache(teacher, train_features, output_dir, args, task)  # or None
+    cache = open_training_cache(teacher, train_features, output_dir, args, config)  # or None
     teacher_dev = teacher_dev_maps(teacher, dev_sets, config, args)  # for the attribution gap
     model = student if world_size == 1 else DistributedModel(student)
     progress = tqdm(total=total_steps, initial=step, desc=Path(output_dir).name,
@@ -1070,78 +1070,80 @@ def weights_digest(model):
     return digest.hexdigest()
 
 
-def teacher_cache_key(teacher, features, args):
-    """A digest of everything a teacher map depends on: weights, token ids and IG settings."""
+def teacher_cache_key(teacher, features, config):
+    """A digest of everything a teacher map depends on: weights, token ids and the teacher's IG
+    settings in the step's ADKDConfig."""
     digest = hashlib.sha256(weights_digest(teacher).encode())
     for feature in features:
         digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
         digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
-    settings = {"m": args.teacher_ig_steps, "top_k": args.top_k, "baseline": args.baseline,
-                "max_length": args.max_length}
+    settings = {"m": config.teacher_ig_steps, "top_k": config.top_k, "baseline": config.baseline}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
 
 
-def cache_checksum(cache):
-    """sha256 of the cache's contents, stored beside them to catch a damaged file."""
-    digest = hashlib.sha256(cache["key"].encode())
+def cache_checksum(cache, key=None):
+    """sha256 of a cache's key (its own unless given) and contents, stored beside them."""
+    digest = hashlib.sha256((key or cache["key"]).encode())
     for name in ("offsets", "maps", "logits", "filled"):
         digest.update(cache[name].numpy().tobytes())
     return digest.hexdigest()
 
 
-def cache_problem(cache, teacher, features, args, task):
-    """Why a loaded cache cannot be used, or None. Beyond the checksum, a few cached examples
-    are recomputed: the cache must agree with the teacher itself."""
-    if cache.get("checksum") != cache_checksum(cache):
-        return "its contents do not match its checksum"
+def cache_problem(cache, key, teacher, features, config):
+    """Why a loaded cache cannot be used, or None. Its checksum is over the key this run
+    computes and the contents: one check catches another teacher, data or IG setting and a
+    damaged file. Past it, a few cached examples are recomputed: the cache must agree with
+    the teacher itself."""
+    names = ("offsets", "maps", "logits", "filled")
+    if not (isinstance(cache, dict) and all(torch.is_tensor(cache.get(n)) for n in names)):
+        return "is damaged (it is not a cache)"
+    if cache.get("checksum") != cache_checksum(cache, key):
+        return ("does not match its checksum: made for another teacher, data or IG setting, "
+                "or damaged")
     filled = cache["filled"].nonzero().flatten()[:4].tolist()
     if not filled:
         return None
-    pad_token_id = teacher.config.pad_token_id or 0
-    batch = glue_data.collate([features[i] for i in filled], pad_token_id)
-    inputs = {k: v.to(args.device) for k, v in batch.items() if k != "labels"}
-    maps, logits = teacher_outputs(teacher, inputs, adkd_config(args, task, pad_token_id))
+    batch = glue_data.collate([features[i] for i in filled], config.pad_token_id)
+    device = next(teacher.parameters()).device
+    maps, logits = teacher_outputs(teacher, {k: v.to(device) for k, v in batch.items()
+                                             if k != "labels"}, config)
     cached_maps, cached_logits = cache_lookup(cache, filled, maps.shape[-1])
     if not (torch.allclose(maps.float().cpu(), cached_maps, atol=1e-4) and
             torch.allclose(logits.float().cpu(), cached_logits, atol=1e-4)):
-        return "its maps differ from the teacher's own"
+        return "is damaged (its maps differ from the teacher's own)"
     return None
 
 
-def open_teacher_cache(path, teacher, features, args, task):
-    """The cache saved at `path` if it was made for this teacher, data and settings and is
-    intact, else a new one (a damaged or stale file is rebuilt, saying why)."""
-    key = teacher_cache_key(teacher, features, args)
-    views = task.num_labels  # one view per class, one for regression; as many logits
+def open_teacher_cache(path, teacher, features, config):
+    """The cache saved at `path` if it was made for this teacher, data and IG settings and is
+    intact (cache_problem), else a new one: a damaged or stale file is rebuilt, saying why."""
+    key = teacher_cache_key(teacher, features, config)
+    views = teacher.config.num_labels  # one view per class, one for regression; as many logits
     fresh = new_teacher_cache(key, [len(f["input_ids"]) for f in features], views, views)
     if not Path(path).exists():
         return fresh
     try:
         cache = torch.load(path, weights_only=True)  # unpickling anything else could run code
-        problem = None if isinstance(cache, dict) and "key" in cache else "it is not a cache"
     except pickle.UnpicklingError:  # weights_only refused it: not loaded, never run
-        cache, problem = None, "it holds more than tensors and plain containers; not loaded"
+        problem = "is damaged (it holds more than tensors and plain containers; not loaded)"
     except Exception as error:  # a truncated or garbage file: rebuild it
-        cache, problem = None, f"it cannot be read: {str(error).splitlines()[0][:120]}"
-    if problem is None and cache["key"] != key:
-        say(f"teacher cache {path} was made for another teacher, data or IG setting: "
-            "rebuilding it")
-        return fresh
-    problem = problem or cache_problem(cache, teacher, features, args, task)
+        problem = f"is damaged (it cannot be read: {str(error).splitlines()[0][:120]})"
+    else:
+        problem = cache_problem(cache, key, teacher, features, config)
     if problem:
-        say(f"teacher cache {path} is damaged ({problem}): rebuilding it")
+        say(f"teacher cache {path} {problem}: rebuilding it")
         return fresh
     say(f"teacher cache {path}: {int(cache['filled'].sum())}/{len(features)} examples")
     return cache
 
 
-def open_training_cache(teacher, features, output_dir, args, task):
+def open_training_cache(teacher, features, output_dir, args, config):
     """The teacher cache of a distillation stage, or None where there is none to keep."""
-    if teacher is None or args.beta <= 0 or not args.teacher_cache:
+    if teacher is None or config.beta <= 0 or not args.teacher_cache:
         return None
     path = Path(args.teacher_cache_path or Path(output_dir) / "teacher_cache.pt")
-    cache = open_teacher_cache(path, teacher, features, args, task)
+    cache = open_teacher_cache(path, teacher, features, config)
     cache["path"] = str(path)
     return cache
 

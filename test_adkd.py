@@ -455,7 +455,8 @@ def test_cached_teacher_maps_equal_fresh_ones_in_loss_and_gradient():
                  labels=torch.tensor([0, 1, 2]))
     features = [{"input_ids": input_ids[i, :n].tolist()} for i, n in enumerate(lengths)]
     args = step_args()
-    cache = adkd.new_teacher_cache(adkd.teacher_cache_key(teacher, features, args), lengths, 3, 3)
+    key = adkd.teacher_cache_key(teacher, features, adkd.adkd_config(args, task, 0))
+    cache = adkd.new_teacher_cache(key, lengths, 3, 3)
     results = []
     for use_cache in (False, True, True):  # fresh, then filling the cache, then reading it
         student = tiny_bert(num_labels=3, seed=1, init=0.1)
@@ -491,25 +492,24 @@ def test_cache_key_changes_with_teacher_data_and_ig_settings(tmp_path):
     task = glue_data.get_task("mrpc")
     teacher = tiny_bert(num_labels=2)
     features = [{"input_ids": [2, 7, 8, 3]}, {"input_ids": [2, 9, 3]}]
-    args = step_args()
-    key = adkd.teacher_cache_key(teacher, features, args)
-    assert adkd.teacher_cache_key(teacher, features, args) == key
-    assert adkd.teacher_cache_key(tiny_bert(num_labels=2, seed=5), features, args) != key
-    assert adkd.teacher_cache_key(teacher, features[:1], args) != key
-    assert adkd.teacher_cache_key(teacher, [{"input_ids": [2, 7, 9, 3]}, features[1]], args) != key
-    for change in ({"teacher_ig_steps": 8}, {"top_k": 16}, {"baseline": "zero"},
-                   {"max_length": 64}):
-        changed = adkd.stage_args(args, **change)
+    config = adkd.adkd_config(step_args(), task, 0)
+    key = adkd.teacher_cache_key(teacher, features, config)
+    assert adkd.teacher_cache_key(teacher, features, config) == key
+    assert adkd.teacher_cache_key(tiny_bert(num_labels=2, seed=5), features, config) != key
+    assert adkd.teacher_cache_key(teacher, features[:1], config) != key  # another task's data
+    assert adkd.teacher_cache_key(teacher, [{"input_ids": [2, 7, 9, 3]}, features[1]],
+                                  config) != key  # another --max-length cuts other token ids
+    for change in ({"teacher_ig_steps": 8}, {"top_k": 16}, {"baseline": "zero"}):
+        changed = dataclasses.replace(config, **change)
         assert adkd.teacher_cache_key(teacher, features, changed) != key, change
     # A saved cache is reused for the same key and rebuilt for another.
     path = tmp_path / "cache.pt"
-    cache = adkd.open_teacher_cache(path, teacher, features, args, task)
+    cache = adkd.open_teacher_cache(path, teacher, features, config)
     inputs = {"input_ids": torch.tensor([[2, 7, 8, 3]]), "attention_mask": torch.ones(1, 4)}
-    outputs = adkd.teacher_outputs(teacher, inputs, adkd.adkd_config(args, task, 0))
-    adkd.cache_store(cache, [0], *outputs)
+    adkd.cache_store(cache, [0], *adkd.teacher_outputs(teacher, inputs, config))
     adkd.save_teacher_cache(cache, path)
-    assert int(adkd.open_teacher_cache(path, teacher, features, args, task)["filled"].sum()) == 1
-    other = adkd.open_teacher_cache(path, teacher, features, adkd.stage_args(args, top_k=3), task)
+    assert int(adkd.open_teacher_cache(path, teacher, features, config)["filled"].sum()) == 1
+    other = adkd.open_teacher_cache(path, teacher, features, dataclasses.replace(config, top_k=3))
     assert int(other["filled"].sum()) == 0
 
 
@@ -543,12 +543,11 @@ def test_runs_sharing_one_teacher_cache_file_can_save_it_at_once(tmp_path):
 def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
     task, teacher = glue_data.get_task("mrpc"), tiny_bert(num_labels=2)
     features = [{"input_ids": [2, 7, 8, 3]}, {"input_ids": [2, 9, 3]}]
-    args = step_args()
-    config = adkd.adkd_config(args, task, 0)
+    config = adkd.adkd_config(step_args(), task, 0)
     path = tmp_path / "cache.pt"
 
     def saved_cache():
-        cache = adkd.open_teacher_cache(path, teacher, features, args, task)
+        cache = adkd.open_teacher_cache(path, teacher, features, config)
         for index, feature in enumerate(features):
             ids = torch.tensor([feature["input_ids"]])
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -557,7 +556,7 @@ def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
         return torch.load(path, weights_only=True)
 
     def reopened_filled():
-        return int(adkd.open_teacher_cache(path, teacher, features, args, task)["filled"].sum())
+        return int(adkd.open_teacher_cache(path, teacher, features, config)["filled"].sum())
 
     saved_cache()
     assert reopened_filled() == 2
@@ -1237,11 +1236,12 @@ class CreatesAFile:
 def test_a_cache_or_trainer_state_that_would_run_code_is_refused_unrun(
         pipeline, workspace, tmp_path, capsys):
     ran = tmp_path / "code_ran"
-    task, teacher, args = glue_data.get_task("mrpc"), tiny_bert(num_labels=2), step_args()
+    task, teacher = glue_data.get_task("mrpc"), tiny_bert(num_labels=2)
+    config = adkd.adkd_config(step_args(), task, 0)
     features, path = [{"input_ids": [2, 7, 8, 3]}], tmp_path / "cache.pt"
-    adkd.save_teacher_cache(adkd.open_teacher_cache(path, teacher, features, args, task), path)
+    adkd.save_teacher_cache(adkd.open_teacher_cache(path, teacher, features, config), path)
     torch.save({**torch.load(path, weights_only=True), "extra": CreatesAFile(ran)}, path)
-    assert "extra" not in adkd.open_teacher_cache(path, teacher, features, args, task)
+    assert "extra" not in adkd.open_teacher_cache(path, teacher, features, config)
     assert not ran.exists() and f"teacher cache {path} is damaged (it holds more than tensors " \
         "and plain containers; not loaded): rebuilding it" in capsys.readouterr().out
     extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--save-every", "1"]
