@@ -835,7 +835,7 @@ def prepare(args, task):
                              f"positions of {flag} {name}")
     data = read_data(args, task, tokenizer, training)
     for folder, _ in stage_dirs(args, training):
-        if int(os.environ.get("RANK", "0")) == 0 and not (folder / "done.json").exists():
+        if world()[0] == 0 and not (folder / "done.json").exists():
             lock_stage(folder)
     return tokenizer, data
 
@@ -968,7 +968,7 @@ def read_data(args, task, tokenizer, training):
 
 def download(args, task, missing):
     """Fetch the task's GLUE files into --data-dir (glue_data.download_task)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world()[1] > 1:
         raise SystemExit(f"error: {missing}; fetch it once first: python glue_data.py "
                          f"--download {task.name} --data-dir {args.data_dir}")
     say(f"no {task.folder} files in {args.data_dir}: downloading them")
@@ -1414,10 +1414,19 @@ def term_norms(term_grads, model):
 # ------------------------------------------------------------------------------- several processes
 # Under `torchrun --nproc_per_node N adkd.py ...` every process trains a DistributedDataParallel
 # copy of the student on its slice of each global batch (--batch-size stays the global batch);
-# evaluation is sharded and gathered; only rank 0 writes files.
+# evaluation is sharded and gathered; only rank 0 writes files. The rank and world size are
+# read once, from torchrun's environment, so they hold before the process group is joined too.
+WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def world():
+    """(rank, world size); (0, 1) outside torchrun."""
+    return WORLD
+
+
 def init_distributed(args):
     """Join the process group torchrun set up (gloo on CPU, nccl on GPU); a no-op otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or dist.is_initialized():
+    if world()[1] == 1 or dist.is_initialized():
         return
     if args.device.startswith("cuda"):
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
@@ -1429,13 +1438,6 @@ class DistributedModel(DistributedDataParallel):
     """DDP's wrapper, which also hands out the input embeddings Eq. 2 starts from."""
     def get_input_embeddings(self):
         return self.module.get_input_embeddings()
-
-
-def world():
-    """(rank, world size); (0, 1) outside torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def barrier():
@@ -1601,7 +1603,7 @@ def write_predictions(model, task, test_sets, args, pad_token_id, output_dir):
 
 
 def say(*message):
-    if world()[0] == 0 and os.environ.get("RANK", "0") == "0":  # before init_distributed too
+    if world()[0] == 0:
         print(*message, flush=True)
 
 
