@@ -289,9 +289,8 @@ def model_maps(model, inputs, config, teacher=False, create_graph=False):
     and top-K, the student's with its m over all dimensions (Eq. 6)."""
     attributions, logits = integrated_gradients(
         model, **inputs, steps=config.teacher_ig_steps if teacher else config.ig_steps,
-        baseline=config.baseline, pad_token_id=config.pad_token_id,
-        is_regression=config.is_regression, create_graph=create_graph,
-        max_rows=config.ig_max_rows)
+        baseline=config.baseline, pad_token_id=config.pad_token_id, create_graph=create_graph,
+        is_regression=config.is_regression, max_rows=config.ig_max_rows)
     top_k = config.top_k if teacher else None
     return attribution_maps(attributions, inputs["attention_mask"], top_k), logits
 
@@ -311,8 +310,7 @@ def distillation_step(student, teacher, batch, config, teacher_fn=teacher_output
     teacher_logits = teacher_maps = student_maps = None
     if config.beta > 0:
         teacher_maps, teacher_logits = teacher_fn(teacher, inputs, config)
-        # The last Riemann step of the student's IG is its ordinary forward pass: CE and KD
-        # reuse its logits.
+        # The student's last Riemann step is its ordinary forward pass: CE and KD reuse it.
         student_maps, student_logits = model_maps(student, inputs, config, create_graph=True)
     else:
         student_logits = student(**inputs).logits
@@ -439,9 +437,8 @@ def main(argv=None):
                        tokenizer.pad_token_id, args.device)
     say(f"student: dev {format_metrics(metrics)}")
     if args.predict:
-        for path in write_predictions(student, task, data.test, args, tokenizer.pad_token_id,
-                                      output_dir / "predictions"):
-            say(f"wrote {path}")
+        write_predictions(student, task, data.test, args, tokenizer.pad_token_id,
+                          output_dir / "predictions")
     return metrics
 
 
@@ -1598,6 +1595,7 @@ def write_predictions(model, task, test_sets, args, pad_token_id, output_dir):
             temporary = path.with_suffix(".tmp")
             temporary.write_text("\n".join(lines) + "\n")
             os.replace(temporary, path)
+        say(f"wrote {path}")
         written.append(path)
     return written
 
