@@ -929,9 +929,10 @@ def unlock_stage(folder):
 def read_rows(data_dir, task, split, args):
     examples, skipped = glue_data.read_split_counted(data_dir, task, split,
                                                      skip_bad_rows=args.skip_bad_rows)
-    if skipped:
-        say(f"{data_dir / glue_data.split_file_name(task, split)}: skipped {len(skipped)} "
-            f"malformed rows {glue_data.skipped_lines(skipped)}")
+    if skipped:  # own data has no data_dir: its rows are named by split
+        where = (f"{task.name} {split}" if task.files
+                 else data_dir / glue_data.split_file_name(task, split))
+        say(f"{where}: skipped {len(skipped)} malformed rows {glue_data.skipped_lines(skipped)}")
     return examples
 
 
