@@ -46,12 +46,12 @@ import glue_data
 # ==================================================================================================
 # PART I - AD-KD
 # ==================================================================================================
-# Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_width,
-# teacher_stage_args, adkd_config (the command line); prepare, load_model (models, data, every
-# early check); RunFiles (log.jsonl, checkpoints, --resume); open_training_cache, cached_teacher
-# (the teacher cache); GradientSum (--grad-accum), check_finite (loss diagnostics); evaluate,
-# teacher_dev_maps, attribution_gap, format_metrics, write_predictions (evaluation); world,
-# init_distributed (several processes); seed_everything, say; explain_main (`explain`).
+# Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_stage_args,
+# adkd_config (the command line); prepare, load_model (models, data, every early check); RunFiles
+# (log.jsonl, checkpoints, --resume); open_training_cache, cached_teacher (the teacher cache);
+# GradientSum (--grad-accum), check_finite (loss diagnostics); evaluate, teacher_dev_maps,
+# attribution_gap, format_metrics, write_predictions (evaluation); world, init_distributed,
+# DistributedModel (several processes); seed_everything, say; explain_main (`explain`).
 
 # ------------------------------------------------------------------------------- hyperparameters
 # The paper's Table 5 (K for a 768-wide teacher) and the public student scripts' epochs and
@@ -99,7 +99,7 @@ def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, 
     create_graph=True keeps the attributions differentiable in the model's weights (the
     student's L_attr). max_rows only caps memory: the m steps go through the model in chunks
     of about max_rows interpolated rows, which changes no number."""
-    embeddings = getattr(model, "module", model).get_input_embeddings()  # .module: under DDP
+    embeddings = model.get_input_embeddings()
     inputs = embeddings(input_ids)  # E (batch, seq, dim)
     if baseline == "pad":
         base = embeddings.weight[pad_token_id].expand_as(inputs)
@@ -285,14 +285,21 @@ class ADKDConfig:
     ig_max_rows: int = 256         # interpolated rows per IG forward (memory only)
 
 
+def model_maps(model, inputs, config, teacher=False, create_graph=False):
+    """IG (Eq. 2), then multi-view maps (Eq. 4-10) -> (maps, logits): the teacher's with its m
+    and top-K, the student's with its m over all dimensions (Eq. 6)."""
+    attributions, logits = integrated_gradients(
+        model, **inputs, steps=config.teacher_ig_steps if teacher else config.ig_steps,
+        baseline=config.baseline, pad_token_id=config.pad_token_id, create_graph=create_graph,
+        is_regression=config.is_regression, max_rows=config.ig_max_rows)
+    top_k = config.top_k if teacher else None
+    return attribution_maps(attributions, inputs["attention_mask"], top_k), logits
+
+
 def teacher_outputs(teacher, inputs, config):
     """The teacher's multi-view maps (top-K, Eq. 4-10) and logits for a batch of inputs."""
     teacher.eval()  # frozen and without dropout, or its maps would change from call to call
-    attributions, logits = integrated_gradients(
-        teacher, **inputs, steps=config.teacher_ig_steps, baseline=config.baseline,
-        pad_token_id=config.pad_token_id, is_regression=config.is_regression,
-        max_rows=config.ig_max_rows)
-    return attribution_maps(attributions, inputs["attention_mask"], config.top_k), logits
+    return model_maps(teacher, inputs, config, teacher=True)
 
 
 def distillation_step(student, teacher, batch, config, teacher_fn=teacher_outputs):
@@ -304,13 +311,8 @@ def distillation_step(student, teacher, batch, config, teacher_fn=teacher_output
     teacher_logits = teacher_maps = student_maps = None
     if config.beta > 0:
         teacher_maps, teacher_logits = teacher_fn(teacher, inputs, config)
-        # The last Riemann step of the student's IG is its ordinary forward pass: CE and KD
-        # reuse its logits.
-        student_attr, student_logits = integrated_gradients(
-            student, **inputs, steps=config.ig_steps, baseline=config.baseline,
-            pad_token_id=config.pad_token_id, is_regression=config.is_regression,
-            create_graph=True, max_rows=config.ig_max_rows)
-        student_maps = attribution_maps(student_attr, inputs["attention_mask"])  # Eq. 6: all dims
+        # The student's last Riemann step is its ordinary forward pass: CE and KD reuse it.
+        student_maps, student_logits = model_maps(student, inputs, config, create_graph=True)
     else:
         student_logits = student(**inputs).logits
         if teacher is not None and config.alpha > 0 and config.use_kd:
@@ -349,9 +351,9 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
                                           total_steps)
     run = RunFiles(output_dir, args, tokenizer, steps_per_epoch)
     step, best = run.start(student, optimizer, scheduler)  # fresh, or resumed from last/
-    cache = open_training_cache(teacher, train_features, output_dir, args, task)  # or None
+    cache = open_training_cache(teacher, train_features, output_dir, args, config)  # or None
     teacher_dev = teacher_dev_maps(teacher, dev_sets, config, args)  # for the attribution gap
-    model = student if world_size == 1 else DistributedDataParallel(student)
+    model = student if world_size == 1 else DistributedModel(student)
     progress = tqdm(total=total_steps, initial=step, desc=Path(output_dir).name,
                     dynamic_ncols=True, disable=rank != 0)
     while step < total_steps:
@@ -403,8 +405,7 @@ def main(argv=None):
     the best student on dev and (with --predict) write the GLUE test submission files."""
     if argv and argv[0] == "explain":
         return explain_main(argv[1:])
-    args = parse_args(argv)
-    args, task = resolve_config(args, teacher_width(args))
+    args, task = resolve_config(parse_args(argv))
     tokenizer, data = prepare(args, task)  # every check that can fail comes before training
     init_distributed(args)
     output_dir = Path(args.output_dir)
@@ -417,8 +418,7 @@ def main(argv=None):
         args.teacher = str(output_dir / "teacher" / "best")
         if args.teacher_only:
             return json.loads((output_dir / "teacher" / "done.json").read_text())["metrics"]
-
-    seed_everything(args.seed)
+    seed_everything(args.seed)  # the student stage
     student = load_model(args.student, task, "--student")
     if data.training and not (output_dir / "student" / "done.json").exists():
         teacher = load_model(args.teacher, task, "--teacher").to(args.device)
@@ -460,18 +460,131 @@ OWN_DATA_STUDENT = dict(zip(TABLE_5_COLUMNS, (4e-5, 32, 0.9, 1.0, 3.0, 768, 6, F
 OWN_DATA_TEACHER = (2e-5, 32, 3)
 
 
-def add_own_data_flags(p):
-    g = p.add_argument_group("your own .csv, .tsv or .jsonl files instead of --task (README)")
-    g.add_argument("--train-file", help="training rows; a header or JSON keys name the columns")
-    g.add_argument("--dev-file", help="labelled rows that pick the best checkpoint")
-    g.add_argument("--test-file", help="rows to predict with --predict")
-    g.add_argument("--text-columns", nargs="+", metavar="COLUMN", help="one text column, or two")
-    g.add_argument("--label-column", default="label", help="the label column")
-    g.add_argument("--labels", nargs="+", help="the classes in order (default: train's, sorted)")
-    g.add_argument("--regression", action="store_true", help="labels are scores: one output")
-    g.add_argument("--metric", choices=["accuracy", "macro_f1", "spearman", "pearson"],
-                   help="the dev metric that picks the best checkpoint (default: the first)")
-    g.add_argument("--id-column", help="test column naming each prediction (default: line)")
+# The flag table: the parser, its --help, the range checks, what --resume compares and what the
+# teacher stage saves all come from it. Each row: flag(name, stage, bounds, argparse keywords).
+# Its stage says whose weights it changes: "both" stages', "teacher" or "student" only, or none
+# ("run": where files go, what is logged, memory), which a resumed stage may change.
+STAGES = ("both", "teacher", "student", "run")
+BOUNDS = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1,
+          ">= 8": lambda v: v >= 8, "in [0, 1]": lambda v: 0 <= v <= 1,
+          "in [0, 1)": lambda v: 0 <= v < 1}
+
+
+def flag(name, stage, bounds=None, **keywords):
+    return name, stage, bounds, keywords
+
+
+OWN_DATA_FLAGS = ("your own .csv, .tsv or .jsonl files instead of --task (README)", [
+    flag("--train-file", "both", help="training rows; a header or JSON keys name the columns"),
+    flag("--dev-file", "both", help="labelled rows that pick the best checkpoint"),
+    flag("--test-file", "run", help="rows to predict with --predict"),
+    flag("--text-columns", "both", nargs="+", metavar="COLUMN", help="one text column, or two"),
+    flag("--label-column", "both", default="label", help="the label column"),
+    flag("--labels", "both", nargs="+", help="the classes in order (default: train's, sorted)"),
+    flag("--regression", "both", action="store_true", help="labels are scores: one output"),
+    flag("--metric", "both", choices=["accuracy", "macro_f1", "spearman", "pearson"],
+         help="the dev metric that picks the best checkpoint (default: the first)"),
+    flag("--id-column", "run", help="test column naming each prediction (default: line)")])
+FLAGS = [("task, data and models", [
+    flag("--task", "both", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte"),
+    flag("--data-dir", "run", default="glue_data", help="GLUE root (with MRPC/, ...) or the "
+         "task folder itself; a task with no files there is downloaded into it"),
+    flag("--output-dir", "run", help="checkpoints, logs, predictions; default runs/<task>"),
+    # The student stage sees the teacher only as --teacher, the folder it loads.
+    flag("--teacher", "student", help="a teacher already fine-tuned on the task; skips the "
+         "teacher stage"),
+    flag("--teacher-model", "teacher", default="bert-base-uncased",
+         help="pretrained model the teacher stage fine-tunes (hub name or folder)"),
+    flag("--student", "both", default="google/bert_uncased_L-6_H-768_A-12",
+         help="student model (hub name or folder)"),
+    flag("--teacher-only", "run", action="store_true",
+         help="fine-tune the teacher into <output-dir>/teacher and stop"),
+    flag("--max-length", "both", ">= 8", type=int, default=128, help="maximum tokens per example"),
+    flag("--skip-bad-rows", "both", action="store_true",
+         help="skip malformed train/dev rows and report how many (never test rows)")]),
+    OWN_DATA_FLAGS,
+    ("AD-KD (Eq. 12 and the maps); unset: the task's Table 5 value", [
+        flag("--alpha", "student", "in [0, 1]", type=float,
+             help=f"weight of KD; 1-alpha weighs CE ({per_task('alpha')})"),
+        flag("--beta", "student", ">= 0", type=float,
+             help=f"weight of L_attr, 0 = vanilla KD ({per_task('beta')})"),
+        flag("--temperature", "student", "> 0", type=float,
+             help=f"KD temperature tau ({per_task('temperature')})"),
+        flag("--anneal-temperature", "student", action=argparse.BooleanOptionalAction,
+             help="tau falls linearly to 1 over the epochs, the public code's kd_anneal "
+             "(on for mrpc, mnli, qqp)"),
+        flag("--top-k", "student", ">= 1", type=int, help="K of Eq. 4: the task's K * teacher "
+             f"width / 768 ({per_task('top_k')} for a 768-wide teacher)"),
+        flag("--ig-steps", "student", ">= 1", type=int, default=1,
+             help="m of Eq. 2, the student's"),
+        flag("--teacher-ig-steps", "student", ">= 1", type=int,
+             help="the teacher's m (default: --ig-steps)"),
+        flag("--baseline", "student", choices=["pad", "zero"], default="pad",
+             help="IG baseline: [PAD] embeddings (paper) or zero word embeddings"),
+        flag("--kd-loss", "student", choices=["soft_ce", "kl", "rkl", "js", "tvd"],
+             default="soft_ce", help="soft cross-entropy (public code); or KL, reverse KL, "
+             "Jensen-Shannon, total variation (f-DISTILL)"),
+        flag("--attr-reduction", "student", choices=["entries", "batch"], default="entries",
+             help="L_attr at the public code's scale (Table 5's beta) or per batch (Eq. 11)"),
+        flag("--no-ce", "student", action="store_true", help="ablation: drop the CE term"),
+        flag("--no-kd", "student", action="store_true", help="ablation: drop the KD term")]),
+    # "both": the teacher stage takes these three from --teacher-lr, ... (teacher_stage_args).
+    ("the student's loop; unset: the task's value", [
+        flag("--lr", "both", "> 0", type=float, help=f"learning rate ({per_task('lr')})"),
+        flag("--batch-size", "both", ">= 1", type=int,
+             help=f"batch size ({per_task('batch_size')})"),
+        flag("--epochs", "both", ">= 0", type=int,
+             help=f"epochs, 0: only evaluate/predict --student ({per_task('epochs')})")]),
+    ("the teacher stage (plain fine-tuning); unset: the task's recipe", [
+        flag("--teacher-lr", "teacher", "> 0", type=float,
+             help="learning rate (mrpc 5e-5, rte 5e-5, stsb 3e-5, others 2e-5)"),
+        flag("--teacher-batch-size", "teacher", ">= 1", type=int,
+             help="batch size (cola 8, mrpc 8, stsb 4, rte 16, others 32)"),
+        flag("--teacher-epochs", "teacher", ">= 1", type=int,
+             help="epochs (cola, sst2, mrpc 5; rte, stsb 4; others 3)")]),
+    ("both stages", [
+        flag("--warmup", "both", "in [0, 1)", type=float, default=0.1,
+             help="fraction of steps of lr warm-up"),
+        flag("--weight-decay", "both", ">= 0", type=float, default=0.01, help="AdamW weight decay"),
+        flag("--max-grad-norm", "both", "> 0", type=float, default=1.0,
+             help="gradient clipping norm"),
+        flag("--max-steps", "both", ">= 1", type=int, help="stop each stage after this many steps"),
+        flag("--grad-accum", "both", ">= 1", type=int, default=1, metavar="N",
+             help="each optimizer step sums N micro-batches of the batch (less memory)"),
+        flag("--eval-every", "run", ">= 0", type=int, default=0,
+             help="also evaluate on dev every N steps (0: each epoch only)"),
+        flag("--save-every", "run", ">= 0", type=int, default=0,
+             help="also write the resumable checkpoint every N steps (0: at evaluations)"),
+        flag("--log-every", "run", ">= 1", type=int, default=10,
+             help="write a loss record to log.jsonl every N steps"),
+        flag("--grad-norms", "run", action=argparse.BooleanOptionalAction, default=True,
+             help="log each weighted term's gradient norm on logging steps"),
+        flag("--dev-attribution-gap", "run", action=argparse.BooleanOptionalAction,
+             default=True, help="log the student's attribution gap to the teacher at each "
+             "evaluation"),
+        flag("--eval-batch-size", "run", ">= 1", type=int, default=64,
+             help="batch size for dev and test"),
+        flag("--seed", "both", type=int, default=42, help="random seed")]),
+    ("run", [
+        flag("--resume", "run", action="store_true",
+             help="continue the run in --output-dir from wherever it stopped"),
+        flag("--predict", "run", action="store_true",
+             help="write GLUE test submission files with the best student"),
+        flag("--device", "run", default="cuda" if torch.cuda.is_available() else "cpu",
+             help="torch device to train and evaluate on: cpu, cuda, cuda:1, ..."),
+        flag("--bf16", "both", action="store_true", help="bfloat16 autocast for forwards and IG"),
+        flag("--ig-max-rows", "run", ">= 1", type=int,
+             help="interpolated rows per IG forward pass (256 on GPU, 32 on CPU)"),
+        flag("--teacher-cache", "run", action=argparse.BooleanOptionalAction, default=True,
+             help="compute the frozen teacher's maps and logits once per example, reuse them"),
+        flag("--teacher-cache-path", "run", help="that cache's file, shareable between runs "
+             "(default: <output-dir>/student/teacher_cache.pt)")])]
+
+
+def all_flags(groups=FLAGS):
+    """(dest, name, stage, bounds) of every flag of the table."""
+    return [(name[2:].replace("-", "_"), name, stage, bounds)
+            for _, rows in groups for name, stage, bounds, _ in rows]
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -481,104 +594,27 @@ class HelpFormatter(argparse.HelpFormatter):
         return action.help + (" (default: %(default)s)" if shown else "")
 
 
+def add_flags(parser, groups):
+    for title, rows in groups:
+        group = parser.add_argument_group(title)
+        for name, _, _, keywords in rows:
+            group.add_argument(name, **keywords)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="AD-KD: fine-tune a teacher on a GLUE task, then distil it into a student.",
         epilog="Per-class attribution maps of checkpoints: python adkd.py explain --help",
         formatter_class=HelpFormatter)
-    g = p.add_argument_group("task, data and models")
-    g.add_argument("--task", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte")
-    g.add_argument("--data-dir", default="glue_data", help="GLUE root (with MRPC/, ...) or the "
-                   "task folder itself; a task with no files there is downloaded into it")
-    g.add_argument("--output-dir", default=None, help="checkpoints, logs, predictions; "
-                   "default runs/<task>")
-    g.add_argument("--teacher", default=None,
-                   help="a teacher already fine-tuned on the task; skips the teacher stage")
-    g.add_argument("--teacher-model", default="bert-base-uncased",
-                   help="pretrained model the teacher stage fine-tunes (hub name or folder)")
-    g.add_argument("--student", default="google/bert_uncased_L-6_H-768_A-12",
-                   help="student model (hub name or folder)")
-    g.add_argument("--teacher-only", action="store_true",
-                   help="fine-tune the teacher into <output-dir>/teacher and stop")
-    g.add_argument("--max-length", type=int, default=128, help="maximum tokens per example")
-    g.add_argument("--skip-bad-rows", action="store_true",
-                   help="skip malformed train/dev rows and report how many (never test rows)")
-    add_own_data_flags(p)
-    g = p.add_argument_group("AD-KD (Eq. 12 and the maps); unset: the task's Table 5 value")
-    g.add_argument("--alpha", type=float,
-                   help=f"weight of KD; 1-alpha weighs CE ({per_task('alpha')})")
-    g.add_argument("--beta", type=float,
-                   help=f"weight of L_attr, 0 = vanilla KD ({per_task('beta')})")
-    g.add_argument("--temperature", type=float,
-                   help=f"KD temperature tau ({per_task('temperature')})")
-    g.add_argument("--anneal-temperature", action=argparse.BooleanOptionalAction,
-                   help="tau falls linearly to 1 over the epochs, the public code's kd_anneal "
-                   "(on for mrpc, mnli, qqp)")
-    g.add_argument("--top-k", type=int, help="K of Eq. 4: the task's K * teacher width / 768 "
-                   f"({per_task('top_k')} for a 768-wide teacher)")
-    g.add_argument("--ig-steps", type=int, default=1, help="m of Eq. 2, the student's")
-    g.add_argument("--teacher-ig-steps", type=int, help="the teacher's m (default: --ig-steps)")
-    g.add_argument("--baseline", choices=["pad", "zero"], default="pad",
-                   help="IG baseline: [PAD] embeddings (paper) or zero word embeddings")
-    g.add_argument("--kd-loss", choices=["soft_ce", "kl", "rkl", "js", "tvd"], default="soft_ce",
-                   help="soft cross-entropy (public code); or KL, reverse KL, Jensen-Shannon, "
-                   "total variation (f-DISTILL)")
-    g.add_argument("--attr-reduction", choices=["entries", "batch"], default="entries",
-                   help="L_attr at the public code's scale (Table 5's beta) or per batch (Eq. 11)")
-    g.add_argument("--no-ce", action="store_true", help="ablation: drop the CE term")
-    g.add_argument("--no-kd", action="store_true", help="ablation: drop the KD term")
-    g = p.add_argument_group("the student's loop; unset: the task's value")
-    g.add_argument("--lr", type=float, help=f"learning rate ({per_task('lr')})")
-    g.add_argument("--batch-size", type=int, help=f"batch size ({per_task('batch_size')})")
-    g.add_argument("--epochs", type=int, help="epochs, 0: only evaluate/predict --student "
-                   f"({per_task('epochs')})")
-    g = p.add_argument_group("the teacher stage (plain fine-tuning); unset: the task's recipe")
-    g.add_argument("--teacher-lr", type=float, help="learning rate (mrpc 5e-5, rte 5e-5, "
-                   "stsb 3e-5, others 2e-5)")
-    g.add_argument("--teacher-batch-size", type=int, help="batch size (cola 8, mrpc 8, stsb 4, "
-                   "rte 16, others 32)")
-    g.add_argument("--teacher-epochs", type=int, help="epochs (cola, sst2, mrpc 5; rte, stsb 4; "
-                   "others 3)")
-    g = p.add_argument_group("both stages")
-    g.add_argument("--warmup", type=float, default=0.1, help="fraction of steps of lr warm-up")
-    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
-    g.add_argument("--max-steps", type=int, help="stop each stage after this many steps")
-    g.add_argument("--eval-every", type=int, default=0,
-                   help="also evaluate on dev every N steps (0: each epoch only)")
-    g.add_argument("--save-every", type=int, default=0,
-                   help="also write the resumable checkpoint every N steps (0: at evaluations)")
-    g.add_argument("--log-every", type=int, default=10,
-                   help="write a loss record to log.jsonl every N steps")
-    g.add_argument("--grad-norms", action=argparse.BooleanOptionalAction, default=True,
-                   help="log each weighted term's gradient norm on logging steps")
-    g.add_argument("--dev-attribution-gap", action=argparse.BooleanOptionalAction, default=True,
-                   help="log the student's attribution gap to the teacher at each evaluation")
-    g.add_argument("--eval-batch-size", type=int, default=64, help="batch size for dev and test")
-    g.add_argument("--seed", type=int, default=42, help="random seed")
-    g = p.add_argument_group("run")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the run in --output-dir from wherever it stopped")
-    g.add_argument("--predict", action="store_true",
-                   help="write GLUE test submission files with the best student")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="torch device to train and evaluate on: cpu, cuda, cuda:1, ...")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forwards and IG")
-    g.add_argument("--grad-accum", type=int, default=1, metavar="N",
-                   help="each optimizer step sums N micro-batches of the batch (less memory)")
-    g.add_argument("--ig-max-rows", type=int,
-                   help="interpolated rows per IG forward pass (256 on GPU, 32 on CPU)")
-    g.add_argument("--teacher-cache", action=argparse.BooleanOptionalAction, default=True,
-                   help="compute the frozen teacher's maps and logits once per example, reuse them")
-    g.add_argument("--teacher-cache-path", help="that cache's file, shareable between runs "
-                   "(default: <output-dir>/student/teacher_cache.pt)")
+    add_flags(p, FLAGS)
     return p.parse_args(argv)
 
 
 def resolve_config(args, teacher_width=None):
     """Every derived default in one place: the task's Table 5 values and teacher recipe, the
-    output folder, the teacher's m, IG rows per forward, K scaled to the teacher's width.
-    Then refuses impossible flags. Returns (args, task)."""
+    output folder, the teacher's m, IG rows per forward; then refuses impossible flags, before
+    anything is loaded. K needs the teacher's width: given here, or set by prepare (set_top_k).
+    Returns (args, task)."""
     task = task_from_args(args)
     paper = OWN_DATA_STUDENT if task.files else PAPER_STUDENT[task.name]
     for name in ("lr", "batch_size", "epochs", "alpha", "beta", "temperature"):
@@ -595,18 +631,25 @@ def resolve_config(args, teacher_width=None):
     args.teacher_ig_steps = args.teacher_ig_steps or args.ig_steps
     if args.ig_max_rows is None:  # large chunks are memory-bound on CPU (bench/chunk_sweep.py)
         args.ig_max_rows = 256 if str(args.device).startswith("cuda") else 32
-    if args.top_k is None and teacher_width is not None:
-        args.top_k = teacher_width if task.files else scaled_top_k(task.name, teacher_width)
     args.stage = "student"
-    validate_args(args, teacher_width)
+    validate_args(args)
+    set_top_k(args, task, teacher_width)
     if task.files:  # --resume compares own train and dev files by content
         args.file_digests = {f"{split}_file": "sha256:" + hashlib.sha256(
             Path(path).read_bytes()).hexdigest() for split, path in task.files if split != "test"}
-        shown = ("lr", "batch_size", "epochs", "alpha", "beta", "temperature", "top_k",
-                 "anneal_temperature", "teacher_lr", "teacher_batch_size", "teacher_epochs")
-        say("own data, no Table 5 row (README): "
-            + " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in shown))
     return args, task
+
+
+def set_top_k(args, task, teacher_width):
+    """K for a teacher `teacher_width` wide (None: no teacher is used): Table 5's K scaled to
+    it, or all of it for own data. A --top-k beyond it is refused."""
+    if teacher_width is None:
+        return
+    if args.top_k is None:
+        args.top_k = teacher_width if task.files else scaled_top_k(task.name, teacher_width)
+    if args.top_k > teacher_width:
+        raise SystemExit(f"error: --top-k {args.top_k} exceeds the teacher's embedding width "
+                         f"{teacher_width}")
 
 
 def task_from_args(args):
@@ -634,46 +677,25 @@ def scaled_top_k(task_name, width):
     return max(1, round(PAPER_STUDENT[task_name]["top_k"] * width / PAPER_TOP_K_WIDTH))
 
 
-def validate_args(args, teacher_width=None):
-    """Refuse impossible flags, one line each, before anything is loaded."""
-    for name, value in sorted(vars(args).items()):  # inf and NaN pass most range checks
+def validate_args(args):
+    """Refuse impossible flags, one line each, before anything is loaded: a value outside its
+    bounds in FLAGS (inf and NaN pass most range checks), then impossible combinations."""
+    for dest, name, _, bounds in all_flags():
+        value = getattr(args, dest)
+        if bounds is None or value is None:
+            continue
         if isinstance(value, float) and not math.isfinite(value):
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be finite, got {value}")
-    checks = [
-        (args.ig_steps >= 1, f"--ig-steps must be >= 1, got {args.ig_steps}"),
-        (args.teacher_ig_steps >= 1, f"--teacher-ig-steps must be >= 1"),
-        (0.0 <= args.alpha <= 1.0, f"--alpha must lie in [0, 1], got {args.alpha}"),
-        (args.beta >= 0.0, f"--beta must be >= 0, got {args.beta}"),
-        (args.temperature > 0.0, f"--temperature must be > 0, got {args.temperature}"),
-        (args.top_k is None or args.top_k >= 1, f"--top-k must be >= 1, got {args.top_k}"),
-        (args.top_k is None or teacher_width is None or args.top_k <= teacher_width,
-         f"--top-k {args.top_k} exceeds the teacher's embedding width {teacher_width}"),
-        (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
-        (args.teacher_lr > 0, f"--teacher-lr must be > 0, got {args.teacher_lr}"),
-        (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
-        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
-        (1 <= args.grad_accum <= args.batch_size,
-         f"--grad-accum must lie in [1, --batch-size {args.batch_size}], got {args.grad_accum}"),
-        (args.teacher_batch_size >= 1, "--teacher-batch-size must be >= 1"),
-        (args.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {args.eval_batch_size}"),
-        (args.epochs >= 0, f"--epochs must be >= 0, got {args.epochs}"),
-        (args.teacher_epochs >= 1, f"--teacher-epochs must be >= 1, got {args.teacher_epochs}"),
-        (args.max_length >= 8, f"--max-length must be >= 8, got {args.max_length}"),
-        (args.ig_max_rows >= 1, f"--ig-max-rows must be >= 1, got {args.ig_max_rows}"),
-        (0.0 <= args.warmup < 1.0, f"--warmup must lie in [0, 1), got {args.warmup}"),
-        (args.max_steps is None or args.max_steps >= 1, f"--max-steps must be >= 1"),
-        (args.log_every >= 1, f"--log-every must be >= 1, got {args.log_every}"),
-        (args.eval_every >= 0 and args.save_every >= 0, "--eval-every, --save-every must be >= 0"),
-        (args.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {args.max_grad_norm}"),
-        (not (args.teacher_only and args.teacher), "--teacher-only fine-tunes a teacher; "
-         "drop --teacher"),
-        (args.beta > 0 or not (args.no_ce or args.alpha == 1)
-         or not (args.no_kd or args.alpha == 0),
-         "--alpha, --beta, --no-ce and --no-kd leave no loss term to train on"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise SystemExit(f"error: {message}")
+            raise SystemExit(f"error: {name} must be finite, got {value}")
+        if not BOUNDS[bounds](value):
+            raise SystemExit(f"error: {name} must be {bounds}, got {value}")
+    if args.teacher_only and args.teacher:
+        raise SystemExit("error: --teacher-only fine-tunes a teacher; drop --teacher")
+    if args.beta <= 0 and (args.no_ce or args.alpha == 1) and (args.no_kd or args.alpha == 0):
+        raise SystemExit("error: --alpha, --beta, --no-ce and --no-kd leave no loss term to "
+                         "train on")
+    if args.grad_accum > args.batch_size:
+        raise SystemExit(f"error: --grad-accum must lie in [1, --batch-size {args.batch_size}], "
+                         f"got {args.grad_accum}")
 
 
 def adkd_config(args, task, pad_token_id):
@@ -692,35 +714,25 @@ def stage_args(args, **overrides):
 
 
 def teacher_stage_args(args):
-    """The teacher stage: plain fine-tuning (Eq. 12 with alpha = beta = 0), its own recipe."""
-    return stage_args(args, stage="teacher", lr=args.teacher_lr, batch_size=args.teacher_batch_size,
-                      epochs=args.teacher_epochs, alpha=0.0, beta=0.0, no_ce=False,
-                      anneal_temperature=False)
+    """The teacher stage: plain fine-tuning (Eq. 12 with alpha = beta = 0) with its own recipe:
+    --teacher-lr, --teacher-batch-size and --teacher-epochs move into its lr, batch size and
+    epochs."""
+    stage = stage_args(args, stage="teacher", alpha=0.0, beta=0.0, no_ce=False,
+                       anneal_temperature=False)
+    for name in ("lr", "batch_size", "epochs"):
+        setattr(stage, name, vars(stage).pop(f"teacher_{name}"))
+    return stage
 
 
-# Flags a resumed stage may change: they change when files are written, what is logged, memory
-# or where things are, never the weights a step produces. (Own train and dev files are compared
-# by content: file_digests.)
-SAFE_ON_RESUME = {"resume", "predict", "output_dir", "data_dir", "device", "eval_batch_size",
-                  "log_every", "save_every", "eval_every", "ig_max_rows", "teacher_cache",
-                  "teacher_cache_path", "grad_norms", "dev_attribution_gap", "teacher_only",
-                  "test_file", "id_column", "file_digests"}
-TEACHER_FLAGS = {"teacher_model", "teacher_lr", "teacher_batch_size", "teacher_epochs"}
-TEACHER_STAGE_SETTINGS = {"task", "teacher_model", "student", "lr", "batch_size", "epochs",
-                          "max_length", "skip_bad_rows", "warmup", "weight_decay",
-                          "max_grad_norm", "max_steps", "seed", "bf16", "train_file", "dev_file",
-                          "text_columns", "label_column", "labels", "regression", "metric",
-                          "grad_accum"}
 # Settings added after runs were started: a settings.json without one was run at this value.
 ADDED_SETTINGS = {"grad_accum": 1}
 
 
 def stage_settings(args):
-    """What a stage's weights depend on, as saved in its settings.json."""
-    if args.stage == "teacher":
-        keep = TEACHER_STAGE_SETTINGS
-    else:  # the student stage sees the teacher only as --teacher, the folder it loads
-        keep = set(vars(args)) - SAFE_ON_RESUME - TEACHER_FLAGS
+    """What a stage's weights depend on, as saved in its settings.json: the flags of its stage
+    and of both (own train and dev files by content); a student's also names its stage."""
+    keep = {dest for dest, _, stage, _ in all_flags() if stage in ("both", args.stage)}
+    keep |= {"stage"} if args.stage == "student" else set()
     values = {**vars(args), **vars(args).get("file_digests", {})}
     return json.loads(json.dumps({k: v for k, v in sorted(values.items()) if k in keep},
                                  default=str))
@@ -799,10 +811,16 @@ def check_tokenizer_fits(tokenizer, config, name, flag):
 
 
 def prepare(args, task):
-    """Everything that can fail before a model trains, one line each: --output-dir writable
-    with room for the checkpoints, the run folders and --resume, the models' names, tokenizers
-    and position limits, the data (downloaded when absent). Then it locks the stage folders.
-    Returns (tokenizer, data)."""
+    """K from the teacher's width, then everything that can fail before a model trains, one
+    line each: --output-dir writable with room for the checkpoints, the run folders and
+    --resume, the models' names, tokenizers and position limits, the data (downloaded when
+    absent). Then it locks the stage folders. Returns (tokenizer, data)."""
+    set_top_k(args, task, teacher_width(args))  # reads the teacher's config.json
+    if task.files:
+        shown = ("lr", "batch_size", "epochs", "alpha", "beta", "temperature", "top_k",
+                 "anneal_temperature", "teacher_lr", "teacher_batch_size", "teacher_epochs")
+        say("own data, no Table 5 row (README): "
+            + " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in shown))
     training = args.epochs > 0 or args.teacher_only
     check_output_dir(args, training)
     check_run_folders(args, training)
@@ -819,7 +837,7 @@ def prepare(args, task):
                              f"positions of {flag} {name}")
     data = read_data(args, task, tokenizer, training)
     for folder, _ in stage_dirs(args, training):
-        if int(os.environ.get("RANK", "0")) == 0 and not (folder / "done.json").exists():
+        if world()[0] == 0 and not (folder / "done.json").exists():
             lock_stage(folder)
     return tokenizer, data
 
@@ -837,7 +855,7 @@ def stage_dirs(args, training):
 
 def check_run_folders(args, training):
     """A folder with a run in it is continued only with --resume, and only with the settings
-    it was started with (SAFE_ON_RESUME lists what may change)."""
+    it was started with (stage_settings; a flag FLAGS files under "run" may change)."""
     for folder, arguments in stage_dirs(args, training):
         if not any((folder / name).exists() for name in ("log.jsonl", "last", "last.old", "best")):
             continue
@@ -953,7 +971,7 @@ def read_data(args, task, tokenizer, training):
 
 def download(args, task, missing):
     """Fetch the task's GLUE files into --data-dir (glue_data.download_task)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world()[1] > 1:
         raise SystemExit(f"error: {missing}; fetch it once first: python glue_data.py "
                          f"--download {task.name} --data-dir {args.data_dir}")
     say(f"no {task.folder} files in {args.data_dir}: downloading them")
@@ -1055,78 +1073,80 @@ def weights_digest(model):
     return digest.hexdigest()
 
 
-def teacher_cache_key(teacher, features, args):
-    """A digest of everything a teacher map depends on: weights, token ids and IG settings."""
+def teacher_cache_key(teacher, features, config):
+    """A digest of everything a teacher map depends on: weights, token ids and the teacher's IG
+    settings in the step's ADKDConfig."""
     digest = hashlib.sha256(weights_digest(teacher).encode())
     for feature in features:
         digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
         digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
-    settings = {"m": args.teacher_ig_steps, "top_k": args.top_k, "baseline": args.baseline,
-                "max_length": args.max_length}
+    settings = {"m": config.teacher_ig_steps, "top_k": config.top_k, "baseline": config.baseline}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
 
 
-def cache_checksum(cache):
-    """sha256 of the cache's contents, stored beside them to catch a damaged file."""
-    digest = hashlib.sha256(cache["key"].encode())
+def cache_checksum(cache, key=None):
+    """sha256 of a cache's key (its own unless given) and contents, stored beside them."""
+    digest = hashlib.sha256((key or cache["key"]).encode())
     for name in ("offsets", "maps", "logits", "filled"):
         digest.update(cache[name].numpy().tobytes())
     return digest.hexdigest()
 
 
-def cache_problem(cache, teacher, features, args, task):
-    """Why a loaded cache cannot be used, or None. Beyond the checksum, a few cached examples
-    are recomputed: the cache must agree with the teacher itself."""
-    if cache.get("checksum") != cache_checksum(cache):
-        return "its contents do not match its checksum"
+def cache_problem(cache, key, teacher, features, config):
+    """Why a loaded cache cannot be used, or None. Its checksum is over the key this run
+    computes and the contents: one check catches another teacher, data or IG setting and a
+    damaged file. Past it, a few cached examples are recomputed: the cache must agree with
+    the teacher itself."""
+    names = ("offsets", "maps", "logits", "filled")
+    if not (isinstance(cache, dict) and all(torch.is_tensor(cache.get(n)) for n in names)):
+        return "is damaged (it is not a cache)"
+    if cache.get("checksum") != cache_checksum(cache, key):
+        return ("does not match its checksum: made for another teacher, data or IG setting, "
+                "or damaged")
     filled = cache["filled"].nonzero().flatten()[:4].tolist()
     if not filled:
         return None
-    pad_token_id = teacher.config.pad_token_id or 0
-    batch = glue_data.collate([features[i] for i in filled], pad_token_id)
-    inputs = {k: v.to(args.device) for k, v in batch.items() if k != "labels"}
-    maps, logits = teacher_outputs(teacher, inputs, adkd_config(args, task, pad_token_id))
+    batch = glue_data.collate([features[i] for i in filled], config.pad_token_id)
+    device = next(teacher.parameters()).device
+    maps, logits = teacher_outputs(teacher, {k: v.to(device) for k, v in batch.items()
+                                             if k != "labels"}, config)
     cached_maps, cached_logits = cache_lookup(cache, filled, maps.shape[-1])
     if not (torch.allclose(maps.float().cpu(), cached_maps, atol=1e-4) and
             torch.allclose(logits.float().cpu(), cached_logits, atol=1e-4)):
-        return "its maps differ from the teacher's own"
+        return "is damaged (its maps differ from the teacher's own)"
     return None
 
 
-def open_teacher_cache(path, teacher, features, args, task):
-    """The cache saved at `path` if it was made for this teacher, data and settings and is
-    intact, else a new one (a damaged or stale file is rebuilt, saying why)."""
-    key = teacher_cache_key(teacher, features, args)
-    views = task.num_labels  # one view per class, one for regression; as many logits
+def open_teacher_cache(path, teacher, features, config):
+    """The cache saved at `path` if it was made for this teacher, data and IG settings and is
+    intact (cache_problem), else a new one: a damaged or stale file is rebuilt, saying why."""
+    key = teacher_cache_key(teacher, features, config)
+    views = teacher.config.num_labels  # one view per class, one for regression; as many logits
     fresh = new_teacher_cache(key, [len(f["input_ids"]) for f in features], views, views)
     if not Path(path).exists():
         return fresh
     try:
         cache = torch.load(path, weights_only=True)  # unpickling anything else could run code
-        problem = None if isinstance(cache, dict) and "key" in cache else "it is not a cache"
     except pickle.UnpicklingError:  # weights_only refused it: not loaded, never run
-        cache, problem = None, "it holds more than tensors and plain containers; not loaded"
+        problem = "is damaged (it holds more than tensors and plain containers; not loaded)"
     except Exception as error:  # a truncated or garbage file: rebuild it
-        cache, problem = None, f"it cannot be read: {str(error).splitlines()[0][:120]}"
-    if problem is None and cache["key"] != key:
-        say(f"teacher cache {path} was made for another teacher, data or IG setting: "
-            "rebuilding it")
-        return fresh
-    problem = problem or cache_problem(cache, teacher, features, args, task)
+        problem = f"is damaged (it cannot be read: {str(error).splitlines()[0][:120]})"
+    else:
+        problem = cache_problem(cache, key, teacher, features, config)
     if problem:
-        say(f"teacher cache {path} is damaged ({problem}): rebuilding it")
+        say(f"teacher cache {path} {problem}: rebuilding it")
         return fresh
     say(f"teacher cache {path}: {int(cache['filled'].sum())}/{len(features)} examples")
     return cache
 
 
-def open_training_cache(teacher, features, output_dir, args, task):
+def open_training_cache(teacher, features, output_dir, args, config):
     """The teacher cache of a distillation stage, or None where there is none to keep."""
-    if teacher is None or args.beta <= 0 or not args.teacher_cache:
+    if teacher is None or config.beta <= 0 or not args.teacher_cache:
         return None
     path = Path(args.teacher_cache_path or Path(output_dir) / "teacher_cache.pt")
-    cache = open_teacher_cache(path, teacher, features, args, task)
+    cache = open_teacher_cache(path, teacher, features, config)
     cache["path"] = str(path)
     return cache
 
@@ -1441,10 +1461,19 @@ class GradientSum:
 # ------------------------------------------------------------------------------- several processes
 # Under `torchrun --nproc_per_node N adkd.py ...` every process trains a DistributedDataParallel
 # copy of the student on its slice of each global batch (--batch-size stays the global batch);
-# evaluation is sharded and gathered; only rank 0 writes files.
+# evaluation is sharded and gathered; only rank 0 writes files. The rank and world size are
+# read once, from torchrun's environment, so they hold before the process group is joined too.
+WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def world():
+    """(rank, world size); (0, 1) outside torchrun."""
+    return WORLD
+
+
 def init_distributed(args):
     """Join the process group torchrun set up (gloo on CPU, nccl on GPU); a no-op otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or dist.is_initialized():
+    if world()[1] == 1 or dist.is_initialized():
         return
     if args.device.startswith("cuda"):
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
@@ -1452,11 +1481,10 @@ def init_distributed(args):
     dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
 
 
-def world():
-    """(rank, world size); (0, 1) outside torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+class DistributedModel(DistributedDataParallel):
+    """DDP's wrapper, which also hands out the input embeddings Eq. 2 starts from."""
+    def get_input_embeddings(self):
+        return self.module.get_input_embeddings()
 
 
 def barrier():
@@ -1549,8 +1577,7 @@ def evaluate(model, task, dev_sets, batch_size, pad_token_id, device):
 
 
 def dev_maps(model, features, config, batch_size, teacher):
-    """Per-example maps (views, length) of a model on encoded examples: the teacher's with its
-    m and top-K, the student's with its m over all dimensions."""
+    """Per-example maps (views, length) of a model on encoded examples (model_maps)."""
     was_training = model.training
     model.eval()
     maps = []
@@ -1558,12 +1585,7 @@ def dev_maps(model, features, config, batch_size, teacher):
         batch = glue_data.collate(features[start:start + batch_size], config.pad_token_id)
         inputs = {k: v.to(next(model.parameters()).device) for k, v in batch.items()
                   if k != "labels"}
-        attributions, _ = integrated_gradients(
-            model, **inputs, steps=config.teacher_ig_steps if teacher else config.ig_steps,
-            baseline=config.baseline, pad_token_id=config.pad_token_id,
-            is_regression=config.is_regression, max_rows=config.ig_max_rows)
-        batch_maps = attribution_maps(attributions, inputs["attention_mask"],
-                                      config.top_k if teacher else None).detach().float().cpu()
+        batch_maps = model_maps(model, inputs, config, teacher)[0].detach().float().cpu()
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
         maps += [m[:, :n] for m, n in zip(batch_maps, lengths)]
     model.train(was_training)
@@ -1594,7 +1616,8 @@ def attribution_gap(student, teacher_dev, config, args):
 
 def map_gaps(teacher_maps, student_maps):
     """Eq. 11 per example between two lists of (views, length) maps, divided by the views."""
-    return [float((t - s).pow(2).sum()) / len(t) for t, s in zip(teacher_maps, student_maps)]
+    return [float(attribution_loss(t[None], s[None], reduction="batch")) / len(t)
+            for t, s in zip(teacher_maps, student_maps)]
 
 
 def format_metrics(metrics):
@@ -1628,7 +1651,7 @@ def write_predictions(model, task, test_sets, args, pad_token_id, output_dir):
 
 
 def say(*message):
-    if world()[0] == 0 and os.environ.get("RANK", "0") == "0":  # before init_distributed too
+    if world()[0] == 0:
         print(*message, flush=True)
 
 
@@ -1813,7 +1836,7 @@ def explain_main(argv):
     g.add_argument("--batch-size", type=int, default=32, help="examples per IG batch")
     g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     g.add_argument("--json", help="also write the rows to this JSON file")
-    add_own_data_flags(p)
+    add_flags(p, [OWN_DATA_FLAGS])
     args = p.parse_args(argv)
     args.ig_steps = (8 if args.faithfulness else 32) if args.ig_steps is None else args.ig_steps
     for flag in ("ig_steps", "random_orders", "max_length", "batch_size"):

@@ -526,7 +526,8 @@ def test_cached_teacher_maps_equal_fresh_ones_in_loss_and_gradient():
                  labels=torch.tensor([0, 1, 2]))
     features = [{"input_ids": input_ids[i, :n].tolist()} for i, n in enumerate(lengths)]
     args = step_args()
-    cache = adkd.new_teacher_cache(adkd.teacher_cache_key(teacher, features, args), lengths, 3, 3)
+    key = adkd.teacher_cache_key(teacher, features, adkd.adkd_config(args, task, 0))
+    cache = adkd.new_teacher_cache(key, lengths, 3, 3)
     results = []
     for use_cache in (False, True, True):  # fresh, then filling the cache, then reading it
         student = tiny_bert(num_labels=3, seed=1, init=0.1)
@@ -562,25 +563,24 @@ def test_cache_key_changes_with_teacher_data_and_ig_settings(tmp_path):
     task = glue_data.get_task("mrpc")
     teacher = tiny_bert(num_labels=2)
     features = [{"input_ids": [2, 7, 8, 3]}, {"input_ids": [2, 9, 3]}]
-    args = step_args()
-    key = adkd.teacher_cache_key(teacher, features, args)
-    assert adkd.teacher_cache_key(teacher, features, args) == key
-    assert adkd.teacher_cache_key(tiny_bert(num_labels=2, seed=5), features, args) != key
-    assert adkd.teacher_cache_key(teacher, features[:1], args) != key
-    assert adkd.teacher_cache_key(teacher, [{"input_ids": [2, 7, 9, 3]}, features[1]], args) != key
-    for change in ({"teacher_ig_steps": 8}, {"top_k": 16}, {"baseline": "zero"},
-                   {"max_length": 64}):
-        changed = adkd.stage_args(args, **change)
+    config = adkd.adkd_config(step_args(), task, 0)
+    key = adkd.teacher_cache_key(teacher, features, config)
+    assert adkd.teacher_cache_key(teacher, features, config) == key
+    assert adkd.teacher_cache_key(tiny_bert(num_labels=2, seed=5), features, config) != key
+    assert adkd.teacher_cache_key(teacher, features[:1], config) != key  # another task's data
+    assert adkd.teacher_cache_key(teacher, [{"input_ids": [2, 7, 9, 3]}, features[1]],
+                                  config) != key  # another --max-length cuts other token ids
+    for change in ({"teacher_ig_steps": 8}, {"top_k": 16}, {"baseline": "zero"}):
+        changed = dataclasses.replace(config, **change)
         assert adkd.teacher_cache_key(teacher, features, changed) != key, change
     # A saved cache is reused for the same key and rebuilt for another.
     path = tmp_path / "cache.pt"
-    cache = adkd.open_teacher_cache(path, teacher, features, args, task)
+    cache = adkd.open_teacher_cache(path, teacher, features, config)
     inputs = {"input_ids": torch.tensor([[2, 7, 8, 3]]), "attention_mask": torch.ones(1, 4)}
-    outputs = adkd.teacher_outputs(teacher, inputs, adkd.adkd_config(args, task, 0))
-    adkd.cache_store(cache, [0], *outputs)
+    adkd.cache_store(cache, [0], *adkd.teacher_outputs(teacher, inputs, config))
     adkd.save_teacher_cache(cache, path)
-    assert int(adkd.open_teacher_cache(path, teacher, features, args, task)["filled"].sum()) == 1
-    other = adkd.open_teacher_cache(path, teacher, features, adkd.stage_args(args, top_k=3), task)
+    assert int(adkd.open_teacher_cache(path, teacher, features, config)["filled"].sum()) == 1
+    other = adkd.open_teacher_cache(path, teacher, features, dataclasses.replace(config, top_k=3))
     assert int(other["filled"].sum()) == 0
 
 
@@ -614,12 +614,11 @@ def test_runs_sharing_one_teacher_cache_file_can_save_it_at_once(tmp_path):
 def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
     task, teacher = glue_data.get_task("mrpc"), tiny_bert(num_labels=2)
     features = [{"input_ids": [2, 7, 8, 3]}, {"input_ids": [2, 9, 3]}]
-    args = step_args()
-    config = adkd.adkd_config(args, task, 0)
+    config = adkd.adkd_config(step_args(), task, 0)
     path = tmp_path / "cache.pt"
 
     def saved_cache():
-        cache = adkd.open_teacher_cache(path, teacher, features, args, task)
+        cache = adkd.open_teacher_cache(path, teacher, features, config)
         for index, feature in enumerate(features):
             ids = torch.tensor([feature["input_ids"]])
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -628,7 +627,7 @@ def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
         return torch.load(path, weights_only=True)
 
     def reopened_filled():
-        return int(adkd.open_teacher_cache(path, teacher, features, args, task)["filled"].sum())
+        return int(adkd.open_teacher_cache(path, teacher, features, config)["filled"].sum())
 
     saved_cache()
     assert reopened_filled() == 2
@@ -1129,7 +1128,7 @@ def test_non_finite_loss_stops_with_step_and_term_and_keeps_the_checkpoint(
     (["--top-k", "33"], "--top-k 33 exceeds the teacher's embedding width 32"),
     (["--task", "wnli"], "--task"),
     (["--alpha", "0", "--beta", "0", "--no-ce"], "no loss term"),
-    (["--grad-accum", "0"], r"--grad-accum must lie in \[1, --batch-size 8\], got 0"),
+    (["--grad-accum", "0"], r"--grad-accum must be >= 1, got 0"),
     (["--grad-accum", "9"], r"--grad-accum must lie in \[1, --batch-size 8\], got 9"),
 ])
 def test_impossible_flags_are_refused_before_any_model_loads(
@@ -1141,6 +1140,16 @@ def test_impossible_flags_are_refused_before_any_model_loads(
     monkeypatch.setattr(adkd.AutoModelForSequenceClassification, "from_pretrained", no_loading)
     with pytest.raises(SystemExit, match=message):
         adkd.main(cli(workspace, tmp_path, *flags))
+
+
+def test_flags_are_checked_before_even_the_teachers_config_is_read(workspace, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setattr(adkd.AutoConfig, "from_pretrained",
+                        lambda *a, **k: pytest.fail("a config was read"))
+    for flags, message in ((["--epochs", "-1"], "--epochs must be >= 0, got -1"),
+                           (["--teacher", str(tmp_path / "none"), "--alpha", "2"], "--alpha")):
+        with pytest.raises(SystemExit, match=message):
+            adkd.main(cli(workspace, tmp_path, *flags))
 
 
 def cli_flags(monkeypatch):
@@ -1304,11 +1313,12 @@ class CreatesAFile:
 def test_a_cache_or_trainer_state_that_would_run_code_is_refused_unrun(
         pipeline, workspace, tmp_path, capsys):
     ran = tmp_path / "code_ran"
-    task, teacher, args = glue_data.get_task("mrpc"), tiny_bert(num_labels=2), step_args()
+    task, teacher = glue_data.get_task("mrpc"), tiny_bert(num_labels=2)
+    config = adkd.adkd_config(step_args(), task, 0)
     features, path = [{"input_ids": [2, 7, 8, 3]}], tmp_path / "cache.pt"
-    adkd.save_teacher_cache(adkd.open_teacher_cache(path, teacher, features, args, task), path)
+    adkd.save_teacher_cache(adkd.open_teacher_cache(path, teacher, features, config), path)
     torch.save({**torch.load(path, weights_only=True), "extra": CreatesAFile(ran)}, path)
-    assert "extra" not in adkd.open_teacher_cache(path, teacher, features, args, task)
+    assert "extra" not in adkd.open_teacher_cache(path, teacher, features, config)
     assert not ran.exists() and f"teacher cache {path} is damaged (it holds more than tensors " \
         "and plain containers; not loaded): rebuilding it" in capsys.readouterr().out
     extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--save-every", "1"]
@@ -1506,6 +1516,22 @@ def test_help_shows_each_tasks_values_and_mentions_explain(capsys, monkeypatch):
     assert "(default: None)" not in text and "explain" in text
     assert "mrpc 10, qqp 50" in text and "rte 700" in text  # beta and K per task
     assert text.count("default runs/<task>") == 1
+
+
+def test_every_flag_is_classified_by_stage_and_the_stages_save_their_own(monkeypatch):
+    """A flag outside the table, or without a stage, would escape the --resume check."""
+    table = {name: (stage, bounds) for _, name, stage, bounds in adkd.all_flags()}
+    parsed = [a.option_strings[0] for a in cli_flags(monkeypatch) if a.dest != "help"]
+    assert sorted(parsed) == sorted(table)
+    assert all(stage in adkd.STAGES and bounds in (None, *adkd.BOUNDS)
+               for stage, bounds in table.values())
+    args, _ = adkd.resolve_config(adkd.parse_args(["--task", "rte", "--teacher-lr", "7e-5"]))
+    student = adkd.stage_settings(adkd.stage_args(args, teacher="t"))
+    teacher = adkd.stage_settings(adkd.teacher_stage_args(args))
+    assert "beta" in student and "beta" not in teacher and "teacher_model" not in student
+    assert teacher["teacher_model"] == "bert-base-uncased" and teacher["lr"] == 7e-5
+    assert "teacher_lr" not in teacher and "device" not in student | teacher
+    assert student["lr"] == adkd.PAPER_STUDENT["rte"]["lr"] and student["seed"] == teacher["seed"]
 
 
 def test_student_with_another_vocabulary_is_refused(workspace, tmp_path):

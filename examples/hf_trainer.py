@@ -88,7 +88,7 @@ def main(argv=None):
         raise SystemExit("error: --teacher: give a teacher fine-tuned on the task "
                          "(python adkd.py --teacher-only ... makes one)")
     output_dir = args.output_dir
-    args, task = adkd.resolve_config(args, adkd.teacher_width(args))
+    args, task = adkd.resolve_config(args)
     args.output_dir = output_dir or str(Path("runs") / f"{task.name}-trainer")
     tokenizer, data = adkd.prepare(args, task)  # adkd.py's early checks; reads the data
     config = adkd.adkd_config(args, task, tokenizer.pad_token_id)
