@@ -22,7 +22,7 @@ Groups (--rows takes groups or row names, comma-separated; default: main,ablatio
   kd_forms  MRPC, seed 1, the full setup: AD-KD with the logit term as reverse KL, Jensen-Shannon
             and total variation (adkd-e10-rkl-s1, ...) beside adkd-e10-s1 (soft_ce, the default);
             python bench/run.py mrpc --rows kd_forms
-  paper     MRPC at the paper's shape: all-mpnet-base-v2 (12 x 768) fine-tuned by the public
+  paper     MRPC, RTE at the paper's shape: all-mpnet-base-v2 (12 x 768) fine-tuned by the public
             teacher recipe (row teacher-paper), its layers 0, 2, ..., 10 as a 6 x 768 student
             (bench/get_mpnet.py), Table 5's values (K = 768 on MRPC); AD-KD and vanilla KD
             seeds 1-3, fine-tuned seed 1 (seeds 2-3: group paper_ft). Rows teacher-paper,
@@ -82,7 +82,7 @@ KD_FORMS = ("mrpc", ("rkl", "js", "tvd"))  # task, --kd-loss forms beside soft_c
 # 6 x 768 student (bench/get_mpnet.py makes both). Student epochs per task: see PAPER_PLAN.
 MPNET_TEACHER = BENCH / "models" / "all-mpnet-base-v2"
 MPNET_STUDENT = BENCH / "models" / "mpnet-l6"
-PAPER_EPOCHS = {"mrpc": 7}  # measured plan: bench/notes/mrpc_paper.md (RTE: not measured yet)
+PAPER_EPOCHS = {"mrpc": 7, "rte": 6}  # the measured plans: bench/notes/<task>_paper.md
 PAPER_COMPLETENESS_EXAMPLES = 32  # m = 32 IG of a 12-layer teacher: 8x MiniLM's cost per example
 GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms", "paper", "paper_ft")
 DEFAULT_GROUPS = ("main", "ablation")

@@ -361,7 +361,10 @@ def test_every_group_of_a_task_renders_from_synthetic_rows(tmp_path, monkeypatch
         write_log(row.stage_dir / "log.jsonl", dev_log([(1, 0.5), (2, 0.51)], "accuracy"))
     text = "\n".join(report.task_section("rte"))
     assert "### RTE, full length: 12 student epochs" in text
-    assert text.count("**Paired by seed") == 2  # the 3-epoch and the full-length comparison
+    assert f"### RTE at the paper's shape: 12 × 768 teacher, 6 × 768 student, " \
+        f"{run.PAPER_EPOCHS['rte']} student epochs" in text
+    assert "| paper, Table 1 (BERT-base → 6 × 768 BERT, dev accuracy) | 69.7 |" in text
+    assert text.count("**Paired by seed") == 3  # 3-epoch, full-length, paper-shape
     assert "| 0.1 | adkd-beta0.1-s1 |" in text and "| 10 | adkd-s1 |" in text
     assert "# rte_beta: python bench/run.py rte --rows rte_beta" in text
     assert "not run yet" not in text and "none on this disk" not in text
@@ -370,6 +373,7 @@ def test_every_group_of_a_task_renders_from_synthetic_rows(tmp_path, monkeypatch
             (row.out / "row.json").unlink()
     text = "\n".join(report.task_section("rte"))
     assert text.count("**Paired by seed") == 1 and "| 0.1 | adkd-beta0.1-s1 | not run" in text
+    assert "AD-KD against vanilla KD: no seed with both rows finished yet." in text  # paper
     assert f"none on this disk. The table made in earlier sessions" in text
     assert f"[{report.ARCHIVE}]({report.ARCHIVE}#rte)" in text
     assert (run.BENCH / report.ARCHIVE).exists()
