@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
@@ -36,6 +37,7 @@ from transformers import AutoTokenizer  # noqa: E402
 
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
+import speed  # noqa: E402  (bench/speed.py: timing one step)
 
 GLUE = ROOT.parent / "shared" / "glue"
 CASES = ("teacher", "ft", "vanilla", "adkd_fresh", "adkd_cached", "eval")
@@ -50,12 +52,8 @@ def first_batches(size, batch_size, count, seed=1):
 def timed(step, batch_list, warmup):
     for indices, batch in batch_list[:warmup]:
         step(indices, batch)
-    seconds = []
-    for indices, batch in batch_list[warmup:]:
-        start = time.perf_counter()
-        step(indices, batch)
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    return [speed.timed(lambda: step(indices, batch), "cpu")
+            for indices, batch in batch_list[warmup:]]
 
 
 def measure(options):
