@@ -83,6 +83,9 @@ KD_FORMS = ("mrpc", ("rkl", "js", "tvd"))  # task, --kd-loss forms beside soft_c
 MPNET_TEACHER = BENCH / "models" / "all-mpnet-base-v2"
 MPNET_STUDENT = BENCH / "models" / "mpnet-l6"
 PAPER_EPOCHS = {"mrpc": 7, "rte": 6}  # the measured plans: bench/notes/<task>_paper.md
+# A paper-shape student epoch is 20-40 min of one core: a checkpoint every 50 steps (a few
+# minutes) loses little when a session ends mid-epoch.
+PAPER_SAVE_EVERY = 50
 PAPER_COMPLETENESS_EXAMPLES = 32  # m = 32 IG of a 12-layer teacher: 8x MiniLM's cost per example
 GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms", "paper", "paper_ft")
 DEFAULT_GROUPS = ("main", "ablation")
@@ -174,19 +177,22 @@ def task_rows(task):
         rows.append(Row(name, argv, after, seed=seed, groups=groups,
                         meta=dict(meta, epochs=epochs, teacher=teacher_row.name)))
 
-    def methods(suffix, epochs, teacher_row, cache, group, ft_seeds=SEEDS):
+    def methods(suffix, epochs, teacher_row, cache, group, ft_seeds=SEEDS, row_flags=()):
+        """AD-KD, fine-tuned and vanilla KD rows per seed, each with `row_flags` added."""
         seeds = SEEDS if task in SEEDED_TASKS else SEEDS[:1]
         first = f"adkd{suffix}-s{seeds[0]}"
         for seed in seeds:
             needs = (teacher_row.name,) + (() if seed == seeds[0] else (first,))
-            student(f"adkd{suffix}-s{seed}", seed, ["--teacher-cache-path", str(cache)], needs,
-                    epochs, teacher_row, (group,), key="adkd", method="AD-KD")
-            student(f"ft{suffix}-s{seed}", seed, ["--alpha", "0", "--beta", "0"],
+            student(f"adkd{suffix}-s{seed}", seed,
+                    ["--teacher-cache-path", str(cache), *row_flags], needs, epochs,
+                    teacher_row, (group,), key="adkd", method="AD-KD")
+            student(f"ft{suffix}-s{seed}", seed, ["--alpha", "0", "--beta", "0", *row_flags],
                     (teacher_row.name,), epochs, teacher_row,
                     (group if seed in ft_seeds else f"{group}_ft",), key="ft",
                     method="fine-tuned (no KD)")
-            student(f"vanilla{suffix}-s{seed}", seed, ["--beta", "0"], (teacher_row.name,),
-                    epochs, teacher_row, (group,), key="vanilla", method="vanilla KD")
+            student(f"vanilla{suffix}-s{seed}", seed, ["--beta", "0", *row_flags],
+                    (teacher_row.name,), epochs, teacher_row, (group,), key="vanilla",
+                    method="vanilla KD")
 
     teacher("teacher", base, TEACHER_EPOCHS, TEACHER_BATCH, ("main",))
     main_teacher = rows[0]
@@ -230,7 +236,8 @@ def task_rows(task):
         teacher("teacher-paper", base / "paper", *FULL_TEACHER[task], ("paper",), MPNET_TEACHER,
                 MPNET_STUDENT, completeness_examples=PAPER_COMPLETENESS_EXAMPLES)
         methods(f"-paper-e{PAPER_EPOCHS[task]}", PAPER_EPOCHS[task], rows[-1],
-                base / "teacher_cache_paper_m1.pt", "paper", ft_seeds=SEEDS[:1])
+                base / "teacher_cache_paper_m1.pt", "paper", ft_seeds=SEEDS[:1],
+                row_flags=("--save-every", str(PAPER_SAVE_EVERY)))
     return rows
 
 
@@ -311,16 +318,25 @@ def log_records(log_path):
 
 def epoch_seconds(log_path):
     """Wall seconds of each epoch, with its dev evaluation and checkpoint. After a restart the
-    epoch is timed from the restart (a resumed run starts at an epoch's checkpoint), so work
-    lost to an interruption is not counted."""
-    seconds, since = [], None
+    epoch is timed from the restart, so work lost to an interruption is not counted; a restart
+    inside an epoch (from an --save-every checkpoint) times the rest of it and scales that to
+    the whole epoch (epoch_seconds_scaled names those epochs)."""
+    return [seconds for seconds, _ in timed_epochs(log_path)]
+
+
+def timed_epochs(log_path):
+    """[(seconds, scaled), ...] per epoch: see epoch_seconds."""
+    timed, since = [], None  # since: (time, step) the current stretch of work started at
     for record in log_records(log_path):
         if "started" in record:
-            since = record["started"]
+            since = (record["started"], record["step"])
         elif "dev" in record and float(record["epoch"]).is_integer() and since is not None:
-            seconds.append(round(record["time"] - since, 1))
-            since = record["time"]
-    return seconds
+            per_epoch = round(record["step"] / record["epoch"])
+            steps = record["step"] - since[1]
+            seconds = (record["time"] - since[0]) * per_epoch / steps
+            timed.append((round(seconds, 1), steps != per_epoch))
+            since = (record["time"], record["step"])
+    return timed
 
 
 def dev_history(log_path):
@@ -373,6 +389,8 @@ def execute(row, task, threads=1):
               "resumed": resumed,
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
               "epoch_s": epoch_seconds(stage / "log.jsonl"),
+              "epoch_s_scaled": [i + 1 for i, (_, scaled) in enumerate(
+                  timed_epochs(stage / "log.jsonl")) if scaled],
               "dev_history": dev_history(stage / "log.jsonl"),
               "torch_threads": torch.get_num_threads(), "dev_examples": len(features)}
     if earlier:  # retrained from the committed records alone (a fresh clone)
@@ -419,9 +437,11 @@ def running_elsewhere(row):
         return False
 
 
-def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS, threads=1):
+def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS, threads=1, retrain=False):
     """Run the unfinished selected rows of all `tasks`, `jobs` at a time, each in its own
-    process with `threads` torch threads, a row as soon as the rows it needs are finished."""
+    process with `threads` torch threads, a row as soon as the rows it needs are finished.
+    retrain: a selected row whose weights are not on this disk runs again (its new log is
+    compared with the committed one, row.json's reproduces_record)."""
     rows = []
     for task in tasks:
         if (GLUE / glue_dir(task) / "train.tsv").exists():
@@ -432,6 +452,8 @@ def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS, threads=1):
     def finished(task, row):
         """Run, and, if it is the teacher of a row still to run, with its weights here (a fresh
         clone has the records of the rows, not their checkpoints)."""
+        if retrain and not has_weights(row):
+            return False
         return done(row) and (row.kind != "teacher" or has_weights(row) or not any(
             row.name in r.after and not done(r) for t, r in rows if t == task))
 
@@ -499,6 +521,8 @@ def main(argv=None):
                         "commands, run nothing")
     parser.add_argument("--exec", default=None, help=argparse.SUPPRESS)  # internal: one row
     parser.add_argument("--threads", type=int, default=1, help="torch threads per row")
+    parser.add_argument("--retrain", action="store_true", help="train the selected rows again "
+                        "where their weights are not on this disk (for explain --faithfulness)")
     parser.add_argument("--report", action="store_true",
                         help="write bench/RESULTS.md from the finished rows")
     args = parser.parse_args(argv)
@@ -530,7 +554,7 @@ def main(argv=None):
                 print(f"{task}/{row.name} [{','.join(row.groups)}]"
                       f"{' (done)' if done(row) else ''}: {row.command()}")
     elif tasks:
-        run_tasks(tasks, args.jobs, selectors, args.threads)
+        run_tasks(tasks, args.jobs, selectors, args.threads, args.retrain)
     if args.report:
         import report
         report.write_results(BENCH / "RESULTS.md")

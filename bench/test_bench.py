@@ -133,6 +133,12 @@ def test_bench_epoch_times_survive_a_restart(tmp_path):
                {"step": 46, "epoch": 2.0, "dev": {}, "time": 570.0}]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert run.epoch_seconds(tmp_path / "log.jsonl") == [60.0, 70.0]
+    # killed in epoch 3, resumed from an --save-every checkpoint at step 56: the remaining 13
+    # steps took 26 s, so the epoch's 23 steps are timed 46 s, and marked as scaled
+    records += [{"step": 56, "started": 900.0},
+                {"step": 69, "epoch": 3.0, "dev": {}, "time": 926.0}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert run.timed_epochs(tmp_path / "log.jsonl") == [(60.0, False), (70.0, False), (46.0, True)]
 
 
 def test_speed_ruler_counts_flops_and_ig_chunking_changes_none():
@@ -432,6 +438,12 @@ def test_a_fresh_clone_retrains_a_teacher_whose_weights_are_absent_only_if_a_row
     (teacher.stage_dir / "best").rmdir()
     run.run_tasks(["mrpc"], 2, ("ft-e10-s1",))
     assert started == []  # no row needs the teacher's weights: its record stands
+    (rows["ft-e10-s1"].stage_dir / "best").rmdir()
+    run.run_tasks(["mrpc"], 2, ("ft-e10-s1",), retrain=True)  # weights wanted again
+    assert started == ["teacher-full", "ft-e10-s1"]
+    started.clear()
+    run.run_tasks(["mrpc"], 2, ("ft-e10-s1",), retrain=True)
+    assert started == []  # both have their weights now
 
 
 @pytest.mark.parametrize("changed", [False, True])
