@@ -386,7 +386,44 @@ def full_section(task, rows, metrics):
     teacher = rows[TEACHER_ROW["full"]][1]
     if teacher:
         lines += completeness_line(teacher) + reproduction_line(teacher)
-    return lines + verdict(task, rows, metrics[0], "full")
+    return (lines + verdict(task, rows, metrics[0], "full")
+            + faithfulness_table(task, rows, "full"))
+
+
+def faithfulness_table(task, rows, group):
+    """How faithful each model's own maps are (ERASER AOPC beside random orders') and how the
+    students agree with their teacher, from bench/faithfulness/<task>_<group>.json, beside the
+    rows' dev score and attribution gap."""
+    import faithfulness
+    path = faithfulness.json_path(task, group)
+    if not path.exists():
+        return []
+    record, metric = json.loads(path.read_text()), METRICS[task][0]
+    lines = [f"Are the seed-1 models' explanations faithful, or only teacher-like? Each model's "
+             f"own map of its predicted class (IG, m = {record['ig_steps']}) on all "
+             f"{record['models'][0]['examples']} dev examples: comprehensiveness (the fall of "
+             "p(c) when the top k % of real tokens are removed; higher is better) and sufficiency "
+             "(the fall when only they are kept; lower is better), AOPC over k ∈ {1, 5, 10, 20, "
+             f"50}} %, each beside the mean of {record['random_orders']} random orders; agreement "
+             "with the teacher (README, `explain --faithfulness`). "
+             f"`{record['command']}` ({record['wall_s'] / 60:.0f} min, "
+             f"{record['torch_threads']} threads), which runs `{record['explain_command']}`.", "",
+             f"| row | dev {metric} | attribution gap | comprehensiveness (random) | sufficiency "
+             "(random) | same prediction | Spearman | top-20 % overlap |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model in record["models"]:
+        row, result = rows[model["model"]]
+        label = teacher_label(row) if row.kind == "teacher" else f"{row.meta['method']}, s1"
+        agree = [f"{model[key]:.3f}" if key in model else "–"
+                 for key in ("same_prediction", "spearman", "top20_overlap")]
+        lines.append(
+            f"| {label} | {100 * result['dev'][metric]:.1f} | "
+            f"{result.get('attribution_gap', math.nan):.3f} | "
+            f"{model['comprehensiveness']:.3f} ({model['comprehensiveness_random']:.3f}) | "
+            f"{model['sufficiency']:.3f} ({model['sufficiency_random']:.3f}) | "
+            + " | ".join(agree) + " |")
+    return [line.replace("| nan |", "| – |") for line in lines] + [""] + pasted(
+        f"{task}_{group}_faithfulness")
 
 
 def majority_class(task):
@@ -420,7 +457,7 @@ def paper_section(task, rows, metrics):
     lines += method_table(task, rows, "paper")
     if teacher:
         lines += completeness_line(teacher) + reproduction_line(teacher)
-    lines += verdict(task, rows, metrics[0], "paper")
+    lines += verdict(task, rows, metrics[0], "paper") + faithfulness_table(task, rows, "paper")
     regimes = ["| where the number comes from | teacher | fine-tuned | vanilla KD | AD-KD |",
                "|---|---|---|---|---|",
                f"| paper, Table 1 (BERT-base → 6 × 768 BERT, dev {metrics[0]}) | "

@@ -560,3 +560,51 @@ def test_case_study_uses_the_full_length_rows_when_their_weights_are_here(tmp_pa
     assert report.case_study("mrpc") == (page, None) and len(calls) == 2  # kept, not rebuilt
     page.write_text("<html></html>\n<!-- made from the full-length (10 epochs) rows -->\n")
     assert report.case_study("mrpc") == (page, "full-length (10 epochs)")  # as a clone has it
+
+
+def test_faithfulness_bench_measures_the_seed_1_rows_and_the_report_tables_them(
+        tmp_path, monkeypatch):
+    import faithfulness
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(faithfulness, "OUT", tmp_path / "faithfulness")
+    names = ["teacher-full", "ft-e10-s1", "vanilla-e10-s1", "adkd-e10-s1"]
+    assert [row.name for row in faithfulness.group_rows("mrpc", "full")] == names
+    assert [row.name for row in faithfulness.group_rows("mrpc", "paper")] == [
+        "teacher-paper", "ft-paper-e7-s1", "vanilla-paper-e7-s1", "adkd-paper-e7-s1"]
+    with pytest.raises(SystemExit, match="--rows teacher-full,ft-e10-s1,vanilla-e10-s1,"
+                       "adkd-e10-s1 --retrain"):
+        faithfulness.measure("mrpc", "full", threads=1)
+    rows = {row.name: row for row in run.task_rows("mrpc")}
+    for name in names:
+        (rows[name].stage_dir / "best").mkdir(parents=True)
+        (rows[name].stage_dir / "done.json").write_text("{}")
+    calls = []
+
+    def explain_main(argv):  # stands for adkd.py explain --faithfulness: one row per --model
+        calls.append(argv)
+        models = [arg.split("=", 1) for arg in argv if "=" in arg]
+        summary = {"examples": 408, "comprehensiveness": 0.4, "comprehensiveness_random": 0.1,
+                   "sufficiency": 0.05, "sufficiency_random": 0.2}
+        agree = {"same_prediction": 0.9, "spearman": 0.5, "top20_overlap": 0.6}
+        Path(argv[argv.index("--json") + 1]).write_text(json.dumps(
+            {"task": "mrpc", "ig_steps": 8, "random_orders": 3, "max_length": 128, "models": [
+                {"model": name, "path": path, **summary, **(agree if i else {})}
+                for i, (name, path) in enumerate(models)]}))
+    monkeypatch.setattr(adkd, "explain_main", explain_main)
+    record = faithfulness.measure("mrpc", "full", threads=1)
+    argv = calls[0]
+    assert argv[:2] == ["--faithfulness", "--task"] and argv[argv.index("--dev") + 1] == "all"
+    assert [a.split("=")[0] for a in argv if "=" in a] == names  # the teacher first: reference
+    assert record["command"] == "python bench/faithfulness.py mrpc --group full"
+    assert record["explain_command"].startswith("python adkd.py explain --faithfulness")
+    results = {name: (row, {"dev": {"f1": 0.85, "accuracy": 0.8}, "attribution_gap": 0.2})
+               for name, row in rows.items()}
+    results["teacher-full"][1].pop("attribution_gap")
+    lines = report.faithfulness_table("mrpc", results, "full")
+    table = [line for line in lines if line.startswith("| ") and "0.400" in line]
+    assert len(table) == 4
+    assert table[0].startswith("| teacher") and "| 85.0 | – | 0.400 (0.100) | 0.050 (0.200) | – |" \
+        in table[0]
+    assert table[3].startswith("| AD-KD, s1 |") and table[3].endswith(
+        "| 0.200 | 0.400 (0.100) | 0.050 (0.200) | 0.900 | 0.500 | 0.600 |")
+    assert report.faithfulness_table("mrpc", results, "paper") == []  # not measured: no table
