@@ -537,7 +537,7 @@ def grad_norm_table(rows):
 
 # ------------------------------------------------------------------------------------ figure
 COLOURS = {"ft": "#1f77b4", "vanilla": "#ff7f0e", "adkd": "#2ca02c"}
-DASH = {"main": "", "full": "6 3"}
+DASH = {"main": "", "full": "6 3", "paper": ""}  # paper: a panel of its own
 LABELS = {"ft": "fine-tuned", "vanilla": "vanilla KD", "adkd": "AD-KD"}
 PANEL_W, PANEL_H, COLUMNS = 400, 280, 3
 LEFT, RIGHT, TOP, BOTTOM = 48, 14, 30, 40
@@ -555,15 +555,21 @@ def dev_by_epoch(log_path, metric):
     return scores
 
 
+# The figure's panels: per task, the MiniLM rows (3-epoch and full length) in one panel, the
+# paper-shape rows in another.
+PANEL_GROUPS = ((("main", "full"), ""), (("paper",), "12 × 768 → 6 × 768"))
+
+
 def figure_panels(tasks):
-    """Per task with any student dev record: {"task", "metric", "series": [{"key", "group",
-    "seeds", "points": [(epoch, mean, low, high)]}], "teachers": [(group, best dev × 100)]}."""
+    """Per task and PANEL_GROUPS entry with any student dev record: {"task", "shape",
+    "metric", "series": [{"key", "group", "seeds", "points": [(epoch, mean, low, high)]}],
+    "teachers": [(group, best dev × 100)]}."""
     panels = []
-    for task in tasks:
+    for task, (groups, shape) in ((t, g) for t in tasks for g in PANEL_GROUPS):
         metric = METRICS[task][0]
         rows = run.task_rows(task)
         series, teachers = [], []
-        for group in ("main", "full"):
+        for group in groups:
             # Finished rows only (row.json here), as in the tables: a row still training
             # would add a seed that no table counts yet.
             teacher = [row for row in rows if row.name == TEACHER_ROW[group]
@@ -585,7 +591,7 @@ def figure_panels(tasks):
                     points.append((epoch, statistics.mean(values), min(values), max(values)))
                 series.append({"key": key, "group": group, "seeds": len(runs), "points": points})
         if series:
-            panels.append({"task": task, "metric": metric, "series": series,
+            panels.append({"task": task, "shape": shape, "metric": metric, "series": series,
                            "teachers": teachers})
     return panels
 
@@ -617,7 +623,8 @@ def panel_svg(panel, x0, y0):
 
     out = [f'<g class="panel" transform="translate({x0},{y0})">',
            f'<text x="{PANEL_W / 2}" y="18" text-anchor="middle" font-weight="bold">'
-           f'{escape(NAMES.get(panel["task"], panel["task"]))}: dev '
+           f'{escape(NAMES.get(panel["task"], panel["task"]))}'
+           f'{escape(", " + panel["shape"]) if panel.get("shape") else ""}: dev '
            f'{escape(panel["metric"])} × 100</text>',
            f'<rect x="{LEFT}" y="{TOP}" width="{width}" height="{height}" fill="none" '
            'stroke="#999"/>']
@@ -658,7 +665,9 @@ def figure_svg(panels):
     columns = min(COLUMNS, len(panels))
     grid_rows = math.ceil(len(panels) / columns)
     width = columns * PANEL_W
-    keys = {(s["key"], s["group"]) for p in panels for s in p["series"]}
+    # The paper-shape panels draw as the 3-epoch rows do: one legend entry serves both.
+    style = {"main": "main", "paper": "main", "full": "full"}
+    keys = {(s["key"], style[s["group"]]) for p in panels for s in p["series"]}
     items = []  # (stroke, dash, text)
     for group in ("main", "full"):
         for key, _ in METHODS:
@@ -666,7 +675,7 @@ def figure_svg(panels):
                 items.append((COLOURS[key], DASH[group],
                               LABELS[key] + (", full length" if group == "full" else "")))
     for group in ("main", "full"):
-        if any(g == group for p in panels for g, _ in p["teachers"]):
+        if any(style[g] == group for p in panels for g, _ in p["teachers"]):
             items.append(("#000", "2 3" if group == "full" else "8 4",
                           "teacher" + (", full length" if group == "full" else "")
                           + " (best dev)"))

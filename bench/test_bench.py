@@ -292,21 +292,28 @@ def test_dev_by_epoch_svg_is_one_panel_per_task_with_a_line_per_method(tmp_path,
             (row.out / "row.json").write_text("{}")
     write_log(mrpc["ft-e10-s1"].stage_dir / "log.jsonl",  # still training: not in the figure
               dev_log([(1, 0.6)], "f1"))
+    # the paper-shape rows: a panel of their own, after the task's MiniLM panel
+    for name in ("teacher-paper", "adkd-paper-e7-s1", "adkd-paper-e7-s2"):
+        write_log(mrpc[name].stage_dir / "log.jsonl", dev_log([(1, 0.86), (2, 0.88)], "f1"))
+        (mrpc[name].out / "row.json").write_text("{}")
     path = report.write_figure(tmp_path / "dev_by_epoch.svg", ("mrpc", "rte", "cola"))
     root = ET.parse(path).getroot()  # well-formed XML
     assert root.tag == SVG + "svg"
     panels = [g for g in root.iter(SVG + "g") if g.get("class") == "panel"]
-    assert len(panels) == 2  # CoLA has no log: no panel
+    assert len(panels) == 3  # CoLA has no log: no panel
     lines = [len(p.findall(SVG + "polyline")) for p in panels]
-    assert lines == [3, 1]  # MRPC: AD-KD, vanilla KD, AD-KD full length; RTE: vanilla KD
-    assert len(root.findall(f".//{SVG}polyline")) == 4
-    assert [len(p.findall(SVG + "polygon")) for p in panels] == [2, 0]  # bands need 2+ seeds
+    # MRPC: AD-KD, vanilla KD, AD-KD full length; MRPC paper shape: AD-KD; RTE: vanilla KD
+    assert lines == [3, 1, 1]
+    assert len(root.findall(f".//{SVG}polyline")) == 5
+    assert [len(p.findall(SVG + "polygon")) for p in panels] == [2, 1, 0]  # bands: 2+ seeds
     assert [len([x for x in p.iter(SVG + "line") if x.get("class") == "teacher"])
-            for p in panels] == [1, 0]
+            for p in panels] == [1, 1, 0]
     mean = panels[0].findall(SVG + "polyline")[0]
     assert len(mean.get("points").split()) == 3  # one vertex per epoch
-    titles = "".join(panels[0].itertext()) + "".join(panels[1].itertext())
-    assert "MRPC: dev f1" in titles and "RTE: dev accuracy" in titles
+    titles = ["".join(panel.itertext()) for panel in panels]
+    assert "MRPC: dev f1" in titles[0] and "RTE: dev accuracy" in titles[2]
+    assert "MRPC, 12 × 768 → 6 × 768: dev f1" in titles[1]
+    assert "teacher (paper): 88.0" in titles[1]
     assert report.write_figure(tmp_path / "none.svg", ("cola",)) is None
 
 
