@@ -1099,11 +1099,10 @@ class TeacherCache:
             return None
         batch = glue_data.collate([features[i] for i in filled], config.pad_token_id)
         device = next(teacher.parameters()).device
-        maps, logits = teacher_outputs(teacher, {k: v.to(device) for k, v in batch.items()
-                                                 if k != "labels"}, config)
-        cached_maps, cached_logits = self.lookup(filled, maps.shape[-1])
-        if not (torch.allclose(maps.float().cpu(), cached_maps, atol=1e-4) and
-                torch.allclose(logits.float().cpu(), cached_logits, atol=1e-4)):
+        fresh = teacher_outputs(teacher, {k: v.to(device) for k, v in batch.items()
+                                          if k != "labels"}, config)  # (maps, logits)
+        cached = self.lookup(filled, fresh[0].shape[-1])
+        if not all(torch.allclose(f.float().cpu(), c, atol=1e-4) for f, c in zip(fresh, cached)):
             return "is damaged (its maps differ from the teacher's own)"
         return None
 
