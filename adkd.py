@@ -48,7 +48,7 @@ import glue_data
 # ==================================================================================================
 # Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_stage_args,
 # adkd_config (the command line); prepare, load_model (models, data, every early check); RunFiles
-# (log.jsonl, checkpoints, --resume); open_training_cache, cached_teacher (the teacher cache);
+# (log.jsonl, checkpoints, --resume); TeacherCache (the teacher cache);
 # GradientSum (--grad-accum), check_finite (loss diagnostics); evaluate, teacher_dev_maps,
 # attribution_gap, format_metrics, write_predictions (evaluation); world, init_distributed,
 # DistributedModel (several processes); seed_everything, say; explain_main (`explain`).
@@ -351,7 +351,7 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
                                           total_steps)
     run = RunFiles(output_dir, args, tokenizer, steps_per_epoch)
     step, best = run.start(student, optimizer, scheduler)  # fresh, or resumed from last/
-    cache = open_training_cache(teacher, train_features, output_dir, args, config)  # or None
+    cache = TeacherCache.for_training(teacher, train_features, output_dir, args, config)  # or None
     teacher_dev = teacher_dev_maps(teacher, dev_sets, config, args)  # for the attribution gap
     model = student if world_size == 1 else DistributedModel(student)
     progress = tqdm(total=total_steps, initial=step, desc=Path(output_dir).name,
@@ -370,9 +370,9 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
             for micro in summed.micro_batches(indices, args.grad_accum):  # 1 without --grad-accum
                 batch = glue_data.collate([train_features[i] for i in micro], config.pad_token_id)
                 batch = {key: value.to(device) for key, value in batch.items()}
+                teacher_fn = cache.teacher_fn(micro) if cache else teacher_outputs
                 with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=args.bf16):
-                    loss, terms = distillation_step(model, teacher, batch, config,
-                                                    cached_teacher(cache, micro))
+                    loss, terms = distillation_step(model, teacher, batch, config, teacher_fn)
                 summed.backward(loss, terms)  # weighted by the micro-batch's share of examples
             loss, terms, norms = summed.total()  # norms: per weighted term, before clipping
             check_finite(terms, step + 1, run.last_dir, device)
@@ -1014,54 +1014,156 @@ def check_output_dir(args, training):
 
 
 # ------------------------------------------------------------------------------ the teacher cache
-# The teacher is frozen and runs without dropout, so its maps and logits for a training example
-# never change: compute them in the first epoch, reuse them in every later one. Examples are
-# stored ragged (each at its own length) in one flat tensor, so the cache costs
-# views x real tokens floats per example whatever the batch padding.
-def new_teacher_cache(key, lengths, views, classes):
-    offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
-    offsets[1:] = torch.tensor(lengths, dtype=torch.long).cumsum(0)
-    return {"key": key, "offsets": offsets,
-            "maps": torch.zeros(views, int(offsets[-1])),  # (views, total tokens)
-            "logits": torch.zeros(len(lengths), classes),  # (examples, classes)
-            "filled": torch.zeros(len(lengths), dtype=torch.bool)}
+class TeacherCache:
+    """The frozen teacher's maps and logits per training example: they never change (no dropout),
+    so the first epoch computes them and every later one reuses them. Examples are stored
+    ragged (each at its own length) in one flat tensor: views x real tokens floats each,
+    whatever the batch padding. The file is a dict of tensors (it loads with weights_only) and
+    a checksum over them and the key, a digest of all a teacher map depends on (key_for): one
+    check catches a damaged file and one made for another teacher, data or IG setting."""
+    TENSORS = ("offsets", "maps", "logits", "filled")
 
+    def __init__(self, lengths, views, key="", path=None):
+        """Empty, for examples of these lengths: `views` maps and as many logits each."""
+        self.key, self.path, self.saved = key, path, -1  # saved: examples in the file
+        self.offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
+        self.offsets[1:] = torch.tensor(lengths, dtype=torch.long).cumsum(0)
+        self.maps = torch.zeros(views, int(self.offsets[-1]))  # (views, total tokens)
+        self.logits = torch.zeros(len(lengths), views)  # (examples, classes)
+        self.filled = torch.zeros(len(lengths), dtype=torch.bool)
 
-def cache_lookup(cache, indices, seq):
-    """(maps (batch, views, seq), logits (batch, classes)) when all examples are cached."""
-    if not bool(cache["filled"][indices].all()):
+    @classmethod
+    def for_training(cls, teacher, features, output_dir, args, config):
+        """A distillation stage's cache, or None where there is none to keep."""
+        if teacher is None or config.beta <= 0 or not args.teacher_cache:
+            return None
+        path = Path(args.teacher_cache_path or Path(output_dir) / "teacher_cache.pt")
+        return cls.open(path, teacher, features, config)
+
+    @classmethod
+    def open(cls, path, teacher, features, config):
+        """The cache saved at `path` if it was made for this teacher, data and IG settings and
+        is intact, else a new one: a damaged or stale file is rebuilt, saying why."""
+        lengths = [len(f["input_ids"]) for f in features]
+        views = teacher.config.num_labels  # one view per class, one for regression
+        cache = cls(lengths, views, cls.key_for(teacher, features, config), path)
+        if not Path(path).exists():
+            return cache
+        problem = cache.read(teacher, features, config)
+        if problem:
+            say(f"teacher cache {path} {problem}: rebuilding it")
+            return cls(lengths, views, cache.key, path)
+        say(f"teacher cache {path}: {int(cache.filled.sum())}/{len(features)} examples")
+        return cache
+
+    @staticmethod
+    def key_for(teacher, features, config):
+        """A digest of the teacher's weights, the token ids and the teacher's IG settings in the
+        step's ADKDConfig."""
+        digest = hashlib.sha256(weights_digest(teacher).encode())
+        for feature in features:
+            digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
+            digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
+        settings = {"m": config.teacher_ig_steps, "top_k": config.top_k,
+                    "baseline": config.baseline}
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        return digest.hexdigest()
+
+    def checksum(self):
+        """sha256 of the key and the contents, saved beside them."""
+        digest = hashlib.sha256(self.key.encode())
+        for name in self.TENSORS:
+            digest.update(getattr(self, name).numpy().tobytes())
+        return digest.hexdigest()
+
+    def read(self, teacher, features, config):
+        """Take the contents saved at self.path; why they cannot be used, or None. The checksum
+        is over this run's key; past it, the first few cached examples are recomputed: the
+        cache must agree with the teacher itself."""
+        try:
+            saved = torch.load(self.path, weights_only=True)  # unpickling more could run code
+        except pickle.UnpicklingError:  # weights_only refused it: not loaded, never run
+            return "is damaged (it holds more than tensors and plain containers; not loaded)"
+        except Exception as error:  # a truncated or garbage file: rebuild it
+            return f"is damaged (it cannot be read: {str(error).splitlines()[0][:120]})"
+        if not (isinstance(saved, dict) and all(torch.is_tensor(saved.get(name))
+                                                for name in self.TENSORS)):
+            return "is damaged (it is not a cache)"
+        for name in self.TENSORS:
+            setattr(self, name, saved[name])
+        if saved.get("checksum") != self.checksum():
+            return ("does not match its checksum: made for another teacher, data or IG setting, "
+                    "or damaged")
+        filled = self.filled.nonzero().flatten()[:4].tolist()
+        if not filled:
+            return None
+        batch = glue_data.collate([features[i] for i in filled], config.pad_token_id)
+        device = next(teacher.parameters()).device
+        fresh = teacher_outputs(teacher, {k: v.to(device) for k, v in batch.items()
+                                          if k != "labels"}, config)  # (maps, logits)
+        cached = self.lookup(filled, fresh[0].shape[-1])
+        if not all(torch.allclose(f.float().cpu(), c, atol=1e-4) for f, c in zip(fresh, cached)):
+            return "is damaged (its maps differ from the teacher's own)"
         return None
-    offsets = cache["offsets"]
-    maps = torch.zeros(len(indices), cache["maps"].shape[0], seq)
-    for row, index in enumerate(indices):
-        start, end = int(offsets[index]), int(offsets[index + 1])
-        maps[row, :, :end - start] = cache["maps"][:, start:end]
-    return maps, cache["logits"][indices]
 
+    def lookup(self, indices, seq):
+        """(maps (batch, views, seq), logits (batch, classes)) when all examples are cached."""
+        if not bool(self.filled[indices].all()):
+            return None
+        maps = torch.zeros(len(indices), self.maps.shape[0], seq)
+        for row, index in enumerate(indices):
+            start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+            maps[row, :, :end - start] = self.maps[:, start:end]
+        return maps, self.logits[indices]
 
-def cache_store(cache, indices, maps, logits):
-    offsets = cache["offsets"]
-    for row, index in enumerate(indices):
-        start, end = int(offsets[index]), int(offsets[index + 1])
-        cache["maps"][:, start:end] = maps[row, :, :end - start].float().cpu()
-    cache["logits"][indices] = logits.float().cpu()
-    cache["filled"][indices] = True
+    def store(self, indices, maps, logits):
+        for row, index in enumerate(indices):
+            start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+            self.maps[:, start:end] = maps[row, :, :end - start].float().cpu()
+        self.logits[indices] = logits.float().cpu()
+        self.filled[indices] = True
 
+    def teacher_fn(self, indices):
+        """distillation_step's teacher_fn for these examples: served from the cache, or
+        computed by the teacher and stored."""
+        def serve(teacher, inputs, config):
+            cached = self.lookup(indices, inputs["input_ids"].shape[1])
+            if cached is not None:
+                return tuple(t.to(inputs["input_ids"].device) for t in cached)
+            maps, logits = teacher_outputs(teacher, inputs, config)
+            self.store(indices, maps, logits)
+            return maps, logits
+        return serve
 
-def cached_teacher(cache, indices):
-    """A teacher_fn for distillation_step that serves the batch from the cache, filling it on
-    a miss; plain teacher_outputs without a cache."""
-    if cache is None:
-        return teacher_outputs
+    def merge(self, device):
+        """Each rank filled its own examples; afterwards every rank holds them all."""
+        if world()[1] == 1:
+            return
+        filled = self.filled.float()
+        token_filled = filled.repeat_interleave(self.offsets.diff())  # (total tokens,)
+        filled_total = all_reduce_sum(filled, device)
+        self.maps = (all_reduce_sum(self.maps * token_filled, device)
+                     / all_reduce_sum(token_filled, device).clamp_min(1))
+        self.logits = (all_reduce_sum(self.logits * filled[:, None], device)
+                       / filled_total.clamp_min(1)[:, None])
+        self.filled = filled_total > 0
 
-    def teacher_fn(teacher, inputs, config):
-        cached = cache_lookup(cache, indices, inputs["input_ids"].shape[1])
-        if cached is not None:
-            return tuple(t.to(inputs["input_ids"].device) for t in cached)
-        maps, logits = teacher_outputs(teacher, inputs, config)
-        cache_store(cache, indices, maps, logits)
-        return maps, logits
-    return teacher_fn
+    def save(self):
+        """Write the file when the cache has grown since it was last saved."""
+        filled = int(self.filled.sum())
+        if filled <= self.saved:
+            return
+        contents = {"key": self.key, "checksum": self.checksum(),
+                    **{name: getattr(self, name) for name in self.TENSORS}}
+        # One temporary file per process: runs sharing the cache may save it at the same moment.
+        temporary = Path(f"{self.path}.{os.getpid()}.tmp")
+        try:
+            torch.save(contents, temporary)
+        except (OSError, RuntimeError) as error:
+            temporary.unlink(missing_ok=True)
+            raise write_failed(self.path, error) from None
+        os.replace(temporary, self.path)
+        self.saved = filled
 
 
 def weights_digest(model):
@@ -1071,96 +1173,6 @@ def weights_digest(model):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
-
-
-def teacher_cache_key(teacher, features, config):
-    """A digest of everything a teacher map depends on: weights, token ids and the teacher's IG
-    settings in the step's ADKDConfig."""
-    digest = hashlib.sha256(weights_digest(teacher).encode())
-    for feature in features:
-        digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
-        digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
-    settings = {"m": config.teacher_ig_steps, "top_k": config.top_k, "baseline": config.baseline}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def cache_checksum(cache, key=None):
-    """sha256 of a cache's key (its own unless given) and contents, stored beside them."""
-    digest = hashlib.sha256((key or cache["key"]).encode())
-    for name in ("offsets", "maps", "logits", "filled"):
-        digest.update(cache[name].numpy().tobytes())
-    return digest.hexdigest()
-
-
-def cache_problem(cache, key, teacher, features, config):
-    """Why a loaded cache cannot be used, or None. Its checksum is over the key this run
-    computes and the contents: one check catches another teacher, data or IG setting and a
-    damaged file. Past it, a few cached examples are recomputed: the cache must agree with
-    the teacher itself."""
-    names = ("offsets", "maps", "logits", "filled")
-    if not (isinstance(cache, dict) and all(torch.is_tensor(cache.get(n)) for n in names)):
-        return "is damaged (it is not a cache)"
-    if cache.get("checksum") != cache_checksum(cache, key):
-        return ("does not match its checksum: made for another teacher, data or IG setting, "
-                "or damaged")
-    filled = cache["filled"].nonzero().flatten()[:4].tolist()
-    if not filled:
-        return None
-    batch = glue_data.collate([features[i] for i in filled], config.pad_token_id)
-    device = next(teacher.parameters()).device
-    maps, logits = teacher_outputs(teacher, {k: v.to(device) for k, v in batch.items()
-                                             if k != "labels"}, config)
-    cached_maps, cached_logits = cache_lookup(cache, filled, maps.shape[-1])
-    if not (torch.allclose(maps.float().cpu(), cached_maps, atol=1e-4) and
-            torch.allclose(logits.float().cpu(), cached_logits, atol=1e-4)):
-        return "is damaged (its maps differ from the teacher's own)"
-    return None
-
-
-def open_teacher_cache(path, teacher, features, config):
-    """The cache saved at `path` if it was made for this teacher, data and IG settings and is
-    intact (cache_problem), else a new one: a damaged or stale file is rebuilt, saying why."""
-    key = teacher_cache_key(teacher, features, config)
-    views = teacher.config.num_labels  # one view per class, one for regression; as many logits
-    fresh = new_teacher_cache(key, [len(f["input_ids"]) for f in features], views, views)
-    if not Path(path).exists():
-        return fresh
-    try:
-        cache = torch.load(path, weights_only=True)  # unpickling anything else could run code
-    except pickle.UnpicklingError:  # weights_only refused it: not loaded, never run
-        problem = "is damaged (it holds more than tensors and plain containers; not loaded)"
-    except Exception as error:  # a truncated or garbage file: rebuild it
-        problem = f"is damaged (it cannot be read: {str(error).splitlines()[0][:120]})"
-    else:
-        problem = cache_problem(cache, key, teacher, features, config)
-    if problem:
-        say(f"teacher cache {path} {problem}: rebuilding it")
-        return fresh
-    say(f"teacher cache {path}: {int(cache['filled'].sum())}/{len(features)} examples")
-    return cache
-
-
-def open_training_cache(teacher, features, output_dir, args, config):
-    """The teacher cache of a distillation stage, or None where there is none to keep."""
-    if teacher is None or config.beta <= 0 or not args.teacher_cache:
-        return None
-    path = Path(args.teacher_cache_path or Path(output_dir) / "teacher_cache.pt")
-    cache = open_teacher_cache(path, teacher, features, config)
-    cache["path"] = str(path)
-    return cache
-
-
-def save_teacher_cache(cache, path):
-    cache["checksum"] = cache_checksum(cache)
-    # One temporary file per process: runs sharing the cache may save it at the same moment.
-    temporary = Path(f"{path}.{os.getpid()}.tmp")
-    try:
-        torch.save(cache, temporary)
-    except (OSError, RuntimeError) as error:
-        temporary.unlink(missing_ok=True)
-        raise write_failed(path, error) from None
-    os.replace(temporary, path)
 
 
 # --------------------------------------------------------------------- run folders and checkpoints
@@ -1175,7 +1187,6 @@ class RunFiles:
         self.last_dir, self.best_dir = self.dir / "last", self.dir / "best"
         self.log_path = self.dir / "log.jsonl"
         self.rank = world()[0]
-        self.cache_saved = -1
 
     def start(self, student, optimizer, scheduler):
         """(step, best) of the checkpoint in last/ with --resume; else a fresh start."""
@@ -1233,11 +1244,9 @@ class RunFiles:
     def save_last(self, student, optimizer, scheduler, step, best, cache):
         """Write the resumable checkpoint (and the teacher cache, when it has grown)."""
         if cache is not None:
-            merge_teacher_cache(cache, self.args.device)
-            filled = int(cache["filled"].sum())
-            if self.rank == 0 and filled > self.cache_saved:
-                save_teacher_cache(cache, cache["path"])
-            self.cache_saved = filled
+            cache.merge(self.args.device)  # on every rank
+            if self.rank == 0:
+                cache.save()
         rng_states = gather_objects(rng_state())
         if self.rank == 0:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -1508,21 +1517,6 @@ def all_reduce_sum(tensor, device):
     on_device = tensor.to(device)
     dist.all_reduce(on_device)
     return on_device.to(tensor.device)
-
-
-def merge_teacher_cache(cache, device):
-    """Each rank filled the cache for its own examples; afterwards every rank holds them all."""
-    if world()[1] == 1:
-        return
-    lengths = cache["offsets"][1:] - cache["offsets"][:-1]
-    filled = cache["filled"].float()
-    token_filled = filled.repeat_interleave(lengths)  # (total tokens,)
-    filled_total = all_reduce_sum(filled, device)
-    cache["maps"] = (all_reduce_sum(cache["maps"] * token_filled, device)
-                     / all_reduce_sum(token_filled, device).clamp_min(1))
-    cache["logits"] = (all_reduce_sum(cache["logits"] * filled[:, None], device)
-                       / filled_total.clamp_min(1)[:, None])
-    cache["filled"] = filled_total > 0
 
 
 def check_replicas(student, run):

@@ -526,18 +526,17 @@ def test_cached_teacher_maps_equal_fresh_ones_in_loss_and_gradient():
                  labels=torch.tensor([0, 1, 2]))
     features = [{"input_ids": input_ids[i, :n].tolist()} for i, n in enumerate(lengths)]
     args = step_args()
-    key = adkd.teacher_cache_key(teacher, features, adkd.adkd_config(args, task, 0))
-    cache = adkd.new_teacher_cache(key, lengths, 3, 3)
+    cache = adkd.TeacherCache(lengths, views=3)
     results = []
     for use_cache in (False, True, True):  # fresh, then filling the cache, then reading it
         student = tiny_bert(num_labels=3, seed=1, init=0.1)
         teacher.eval()  # as in train(): no dropout, so cached and fresh maps agree
         config = adkd.adkd_config(adkd.stage_args(args, temperature=2.0), task, 0)
-        cached = adkd.cached_teacher(cache if use_cache else None, [0, 1, 2])
-        loss, _ = adkd.distillation_step(student, teacher, batch, config, cached)
+        teacher_fn = cache.teacher_fn([0, 1, 2]) if use_cache else adkd.teacher_outputs
+        loss, _ = adkd.distillation_step(student, teacher, batch, config, teacher_fn)
         loss.backward()
         results.append((loss.detach(), student.classifier.weight.grad.clone()))
-    assert bool(cache["filled"].all())
+    assert bool(cache.filled.all())
     for loss, grad in results[1:]:
         torch.testing.assert_close(loss, results[0][0], rtol=0, atol=0)
         torch.testing.assert_close(grad, results[0][1], rtol=0, atol=0)
@@ -545,15 +544,14 @@ def test_cached_teacher_maps_equal_fresh_ones_in_loss_and_gradient():
 
 def test_cache_is_ragged_and_serves_any_batch_composition():
     lengths = [4, 2, 3]
-    cache = adkd.new_teacher_cache("k", lengths, views=2, classes=2)
+    cache = adkd.TeacherCache(lengths, views=2)
     # stored from a batch padded to 5
     maps = torch.arange(2 * 2 * 5, dtype=torch.float32).view(2, 2, 5) + 1
     for row, n in enumerate((4, 2)):
         maps[row, :, n:] = 0
-    adkd.cache_store(cache, [0, 1], maps, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
-    assert (cache["maps"].shape == (2, 9)
-            and adkd.cache_lookup(cache, [1, 2], 4) is None)  # 2 not cached
-    looked_up, logits = adkd.cache_lookup(cache, [1, 0], 4)  # another order, another padding
+    cache.store([0, 1], maps, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    assert cache.maps.shape == (2, 9) and cache.lookup([1, 2], 4) is None  # 2 not cached
+    looked_up, logits = cache.lookup([1, 0], 4)  # another order, another padding
     torch.testing.assert_close(looked_up[0], torch.cat([maps[1, :, :2], torch.zeros(2, 2)], dim=1))
     torch.testing.assert_close(looked_up[1], maps[0, :, :4])
     torch.testing.assert_close(logits, torch.tensor([[3.0, 4.0], [1.0, 2.0]]))
@@ -564,31 +562,31 @@ def test_cache_key_changes_with_teacher_data_and_ig_settings(tmp_path):
     teacher = tiny_bert(num_labels=2)
     features = [{"input_ids": [2, 7, 8, 3]}, {"input_ids": [2, 9, 3]}]
     config = adkd.adkd_config(step_args(), task, 0)
-    key = adkd.teacher_cache_key(teacher, features, config)
-    assert adkd.teacher_cache_key(teacher, features, config) == key
-    assert adkd.teacher_cache_key(tiny_bert(num_labels=2, seed=5), features, config) != key
-    assert adkd.teacher_cache_key(teacher, features[:1], config) != key  # another task's data
-    assert adkd.teacher_cache_key(teacher, [{"input_ids": [2, 7, 9, 3]}, features[1]],
-                                  config) != key  # another --max-length cuts other token ids
+    key_for = adkd.TeacherCache.key_for
+    key = key_for(teacher, features, config)
+    assert key_for(teacher, features, config) == key
+    assert key_for(tiny_bert(num_labels=2, seed=5), features, config) != key
+    assert key_for(teacher, features[:1], config) != key  # another task's data
+    assert key_for(teacher, [{"input_ids": [2, 7, 9, 3]}, features[1]],
+                   config) != key  # another --max-length cuts other token ids
     for change in ({"teacher_ig_steps": 8}, {"top_k": 16}, {"baseline": "zero"}):
         changed = dataclasses.replace(config, **change)
-        assert adkd.teacher_cache_key(teacher, features, changed) != key, change
+        assert key_for(teacher, features, changed) != key, change
     # A saved cache is reused for the same key and rebuilt for another.
     path = tmp_path / "cache.pt"
-    cache = adkd.open_teacher_cache(path, teacher, features, config)
+    cache = adkd.TeacherCache.open(path, teacher, features, config)
     inputs = {"input_ids": torch.tensor([[2, 7, 8, 3]]), "attention_mask": torch.ones(1, 4)}
-    adkd.cache_store(cache, [0], *adkd.teacher_outputs(teacher, inputs, config))
-    adkd.save_teacher_cache(cache, path)
-    assert int(adkd.open_teacher_cache(path, teacher, features, config)["filled"].sum()) == 1
-    other = adkd.open_teacher_cache(path, teacher, features, dataclasses.replace(config, top_k=3))
-    assert int(other["filled"].sum()) == 0
+    cache.store([0], *adkd.teacher_outputs(teacher, inputs, config))
+    cache.save()
+    assert int(adkd.TeacherCache.open(path, teacher, features, config).filled.sum()) == 1
+    other = adkd.TeacherCache.open(path, teacher, features, dataclasses.replace(config, top_k=3))
+    assert int(other.filled.sum()) == 0
 
 
 def save_cache_repeatedly(path, rounds, failures):
-    cache = adkd.new_teacher_cache("key", [40] * 200, 2, 2)
     try:
         for _ in range(rounds):
-            adkd.save_teacher_cache(cache, path)
+            adkd.TeacherCache([40] * 200, 2, "key", path).save()
     except Exception as error:  # reported to the parent, which fails the test
         failures.put(f"{type(error).__name__}: {error}")
 
@@ -606,8 +604,8 @@ def test_runs_sharing_one_teacher_cache_file_can_save_it_at_once(tmp_path):
     for saver in savers:
         saver.join()
     assert failures.empty(), failures.get()
-    cache = torch.load(path, weights_only=True)
-    assert cache["checksum"] == adkd.cache_checksum(cache)
+    assert torch.load(path, weights_only=True)["checksum"] == \
+        adkd.TeacherCache([40] * 200, 2, "key").checksum()  # whole, as the savers wrote it
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
 
 
@@ -617,28 +615,27 @@ def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
     config = adkd.adkd_config(step_args(), task, 0)
     path = tmp_path / "cache.pt"
 
-    def saved_cache():
-        cache = adkd.open_teacher_cache(path, teacher, features, config)
+    def filled_cache():
+        cache = adkd.TeacherCache.open(path, teacher, features, config)
         for index, feature in enumerate(features):
             ids = torch.tensor([feature["input_ids"]])
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-            adkd.cache_store(cache, [index], *adkd.teacher_outputs(teacher, inputs, config))
-        adkd.save_teacher_cache(cache, path)
-        return torch.load(path, weights_only=True)
+            cache.store([index], *adkd.teacher_outputs(teacher, inputs, config))
+        return cache
 
     def reopened_filled():
-        return int(adkd.open_teacher_cache(path, teacher, features, config)["filled"].sum())
+        return int(adkd.TeacherCache.open(path, teacher, features, config).filled.sum())
 
-    saved_cache()
+    filled_cache().save()
     assert reopened_filled() == 2
-    damaged = saved_cache()  # bytes changed inside the data, key and checksum kept
+    filled_cache().save()
+    damaged = torch.load(path, weights_only=True)  # bytes changed inside, key and checksum kept
     damaged["maps"][0, 1] += 0.5
     torch.save(damaged, path)
     assert reopened_filled() == 0 and "checksum" in capsys.readouterr().out
-    damaged = saved_cache()  # changed and re-checksummed: the teacher itself disagrees
-    damaged["logits"][1] = -damaged["logits"][1]
-    damaged["checksum"] = adkd.cache_checksum(damaged)
-    torch.save(damaged, path)
+    damaged = filled_cache()  # changed and saved with its checksum: the teacher disagrees
+    damaged.logits[1] = -damaged.logits[1]
+    damaged.save()
     assert reopened_filled() == 0 and "differ from the teacher" in capsys.readouterr().out
     for garbage in (b"not a torch file", path.read_bytes()[:100]):
         path.write_bytes(garbage)  # garbage, and a truncated file
@@ -1316,9 +1313,9 @@ def test_a_cache_or_trainer_state_that_would_run_code_is_refused_unrun(
     task, teacher = glue_data.get_task("mrpc"), tiny_bert(num_labels=2)
     config = adkd.adkd_config(step_args(), task, 0)
     features, path = [{"input_ids": [2, 7, 8, 3]}], tmp_path / "cache.pt"
-    adkd.save_teacher_cache(adkd.open_teacher_cache(path, teacher, features, config), path)
+    adkd.TeacherCache.open(path, teacher, features, config).save()
     torch.save({**torch.load(path, weights_only=True), "extra": CreatesAFile(ran)}, path)
-    assert "extra" not in adkd.open_teacher_cache(path, teacher, features, config)
+    adkd.TeacherCache.open(path, teacher, features, config)  # rebuilt, never unpickled
     assert not ran.exists() and f"teacher cache {path} is damaged (it holds more than tensors " \
         "and plain containers; not loaded): rebuilding it" in capsys.readouterr().out
     extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--save-every", "1"]

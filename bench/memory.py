@@ -152,10 +152,10 @@ def measure(m, teacher_maps, accum, bf16, options):
     cache = None
     if teacher_maps == "cached":  # unit maps and zero logits: the cost of serving, not of filling
         views = task.num_labels
-        cache = adkd.new_teacher_cache("bench", [options.length] * options.batch, views, views)
+        cache = adkd.TeacherCache([options.length] * options.batch, views)
         maps = adkd.normalise_maps(torch.rand(options.batch, views, options.length),
                                    torch.ones(options.batch, options.length))
-        adkd.cache_store(cache, indices, maps, torch.zeros(options.batch, views))
+        cache.store(indices, maps, torch.zeros(options.batch, views))
     total = options.warmup + options.steps
     optimizer, scheduler = adkd.make_optimizer(student, 1e-5, 0.01, 0.1, total)
 
@@ -163,9 +163,10 @@ def measure(m, teacher_maps, accum, bf16, options):
         summed = adkd.GradientSum(student, config, measure=False)
         for micro in summed.micro_batches(indices, accum):
             micro_batch = {k: v[micro] for k, v in batch.items()}
+            teacher_fn = cache.teacher_fn(micro) if cache else adkd.teacher_outputs
             with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
                 loss, terms = adkd.distillation_step(student, teacher, micro_batch, config,
-                                                     adkd.cached_teacher(cache, micro))
+                                                     teacher_fn)
             summed.backward(loss, terms)
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()

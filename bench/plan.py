@@ -86,8 +86,8 @@ def measure(options):
                                                if k != "labels"}).logits,
                                       batch["labels"], task.is_regression)
             else:
-                loss, _ = adkd.distillation_step(model, frozen, batch, config,
-                                                 adkd.cached_teacher(cache, indices))
+                teacher_fn = cache.teacher_fn(indices) if cache else adkd.teacher_outputs
+                loss, _ = adkd.distillation_step(model, frozen, batch, config, teacher_fn)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -125,7 +125,7 @@ def measure(options):
             cache = None
             if case == "adkd_cached":
                 lengths = [len(f["input_ids"]) for f in train]
-                cache = adkd.new_teacher_cache("plan", lengths, task.num_labels, task.num_labels)
+                cache = adkd.TeacherCache(lengths, task.num_labels)
             teacher.requires_grad_(False)
             run(case, student, paper["batch_size"], config(), teacher.eval(), cache)
             teacher.requires_grad_(True)

@@ -181,7 +181,7 @@ def run_case(name, classes, options):
         config.beta = 0.0
     if name.endswith(("_cached", "_unbatched", "_rows32")):
         lengths = [options.length] * options.batch
-        cache = adkd.new_teacher_cache("bench", lengths, task.num_labels, task.num_labels)
+        cache = adkd.TeacherCache(lengths, task.num_labels)
     if name.endswith("_unbatched"):
         config.ig_max_rows = options.batch
     if name.endswith("_rows32"):
@@ -199,8 +199,8 @@ def run_case(name, classes, options):
         if name.startswith("public"):
             loss = public_style_step(student, teacher, batch, classes, steps, width)
         else:
-            loss, _ = adkd.distillation_step(student, teacher, batch, config,
-                                             adkd.cached_teacher(cache, indices))
+            teacher_fn = cache.teacher_fn(indices) if cache else adkd.teacher_outputs
+            loss, _ = adkd.distillation_step(student, teacher, batch, config, teacher_fn)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
