@@ -932,41 +932,42 @@ def unlock_stage(folder):
         path.unlink(missing_ok=True)
 
 
-def read_rows(data_dir, task, split, args):
-    examples, skipped = glue_data.read_split_counted(data_dir, task, split,
-                                                     skip_bad_rows=args.skip_bad_rows)
-    if skipped:
-        say(f"{glue_data.split_path(data_dir, task, split)}: skipped {len(skipped)} "
-            f"malformed rows {glue_data.skipped_lines(skipped)}")
-    return examples
-
-
-def read_data(args, task, tokenizer, training):
-    """Dev (and train, and with --predict test) examples, encoded; GLUE's fetched when absent.
-    Says how many train and dev examples --max-length cuts."""
+def read_examples(args, task, splits, skip_bad_rows=False):
+    """{split: examples} of own files or GLUE's (fetched into --data-dir when absent), naming
+    the malformed rows skip_bad_rows skips. A file or row that cannot be read is one line."""
     try:
         data_dir = None if task.files else glue_data.task_dir(args.data_dir, task)
     except FileNotFoundError as error:
         data_dir = download(args, task, error)
-    encode = lambda examples: glue_data.encode(examples, tokenizer, args.max_length)  # noqa: E731
-    try:
-        splits = task.dev_splits + (("train",) if training else ())
-        rows = {split: read_rows(data_dir, task, split, args) for split in splits}
-        encoded = {split: encode(examples) for split, examples in rows.items()}
-        cut = {split: glue_data.count_truncated(rows[split], encoded[split], tokenizer,
-                                                args.max_length) for split in splits}
-        if any(cut.values()):
-            say(f"--max-length {args.max_length} truncates " + ", ".join(
-                f"{cut[split]} of {len(rows[split])} {split}" for split in splits) + " examples")
-        dev, train = {split: encoded[split] for split in task.dev_splits}, encoded.get("train", [])
-        test = {}
-        for split in task.test_splits if args.predict else ():
-            examples = glue_data.read_split(data_dir, task, split)  # a submission needs every row
-            test[split] = (examples, encode(examples))
-    except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
-        raise SystemExit(f"error: {error}") from None
-    return argparse.Namespace(data_dir=data_dir, dev=dev, train=train, test=test,
-                              training=training)
+    rows = {}
+    for split in splits:
+        try:
+            rows[split], skipped = glue_data.read_split_counted(data_dir, task, split,
+                                                                skip_bad_rows)
+        except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
+            raise SystemExit(f"error: {error}") from None
+        if skipped:
+            say(f"{glue_data.split_path(data_dir, task, split)}: skipped {len(skipped)} "
+                f"malformed rows {glue_data.skipped_lines(skipped)}")
+    return rows
+
+
+def read_data(args, task, tokenizer, training):
+    """Dev (and train, and with --predict test) examples, encoded. Says how many train and
+    dev examples --max-length cuts. Test rows are never skipped: a submission needs each."""
+    splits = task.dev_splits + (("train",) if training else ())
+    rows = read_examples(args, task, splits, args.skip_bad_rows)
+    test = read_examples(args, task, task.test_splits if args.predict else ())
+    encoded = {split: glue_data.encode(examples, tokenizer, args.max_length)
+               for split, examples in {**rows, **test}.items()}
+    cut = {split: glue_data.count_truncated(rows[split], encoded[split], tokenizer,
+                                            args.max_length) for split in splits}
+    if any(cut.values()):
+        say(f"--max-length {args.max_length} truncates " + ", ".join(
+            f"{cut[split]} of {len(rows[split])} {split}" for split in splits) + " examples")
+    return argparse.Namespace(dev={split: encoded[split] for split in task.dev_splits},
+                              train=encoded.get("train", []), training=training,
+                              test={split: (test[split], encoded[split]) for split in test})
 
 
 def download(args, task, missing):
@@ -1848,10 +1849,7 @@ def explain_main(argv):
     task = task_from_args(args)
     examples = [(text[0], text[1] if len(text) > 1 else None, None) for text in args.text]
     if args.dev:
-        try:
-            dev = glue_data.read_split(args.data_dir, task, task.dev_splits[0])
-        except (OSError, ValueError) as error:
-            raise SystemExit(f"error: {error}") from None
+        dev = read_examples(args, task, task.dev_splits[:1])[task.dev_splits[0]]
         wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
         bad = [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]
         if bad:

@@ -1192,6 +1192,10 @@ def test_missing_data_is_downloaded_or_a_clear_error_before_training(
         adkd.main(args)
     assert calls == [("mrpc", str(tmp_path / "nowhere"))] and "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()  # nothing trained
+    with pytest.raises(SystemExit, match=r"--data-dir .*nowhere: cannot download mrpc"):
+        adkd.main(["explain", "--task", "mrpc", "--model", "unused", "--dev", "0",
+                   "--data-dir", str(tmp_path / "nowhere")])  # explain reads dev rows the same way
+    assert len(calls) == 2
 
     def copies(task, data_dir, **k):  # a download that works: the files appear in data_dir
         shutil.copytree(Path(workspace["data"]) / "MRPC", Path(data_dir) / "MRPC")
