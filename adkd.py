@@ -594,6 +594,12 @@ class HelpFormatter(argparse.HelpFormatter):
         return action.help + (" (default: %(default)s)" if shown else "")
 
 
+def shared(name, **changed):
+    """FLAGS' row of a flag another command shares (explain), some argparse keywords changed."""
+    _, stage, bounds, keywords = next(row for _, rows in FLAGS for row in rows if row[0] == name)
+    return flag(name, stage, bounds, **{**keywords, **changed})
+
+
 def add_flags(parser, groups):
     for title, rows in groups:
         group = parser.add_argument_group(title)
@@ -677,10 +683,10 @@ def scaled_top_k(task_name, width):
     return max(1, round(PAPER_STUDENT[task_name]["top_k"] * width / PAPER_TOP_K_WIDTH))
 
 
-def validate_args(args):
-    """Refuse impossible flags, one line each, before anything is loaded: a value outside its
-    bounds in FLAGS (inf and NaN pass most range checks), then impossible combinations."""
-    for dest, name, _, bounds in all_flags():
+def check_bounds(args, groups=FLAGS):
+    """Refuse a value outside its bounds in the flag table, one line (inf and NaN pass most
+    range checks)."""
+    for dest, name, _, bounds in all_flags(groups):
         value = getattr(args, dest)
         if bounds is None or value is None:
             continue
@@ -688,6 +694,12 @@ def validate_args(args):
             raise SystemExit(f"error: {name} must be finite, got {value}")
         if not BOUNDS[bounds](value):
             raise SystemExit(f"error: {name} must be {bounds}, got {value}")
+
+
+def validate_args(args):
+    """Refuse impossible flags, one line each, before anything is loaded: a value outside its
+    bounds in FLAGS, then impossible combinations."""
+    check_bounds(args)
     if args.teacher_only and args.teacher:
         raise SystemExit("error: --teacher-only fine-tunes a teacher; drop --teacher")
     if args.beta <= 0 and (args.no_ce or args.alpha == 1) and (args.no_kd or args.alpha == 0):
@@ -1813,39 +1825,48 @@ def agreement(result, reference, is_regression):
             "top20_overlap": float(np.mean(overlaps)) if overlaps else math.nan}
 
 
-def explain_main(argv):
+# explain's flags: its own, and the rows of the training table it shares, with its defaults.
+EXPLAIN_FLAGS = [("checkpoints and examples", [
+    shared("--task", help="GLUE task the checkpoints were trained on (or own data flags)"),
+    flag("--model", "run", action="append", required=True, metavar="[NAME=]PATH",
+         help="a checkpoint (repeatable; the first is the reference for agreement)"),
+    flag("--text", "run", action="append", nargs="+", default=[], metavar="SENTENCE",
+         help="one sentence, or two for a pair task (repeatable)"),
+    flag("--dev", "run", nargs="+", default=[], metavar="ROW",
+         help="dev examples by 0-based row, or `all`"),
+    shared("--data-dir"),
+    shared("--max-length", help="maximum tokens per example (at most the models' positions)"),
+    shared("--ig-steps", default=None, help="m of Eq. 2 (default: 32; 8 with --faithfulness)"),
+    shared("--batch-size", default=32, help="examples per IG batch"),
+    shared("--device"),
+    flag("--html", "run", help="also write the maps to this HTML file")]),
+    ("faithfulness of the maps on --dev, one row per model", [
+        flag("--faithfulness", "run", action="store_true", help="ERASER's comprehensiveness "
+             "and sufficiency (AOPC) beside random orders' and agreement with the first model"),
+        flag("--random-orders", "run", ">= 1", type=int, default=3,
+             help="random orders averaged"),
+        flag("--json", "run", help="also write the rows to this JSON file")]),
+    OWN_DATA_FLAGS]
+
+
+def explain_args(argv):
     p = argparse.ArgumentParser(prog="adkd.py explain", formatter_class=HelpFormatter,
                                 description="print (and draw) the per-class token attribution "
                                 "maps of one or more checkpoints, or measure how faithful they "
                                 "are (--faithfulness)")
-    p.add_argument("--task", help="GLUE task the checkpoints were trained on (or own data flags)")
-    p.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
-                   help="a checkpoint (repeatable; the first is the reference for agreement)")
-    p.add_argument("--text", action="append", nargs="+", default=[], metavar="SENTENCE",
-                   help="one sentence, or two for a pair task (repeatable)")
-    p.add_argument("--dev", nargs="+", default=[], metavar="ROW",
-                   help="dev examples by 0-based row, or `all`")
-    p.add_argument("--data-dir", default="glue_data", help="GLUE root, for --dev")
-    p.add_argument("--ig-steps", type=int, help="m of Eq. 2 (default: 32; 8 with --faithfulness)")
-    p.add_argument("--html", default=None, help="also write the maps to this HTML file")
-    g = p.add_argument_group("faithfulness of the maps on --dev, one row per model")
-    g.add_argument("--faithfulness", action="store_true", help="ERASER's comprehensiveness and "
-                   "sufficiency (AOPC) beside random orders' and agreement with the first model")
-    g.add_argument("--random-orders", type=int, default=3, help="random orders averaged")
-    g.add_argument("--max-length", type=int, default=128,
-                   help="maximum tokens per example (at most the models' positions)")
-    g.add_argument("--batch-size", type=int, default=32, help="examples per IG batch")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    g.add_argument("--json", help="also write the rows to this JSON file")
-    add_flags(p, [OWN_DATA_FLAGS])
+    add_flags(p, EXPLAIN_FLAGS)
     args = p.parse_args(argv)
     args.ig_steps = (8 if args.faithfulness else 32) if args.ig_steps is None else args.ig_steps
-    for flag in ("ig_steps", "random_orders", "max_length", "batch_size"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got "
-                             f"{getattr(args, flag)}")
+    check_bounds(args, EXPLAIN_FLAGS)
     if args.faithfulness and (args.text or not args.dev):
         raise SystemExit("error: --faithfulness measures --dev rows (or all), not --text")
+    if not args.text and not args.dev:
+        raise SystemExit("error: give --text or --dev")
+    return args
+
+
+def explain_main(argv):
+    args = explain_args(argv)
     task = task_from_args(args)
     examples = [(text[0], text[1] if len(text) > 1 else None, None) for text in args.text]
     if args.dev:
@@ -1857,8 +1878,6 @@ def explain_main(argv):
                              f"0..{len(dev) - 1} (or give all)")
         dev = [dev[int(row)] for row in wanted]
         examples += [(example.text_a, example.text_b, example.label) for example in dev]
-    if not examples:
-        raise SystemExit("error: give --text or --dev")
     models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
     loaded = [(name, pretrained(AutoTokenizer, path, "--model"), load_model(path, task, "--model"))
               for name, path in models]

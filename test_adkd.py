@@ -1522,6 +1522,22 @@ def test_help_shows_each_tasks_values_and_mentions_explain(capsys, monkeypatch):
     assert text.count("default runs/<task>") == 1
 
 
+def test_explain_takes_the_flags_it_shares_with_training_from_the_table(capsys):
+    """Their bounds, finiteness and help come from FLAGS; only the defaults are explain's."""
+    table = {name: bounds for _, name, _, bounds in adkd.all_flags()}
+    shared = [(name, bounds) for _, name, _, bounds in adkd.all_flags(adkd.EXPLAIN_FLAGS)
+              if name in table]
+    assert {"--max-length", "--batch-size", "--ig-steps", "--device"} <= dict(shared).keys()
+    assert all(bounds == table[name] for name, bounds in shared)
+    explain = ["explain", "--task", "mrpc", "--model", "unused", "--text", "a cat"]
+    with pytest.raises(SystemExit, match=r"^error: --max-length must be >= 8, got 4$"):
+        adkd.main(explain + ["--max-length", "4"])
+    with pytest.raises(SystemExit):
+        adkd.main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--device DEVICE torch device" in text and "examples per IG batch (default: 32)" in text
+
+
 def test_every_flag_is_classified_by_stage_and_the_stages_save_their_own(monkeypatch):
     """A flag outside the table, or without a stage, would escape the --resume check."""
     table = {name: (stage, bounds) for _, name, stage, bounds in adkd.all_flags()}
