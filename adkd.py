@@ -951,17 +951,11 @@ def read_examples(args, task, splits, skip_bad_rows=False):
         data_dir = None if task.files else glue_data.task_dir(args.data_dir, task)
     except FileNotFoundError as error:
         data_dir = download(args, task, error)
-    rows = {}
-    for split in splits:
-        try:
-            rows[split], skipped = glue_data.read_split_counted(data_dir, task, split,
-                                                                skip_bad_rows)
-        except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
-            raise SystemExit(f"error: {error}") from None
-        if skipped:
-            say(f"{glue_data.split_path(data_dir, task, split)}: skipped {len(skipped)} "
-                f"malformed rows {glue_data.skipped_lines(skipped)}")
-    return rows
+    try:
+        return {split: glue_data.read_split(data_dir, task, split, skip_bad_rows, report=say)
+                for split in splits}
+    except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
+        raise SystemExit(f"error: {error}") from None
 
 
 def read_data(args, task, tokenizer, training):

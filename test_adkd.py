@@ -2189,8 +2189,12 @@ def test_skip_bad_rows_counts_them(tmp_path):
     examples, skipped = read_split_counted(tmp_path, "qqp", "train", skip_bad_rows=True)
     assert skipped == [3, 4]
     assert [(ex.text_a, ex.label, ex.line) for ex in examples] == [("Q?", 1, 2), ("T?", 0, 5)]
-    with pytest.warns(UserWarning, match=re.escape("skipped 2 malformed rows (lines 3, 4)")):
+    skipped = f"{tmp_path / 'QQP' / 'train.tsv'}: skipped 2 malformed rows (lines 3, 4)"
+    with pytest.warns(UserWarning, match=re.escape(skipped)):
         assert len(read_split(tmp_path, "qqp", "train", skip_bad_rows=True)) == 2
+    reported = []  # the CLI passes its own printer
+    read_split(tmp_path, "qqp", "train", skip_bad_rows=True, report=reported.append)
+    assert reported == [skipped]
 
 
 def test_clean_file_skips_nothing_and_warns_nothing(tmp_path):
