@@ -286,20 +286,20 @@ class ADKDConfig:
 
 
 def model_maps(model, inputs, config, teacher=False, create_graph=False):
-    """IG (Eq. 2), then multi-view maps (Eq. 4-10) -> (maps, logits): the teacher's with its m
-    and top-K, the student's with its m over all dimensions (Eq. 6)."""
+    """IG (Eq. 2), then multi-view maps (Eq. 4-10) -> (maps, logits, attributions): the
+    teacher's with its m and top-K, the student's with its m over all dimensions (Eq. 6)."""
     attributions, logits = integrated_gradients(
         model, **inputs, steps=config.teacher_ig_steps if teacher else config.ig_steps,
         baseline=config.baseline, pad_token_id=config.pad_token_id, create_graph=create_graph,
         is_regression=config.is_regression, max_rows=config.ig_max_rows)
     top_k = config.top_k if teacher else None
-    return attribution_maps(attributions, inputs["attention_mask"], top_k), logits
+    return attribution_maps(attributions, inputs["attention_mask"], top_k), logits, attributions
 
 
 def teacher_outputs(teacher, inputs, config):
     """The teacher's multi-view maps (top-K, Eq. 4-10) and logits for a batch of inputs."""
     teacher.eval()  # frozen and without dropout, or its maps would change from call to call
-    return model_maps(teacher, inputs, config, teacher=True)
+    return model_maps(teacher, inputs, config, teacher=True)[:2]
 
 
 def distillation_step(student, teacher, batch, config, teacher_fn=teacher_outputs):
@@ -312,7 +312,7 @@ def distillation_step(student, teacher, batch, config, teacher_fn=teacher_output
     if config.beta > 0:
         teacher_maps, teacher_logits = teacher_fn(teacher, inputs, config)
         # The student's last Riemann step is its ordinary forward pass: CE and KD reuse it.
-        student_maps, student_logits = model_maps(student, inputs, config, create_graph=True)
+        student_maps, student_logits, _ = model_maps(student, inputs, config, create_graph=True)
     else:
         student_logits = student(**inputs).logits
         if teacher is not None and config.alpha > 0 and config.use_kd:
@@ -594,6 +594,12 @@ class HelpFormatter(argparse.HelpFormatter):
         return action.help + (" (default: %(default)s)" if shown else "")
 
 
+def shared(name, **changed):
+    """FLAGS' row of a flag another command shares (explain), some argparse keywords changed."""
+    _, stage, bounds, keywords = next(row for _, rows in FLAGS for row in rows if row[0] == name)
+    return flag(name, stage, bounds, **{**keywords, **changed})
+
+
 def add_flags(parser, groups):
     for title, rows in groups:
         group = parser.add_argument_group(title)
@@ -677,10 +683,10 @@ def scaled_top_k(task_name, width):
     return max(1, round(PAPER_STUDENT[task_name]["top_k"] * width / PAPER_TOP_K_WIDTH))
 
 
-def validate_args(args):
-    """Refuse impossible flags, one line each, before anything is loaded: a value outside its
-    bounds in FLAGS (inf and NaN pass most range checks), then impossible combinations."""
-    for dest, name, _, bounds in all_flags():
+def check_bounds(args, groups=FLAGS):
+    """Refuse a value outside its bounds in the flag table, one line (inf and NaN pass most
+    range checks)."""
+    for dest, name, _, bounds in all_flags(groups):
         value = getattr(args, dest)
         if bounds is None or value is None:
             continue
@@ -688,6 +694,12 @@ def validate_args(args):
             raise SystemExit(f"error: {name} must be finite, got {value}")
         if not BOUNDS[bounds](value):
             raise SystemExit(f"error: {name} must be {bounds}, got {value}")
+
+
+def validate_args(args):
+    """Refuse impossible flags, one line each, before anything is loaded: a value outside its
+    bounds in FLAGS, then impossible combinations."""
+    check_bounds(args)
     if args.teacher_only and args.teacher:
         raise SystemExit("error: --teacher-only fine-tunes a teacher; drop --teacher")
     if args.beta <= 0 and (args.no_ce or args.alpha == 1) and (args.no_kd or args.alpha == 0):
@@ -932,41 +944,36 @@ def unlock_stage(folder):
         path.unlink(missing_ok=True)
 
 
-def read_rows(data_dir, task, split, args):
-    examples, skipped = glue_data.read_split_counted(data_dir, task, split,
-                                                     skip_bad_rows=args.skip_bad_rows)
-    if skipped:
-        say(f"{glue_data.split_path(data_dir, task, split)}: skipped {len(skipped)} "
-            f"malformed rows {glue_data.skipped_lines(skipped)}")
-    return examples
-
-
-def read_data(args, task, tokenizer, training):
-    """Dev (and train, and with --predict test) examples, encoded; GLUE's fetched when absent.
-    Says how many train and dev examples --max-length cuts."""
+def read_examples(args, task, splits, skip_bad_rows=False):
+    """{split: examples} of own files or GLUE's (fetched into --data-dir when absent), naming
+    the malformed rows skip_bad_rows skips. A file or row that cannot be read is one line."""
     try:
         data_dir = None if task.files else glue_data.task_dir(args.data_dir, task)
     except FileNotFoundError as error:
         data_dir = download(args, task, error)
-    encode = lambda examples: glue_data.encode(examples, tokenizer, args.max_length)  # noqa: E731
     try:
-        splits = task.dev_splits + (("train",) if training else ())
-        rows = {split: read_rows(data_dir, task, split, args) for split in splits}
-        encoded = {split: encode(examples) for split, examples in rows.items()}
-        cut = {split: glue_data.count_truncated(rows[split], encoded[split], tokenizer,
-                                                args.max_length) for split in splits}
-        if any(cut.values()):
-            say(f"--max-length {args.max_length} truncates " + ", ".join(
-                f"{cut[split]} of {len(rows[split])} {split}" for split in splits) + " examples")
-        dev, train = {split: encoded[split] for split in task.dev_splits}, encoded.get("train", [])
-        test = {}
-        for split in task.test_splits if args.predict else ():
-            examples = glue_data.read_split(data_dir, task, split)  # a submission needs every row
-            test[split] = (examples, encode(examples))
+        return {split: glue_data.read_split(data_dir, task, split, skip_bad_rows, report=say)
+                for split in splits}
     except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
         raise SystemExit(f"error: {error}") from None
-    return argparse.Namespace(data_dir=data_dir, dev=dev, train=train, test=test,
-                              training=training)
+
+
+def read_data(args, task, tokenizer, training):
+    """Dev (and train, and with --predict test) examples, encoded. Says how many train and
+    dev examples --max-length cuts. Test rows are never skipped: a submission needs each."""
+    splits = task.dev_splits + (("train",) if training else ())
+    rows = read_examples(args, task, splits, args.skip_bad_rows)
+    test = read_examples(args, task, task.test_splits if args.predict else ())
+    encoded = {split: glue_data.encode(examples, tokenizer, args.max_length)
+               for split, examples in {**rows, **test}.items()}
+    cut = {split: glue_data.count_truncated(rows[split], encoded[split], tokenizer,
+                                            args.max_length) for split in splits}
+    if any(cut.values()):
+        say(f"--max-length {args.max_length} truncates " + ", ".join(
+            f"{cut[split]} of {len(rows[split])} {split}" for split in splits) + " examples")
+    return argparse.Namespace(dev={split: encoded[split] for split in task.dev_splits},
+                              train=encoded.get("train", []), training=training,
+                              test={split: (test[split], encoded[split]) for split in test})
 
 
 def download(args, task, missing):
@@ -1570,20 +1577,40 @@ def evaluate(model, task, dev_sets, batch_size, pad_token_id, device):
     return metrics
 
 
-def dev_maps(model, features, config, batch_size, teacher):
-    """Per-example maps (views, length) of a model on encoded examples (model_maps)."""
+def dev_maps(model, features, config, batch_size, teacher, completeness=False):
+    """Per-example maps (views, length) of a model on encoded examples (model_maps). With
+    completeness, per example (maps, class scores (views,), completeness (views, 2)) instead:
+    per class the sum of the attributions beside F_c(x) - F_c(x'), which Eq. 1's completeness
+    makes equal once m is large enough (explain prints both)."""
     was_training = model.training
     model.eval()
-    maps = []
+    results = []
     for start in range(0, len(features), batch_size):
         batch = glue_data.collate(features[start:start + batch_size], config.pad_token_id)
         inputs = {k: v.to(next(model.parameters()).device) for k, v in batch.items()
                   if k != "labels"}
-        batch_maps = model_maps(model, inputs, config, teacher)[0].detach().float().cpu()
+        batch_maps, logits, attributions = model_maps(model, inputs, config, teacher)
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        maps += [m[:, :n] for m, n in zip(batch_maps, lengths)]
+        maps = [m[:, :n] for m, n in zip(batch_maps.detach().float().cpu(), lengths)]
+        if completeness:
+            maps = zip(maps, *ig_completeness(model, inputs, logits, attributions, config))
+        results += maps
     model.train(was_training)
-    return maps
+    return results
+
+
+def ig_completeness(model, inputs, logits, attributions, config):
+    """Eq. 1 for a batch IG explained: class scores F_c(x) (batch, views), and per class the
+    sum of the attributions beside F_c(x) - F_c(x'), x' the baseline at every position."""
+    weight = model.get_input_embeddings().weight
+    base = weight[config.pad_token_id] if config.baseline == "pad" else torch.zeros_like(weight[0])
+    with torch.no_grad():
+        base_logits = model(inputs_embeds=base.expand(*inputs["input_ids"].shape, -1),
+                            **{k: v for k, v in inputs.items() if k != "input_ids"}).logits
+    scores = class_scores(logits, config.is_regression).detach()
+    rise = scores - class_scores(base_logits, config.is_regression)
+    sums = attributions.detach().sum(dim=(2, 3))
+    return scores.float().cpu(), torch.stack([sums, rise], -1).float().cpu()
 
 
 def teacher_dev_maps(teacher, dev_sets, config, args):
@@ -1653,32 +1680,6 @@ def say(*message):
 # Readable names for the tasks whose TSV labels are digits.
 CLASS_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
                "mrpc": ("not paraphrase", "paraphrase"), "qqp": ("not duplicate", "duplicate")}
-
-
-def explain(model, tokenizer, text_a, text_b=None, *, is_regression=False, steps=32,
-            baseline="pad"):
-    """A model's attribution map per class (Eq. 6 over all dims, Eq. 9) for one example.
-    Returns (tokens, maps (views, seq), class scores (views,), completeness (views, 2)): what
-    AD-KD compares, and per class the sum of the attributions beside F_c(x) - F_c(x'), which
-    Eq. 1's completeness makes equal once `steps` is large enough."""
-    encoded = tokenizer(text_a, text_b, truncation="longest_first",
-                        max_length=model.config.max_position_embeddings, return_tensors="pt")
-    inputs = {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids")
-              if key in encoded}
-    attributions, logits = integrated_gradients(model.eval(), **inputs, steps=steps,
-                                                baseline=baseline,
-                                                pad_token_id=tokenizer.pad_token_id,
-                                                is_regression=is_regression)
-    maps = attribution_maps(attributions, inputs["attention_mask"])[0]  # (views, seq)
-    tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
-    weight = model.get_input_embeddings().weight
-    base = weight[tokenizer.pad_token_id] if baseline == "pad" else torch.zeros_like(weight[0])
-    with torch.no_grad():  # F_c(x'), x' the baseline of Eq. 2 at every position
-        base_logits = model(inputs_embeds=base.expand(*inputs["input_ids"].shape, -1),
-                            **{k: v for k, v in inputs.items() if k != "input_ids"}).logits
-    scores = class_scores(logits, is_regression)[0].detach()
-    rise = scores - class_scores(base_logits, is_regression)[0]
-    return tokens, maps.detach(), scores, torch.stack([attributions[0].sum(dim=(1, 2)), rise], 1)
 
 
 def shown_views(maps, scores, class_names):
@@ -1806,76 +1807,104 @@ def agreement(result, reference, is_regression):
             "top20_overlap": float(np.mean(overlaps)) if overlaps else math.nan}
 
 
-def explain_main(argv):
+# explain's flags: its own, and the rows of the training table it shares, with its defaults.
+EXPLAIN_FLAGS = [("checkpoints and examples", [
+    shared("--task", help="GLUE task the checkpoints were trained on (or own data flags)"),
+    flag("--model", "run", action="append", required=True, metavar="[NAME=]PATH",
+         help="a checkpoint (repeatable; the first is the reference for agreement)"),
+    flag("--text", "run", action="append", nargs="+", default=[], metavar="SENTENCE",
+         help="one sentence, or two for a pair task (repeatable)"),
+    flag("--dev", "run", nargs="+", default=[], metavar="ROW",
+         help="dev examples by 0-based row, or `all`"),
+    shared("--data-dir"),
+    shared("--max-length", help="maximum tokens per example (at most the models' positions)"),
+    shared("--ig-steps", default=None, help="m of Eq. 2 (default: 32; 8 with --faithfulness)"),
+    shared("--batch-size", default=32, help="examples per IG batch"),
+    shared("--device"),
+    flag("--html", "run", help="also write the maps to this HTML file")]),
+    ("faithfulness of the maps on --dev, one row per model", [
+        flag("--faithfulness", "run", action="store_true", help="ERASER's comprehensiveness "
+             "and sufficiency (AOPC) beside random orders' and agreement with the first model"),
+        flag("--random-orders", "run", ">= 1", type=int, default=3,
+             help="random orders averaged"),
+        flag("--json", "run", help="also write the rows to this JSON file")]),
+    OWN_DATA_FLAGS]
+
+
+def explain_args(argv):
     p = argparse.ArgumentParser(prog="adkd.py explain", formatter_class=HelpFormatter,
                                 description="print (and draw) the per-class token attribution "
                                 "maps of one or more checkpoints, or measure how faithful they "
                                 "are (--faithfulness)")
-    p.add_argument("--task", help="GLUE task the checkpoints were trained on (or own data flags)")
-    p.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
-                   help="a checkpoint (repeatable; the first is the reference for agreement)")
-    p.add_argument("--text", action="append", nargs="+", default=[], metavar="SENTENCE",
-                   help="one sentence, or two for a pair task (repeatable)")
-    p.add_argument("--dev", nargs="+", default=[], metavar="ROW",
-                   help="dev examples by 0-based row, or `all`")
-    p.add_argument("--data-dir", default="glue_data", help="GLUE root, for --dev")
-    p.add_argument("--ig-steps", type=int, help="m of Eq. 2 (default: 32; 8 with --faithfulness)")
-    p.add_argument("--html", default=None, help="also write the maps to this HTML file")
-    g = p.add_argument_group("faithfulness of the maps on --dev, one row per model")
-    g.add_argument("--faithfulness", action="store_true", help="ERASER's comprehensiveness and "
-                   "sufficiency (AOPC) beside random orders' and agreement with the first model")
-    g.add_argument("--random-orders", type=int, default=3, help="random orders averaged")
-    g.add_argument("--max-length", type=int, default=128,
-                   help="maximum tokens per example (at most the models' positions)")
-    g.add_argument("--batch-size", type=int, default=32, help="examples per IG batch")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    g.add_argument("--json", help="also write the rows to this JSON file")
-    add_flags(p, [OWN_DATA_FLAGS])
+    add_flags(p, EXPLAIN_FLAGS)
     args = p.parse_args(argv)
     args.ig_steps = (8 if args.faithfulness else 32) if args.ig_steps is None else args.ig_steps
-    for flag in ("ig_steps", "random_orders", "max_length", "batch_size"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 1, got "
-                             f"{getattr(args, flag)}")
+    check_bounds(args, EXPLAIN_FLAGS)
     if args.faithfulness and (args.text or not args.dev):
         raise SystemExit("error: --faithfulness measures --dev rows (or all), not --text")
-    task = task_from_args(args)
-    examples = [(text[0], text[1] if len(text) > 1 else None, None) for text in args.text]
-    if args.dev:
-        try:
-            dev = glue_data.read_split(args.data_dir, task, task.dev_splits[0])
-        except (OSError, ValueError) as error:
-            raise SystemExit(f"error: {error}") from None
-        wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
-        bad = [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]
-        if bad:
-            raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
-                             f"0..{len(dev) - 1} (or give all)")
-        dev = [dev[int(row)] for row in wanted]
-        examples += [(example.text_a, example.text_b, example.label) for example in dev]
-    if not examples:
+    if not args.text and not args.dev:
         raise SystemExit("error: give --text or --dev")
+    return args
+
+
+def dev_rows(args, task):
+    """The --dev rows of the task's (first) dev split."""
+    split = task.dev_splits[0]
+    dev = read_examples(args, task, [split])[split]
+    wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
+    bad = [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]
+    if bad:
+        raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
+                         f"0..{len(dev) - 1} (or give all)")
+    return [dev[int(row)] for row in wanted]
+
+
+def explain_config(args, task, tokenizer):
+    """IG as explain runs it: m = --ig-steps, the [PAD] baseline, rows per pass as in training."""
+    return ADKDConfig(ig_steps=args.ig_steps, is_regression=task.is_regression,
+                      pad_token_id=tokenizer.pad_token_id,
+                      ig_max_rows=256 if args.device.startswith("cuda") else 32)
+
+
+def explain_model(model, tokenizer, examples, args, task):
+    """Per example, a model's (tokens, maps, class scores, completeness) (dev_maps). Each
+    example is encoded alone (a --text may be one sentence where dev rows are pairs), without
+    its label (a --text has none)."""
+    features = [{**glue_data.encode([example], tokenizer, args.max_length)[0], "label": None}
+                for example in examples]
+    explained = dev_maps(model.to(args.device), features, explain_config(args, task, tokenizer),
+                         args.batch_size, teacher=False, completeness=True)
+    return [(tokenizer.convert_ids_to_tokens(feature["input_ids"]), *result)
+            for feature, result in zip(features, explained)]
+
+
+def explain_main(argv):
+    args = explain_args(argv)
+    task = task_from_args(args)
+    examples = [glue_data.Example("text", text[0], text[1] if len(text) > 1 else None, None, 0)
+                for text in args.text] + (dev_rows(args, task) if args.dev else [])
     models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
     loaded = [(name, pretrained(AutoTokenizer, path, "--model"), load_model(path, task, "--model"))
               for name, path in models]
     for (_, tokenizer, model), (_, path) in zip(loaded, models):
         check_tokenizer_fits(tokenizer, model.config, path, "--model")
+    args.max_length = min([args.max_length] + [model.config.max_position_embeddings
+                                                for _, _, model in loaded])
     if args.faithfulness:
-        return faithfulness_main(args, task, dev, loaded)
+        return faithfulness_main(args, task, examples, loaded)
     class_names = (["score"] if task.is_regression else
                    list(CLASS_NAMES.get(task.name, task.labels)))
+    explained = [explain_model(model, tokenizer, examples, args, task)
+                 for _, tokenizer, model in loaded]
     pages = []
-    for text_a, text_b, label in examples:
+    for index, example in enumerate(examples):
+        label = example.label
         gold = label if task.is_regression or label is None else class_names[label]
         gold = "" if label is None else f"  (gold: {gold})"
-        title = text_a + (f"  ||  {text_b}" if text_b else "") + gold
+        title = example.text_a + (f"  ||  {example.text_b}" if example.text_b else "") + gold
         print(f"\n== {title}")
-        rows = []
-        for name, tokenizer, model in loaded:
-            tokens, maps, scores, completeness = explain(
-                model, tokenizer, text_a, text_b, is_regression=task.is_regression,
-                steps=args.ig_steps)
-            rows.append((name, tokens, maps, scores, completeness))
+        rows = [(name, *per_model[index]) for (name, _, _), per_model in zip(loaded, explained)]
+        for name, tokens, maps, scores, completeness in rows:
             views = shown_views(maps, scores, class_names)
             if not views:
                 print(f"{name}: predictions are not finite (NaN or inf): no map")
@@ -1895,13 +1924,9 @@ def faithfulness_main(args, task, dev, loaded):
     tokenizer = loaded[0][1]
     for _, other, _ in loaded[1:]:
         check_same_tokenizer(tokenizer, other)
-    args.max_length = min([args.max_length] + [m.config.max_position_embeddings
-                                                for _, _, m in loaded])
     features = glue_data.encode(dev, tokenizer, args.max_length)
     special_ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # [UNK] is a word
-    config = ADKDConfig(ig_steps=args.ig_steps, is_regression=task.is_regression,
-                        pad_token_id=tokenizer.pad_token_id,  # IG rows per pass as in training
-                        ig_max_rows=256 if args.device.startswith("cuda") else 32)
+    config = explain_config(args, task, tokenizer)
     rows, reference = [], None
     for spec, (name, _, model) in zip(args.model, loaded):
         result = faithfulness(model.to(args.device), features, special_ids, config,

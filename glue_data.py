@@ -156,12 +156,13 @@ def split_file_name(task, split) -> str:
     return resolved + ".tsv"
 
 
-def read_split(data_dir, task, split, skip_bad_rows=False) -> list[Example]:
-    """Read one split; with skip_bad_rows, malformed rows are dropped with a warning."""
+def read_split(data_dir, task, split, skip_bad_rows=False, report=warnings.warn) -> list[Example]:
+    """Read one split; with skip_bad_rows, malformed rows are dropped and named in one line
+    passed to report (a warning by default)."""
     examples, skipped = read_split_counted(data_dir, task, split, skip_bad_rows)
     if skipped:
-        warnings.warn(f"{get_task(task).name} {split}: skipped {len(skipped)} malformed rows "
-                      f"{skipped_lines(skipped)}")
+        report(f"{split_path(data_dir, task, split)}: skipped {len(skipped)} malformed rows "
+               f"{skipped_lines(skipped)}")
     return examples
 
 

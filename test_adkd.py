@@ -910,15 +910,20 @@ def test_explain_completeness_sum_of_ig_meets_the_rise_from_the_baseline(tmp_pat
     model, tokenizer = tiny_bert(init=0.3), tiny_tokenizer(tmp_path)
     with torch.no_grad():  # BERT zeroes [PAD]'s embedding; x' must be the [PAD] one, not zero
         model.get_input_embeddings().weight[0] = torch.randn(32)
-    errors = {}
-    for steps in (1, 128):
-        *_, completeness = adkd.explain(model, tokenizer, "the red cat sat", "a dog ran",
-                                        steps=steps)
-        ig_sum, rise = completeness.T  # per class: sum of IG, F_c(x) - F_c(x')
-        assert completeness.shape == (2, 2) and float(rise.abs().min()) > 1e-3
-        assert rise.sum() == pytest.approx(0.0, abs=1e-6)  # probabilities sum to one
-        errors[steps] = float((ig_sum - rise).abs().max())
-    assert errors[128] < 0.02 * float(rise.abs().max()) and errors[128] < errors[1] / 5, errors
+    # one batch: the shorter example is padded, and its x' must not see the padding
+    features = encode([glue_data.Example(str(i), a, "a dog ran", None, i) for i, a in
+                       enumerate(["the red cat sat", "the big red cat sat on the mat"])],
+                      tokenizer, 32)
+    errors = {1: [], 128: []}  # per example, relative to its largest rise
+    for steps in errors:
+        explained = adkd.dev_maps(model, features, adkd.ADKDConfig(ig_steps=steps), 2,
+                                  teacher=False, completeness=True)
+        for _, _, completeness in explained:
+            ig_sum, rise = completeness.T  # per class: sum of IG, F_c(x) - F_c(x')
+            assert completeness.shape == (2, 2) and float(rise.abs().min()) > 1e-3
+            assert rise.sum() == pytest.approx(0.0, abs=1e-6)  # probabilities sum to one
+            errors[steps].append(float((ig_sum - rise).abs().max() / rise.abs().max()))
+    assert all(many < 0.02 and many < one / 5 for one, many in zip(*errors.values())), errors
 
 
 class OneTokenModel(torch.nn.Module):
@@ -1189,6 +1194,10 @@ def test_missing_data_is_downloaded_or_a_clear_error_before_training(
         adkd.main(args)
     assert calls == [("mrpc", str(tmp_path / "nowhere"))] and "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()  # nothing trained
+    with pytest.raises(SystemExit, match=r"--data-dir .*nowhere: cannot download mrpc"):
+        adkd.main(["explain", "--task", "mrpc", "--model", "unused", "--dev", "0",
+                   "--data-dir", str(tmp_path / "nowhere")])  # explain reads dev rows the same way
+    assert len(calls) == 2
 
     def copies(task, data_dir, **k):  # a download that works: the files appear in data_dir
         shutil.copytree(Path(workspace["data"]) / "MRPC", Path(data_dir) / "MRPC")
@@ -1513,6 +1522,22 @@ def test_help_shows_each_tasks_values_and_mentions_explain(capsys, monkeypatch):
     assert "(default: None)" not in text and "explain" in text
     assert "mrpc 10, qqp 50" in text and "rte 700" in text  # beta and K per task
     assert text.count("default runs/<task>") == 1
+
+
+def test_explain_takes_the_flags_it_shares_with_training_from_the_table(capsys):
+    """Their bounds, finiteness and help come from FLAGS; only the defaults are explain's."""
+    table = {name: bounds for _, name, _, bounds in adkd.all_flags()}
+    shared = [(name, bounds) for _, name, _, bounds in adkd.all_flags(adkd.EXPLAIN_FLAGS)
+              if name in table]
+    assert {"--max-length", "--batch-size", "--ig-steps", "--device"} <= dict(shared).keys()
+    assert all(bounds == table[name] for name, bounds in shared)
+    explain = ["explain", "--task", "mrpc", "--model", "unused", "--text", "a cat"]
+    with pytest.raises(SystemExit, match=r"^error: --max-length must be >= 8, got 4$"):
+        adkd.main(explain + ["--max-length", "4"])
+    with pytest.raises(SystemExit):
+        adkd.main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--device DEVICE torch device" in text and "examples per IG batch (default: 32)" in text
 
 
 def test_every_flag_is_classified_by_stage_and_the_stages_save_their_own(monkeypatch):
@@ -2166,8 +2191,12 @@ def test_skip_bad_rows_counts_them(tmp_path):
     examples, skipped = read_split_counted(tmp_path, "qqp", "train", skip_bad_rows=True)
     assert skipped == [3, 4]
     assert [(ex.text_a, ex.label, ex.line) for ex in examples] == [("Q?", 1, 2), ("T?", 0, 5)]
-    with pytest.warns(UserWarning, match=re.escape("skipped 2 malformed rows (lines 3, 4)")):
+    skipped = f"{tmp_path / 'QQP' / 'train.tsv'}: skipped 2 malformed rows (lines 3, 4)"
+    with pytest.warns(UserWarning, match=re.escape(skipped)):
         assert len(read_split(tmp_path, "qqp", "train", skip_bad_rows=True)) == 2
+    reported = []  # the CLI passes its own printer
+    read_split(tmp_path, "qqp", "train", skip_bad_rows=True, report=reported.append)
+    assert reported == [skipped]
 
 
 def test_clean_file_skips_nothing_and_warns_nothing(tmp_path):
