@@ -464,6 +464,7 @@ def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monk
     write_log(teacher.stage_dir / "log.jsonl", [{"step": 0, "started": 1.0}]
               + [dict(r, time=2.0) for r in steps])
     (teacher.stage_dir / "done.json").write_text("{}")  # a clone's record: no best/
+    (teacher.out / "row.json").write_text(json.dumps({"wall_s": 100.0, "epoch_s": [1.0]}))
 
     def retrain(argv):
         assert not (teacher.stage_dir / "log.jsonl").exists()  # a fresh start, not a resume
@@ -490,6 +491,12 @@ def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monk
                                            "first_different_step": 10 if changed else None}
     assert json.loads((teacher.out / "row.json").read_text())["reproduces_record"]["identical"] \
         is not changed
+    started = run.log_records(teacher.stage_dir / "log.jsonl")[0]["started"]
+    if changed:  # another run: its own timings and clock readings
+        assert result["wall_s"] != 100.0 and "retrain" not in result and started == 5.0
+    else:  # the same run: its first timings and clock readings stay, the rerun's beside them
+        assert result["wall_s"] == 100.0 and result["retrain"]["wall_s"] != 100.0
+        assert started == 1.0
     assert run.compare_records(run.training_record(teacher.stage_dir / "log.jsonl")[:1],
                                run.training_record(teacher.stage_dir / "log.jsonl"))[
         "identical"] is False  # a rerun cut short is not the same run
