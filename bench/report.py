@@ -407,7 +407,8 @@ def faithfulness_table(task, rows, group):
              f"50}} %, each beside the mean of {record['random_orders']} random orders; agreement "
              "with the teacher (README, `explain --faithfulness`). "
              f"`{record['command']}` ({record['wall_s'] / 60:.0f} min, "
-             f"{record['torch_threads']} threads), which runs `{record['explain_command']}`.", "",
+             f"{record['torch_threads']} torch thread{'s' * (record['torch_threads'] > 1)}), "
+             f"which runs `{record['explain_command']}`.", "",
              f"| row | dev {metric} | attribution gap | comprehensiveness (random) | sufficiency "
              "(random) | same prediction | Spearman | top-20 % overlap |",
              "|---|---|---|---|---|---|---|---|"]
