@@ -57,11 +57,9 @@ def measure(task, group, threads=2, ig_steps=8):
     record = json.loads(path.read_text())
     record.update(group=group, torch_threads=threads, wall_s=round(time.time() - start, 1),
                   command=f"python bench/faithfulness.py {task} --group {group}",
-                  explain_command="python adkd.py explain " + " ".join(
-                      str(a).replace(str(run.GLUE), "../shared/glue").replace(
-                          str(run.ROOT) + "/", "") for a in argv))
+                  explain_command="python adkd.py explain " + " ".join(map(run.shown, argv)))
     for model in record["models"]:
-        model["path"] = model["path"].replace(str(run.ROOT) + "/", "")
+        model["path"] = run.shown(model["path"])
     path.write_text(json.dumps(record, indent=1) + "\n")
     return record
 

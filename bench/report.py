@@ -417,14 +417,13 @@ def faithfulness_table(task, rows, group):
         label = teacher_label(row) if row.kind == "teacher" else f"{row.meta['method']}, s1"
         agree = [f"{model[key]:.3f}" if key in model else "–"
                  for key in ("same_prediction", "spearman", "top20_overlap")]
+        gap = f"{result['attribution_gap']:.3f}" if "attribution_gap" in result else "–"
         lines.append(
-            f"| {label} | {100 * result['dev'][metric]:.1f} | "
-            f"{result.get('attribution_gap', math.nan):.3f} | "
+            f"| {label} | {100 * result['dev'][metric]:.1f} | {gap} | "
             f"{model['comprehensiveness']:.3f} ({model['comprehensiveness_random']:.3f}) | "
             f"{model['sufficiency']:.3f} ({model['sufficiency_random']:.3f}) | "
             + " | ".join(agree) + " |")
-    return [line.replace("| nan |", "| – |") for line in lines] + [""] + pasted(
-        f"{task}_{group}_faithfulness")
+    return lines + [""] + pasted(f"{task}_{group}_faithfulness")
 
 
 def majority_class(task):

@@ -147,10 +147,13 @@ class Row:
     def command(self):
         """The row as a command to paste, run from the repository root ($MINILM: the teacher's
         pretrained weights)."""
-        def shown(arg):
-            return str(arg).replace(str(GLUE), "../shared/glue").replace(str(ROOT) + "/", "")
         return "python adkd.py " + " ".join(
             a if a == MINILM else shlex.quote(a) for a in map(shown, self.argv))
+
+
+def shown(arg):
+    """A command's argument as it reads from the repository root, with the data beside it."""
+    return str(arg).replace(str(GLUE), "../shared/glue").replace(str(ROOT) + "/", "")
 
 
 def task_rows(task):
@@ -279,23 +282,17 @@ def batches(features, pad_token_id, size=32):
 def completeness_error(model, task, features, pad_token_id, steps):
     """Eq. 1's completeness: sum of IG = F(x) - F(baseline). Returns sum |gap| / sum
     |F(x) - F(x')| over examples and views (0 is exact)."""
-    import torch
     import adkd
+    config = adkd.ADKDConfig(is_regression=task.is_regression, pad_token_id=pad_token_id)
     error = scale = 0.0
     for inputs in batches(features, pad_token_id, 16):
         attributions, logits = adkd.integrated_gradients(
             model, **inputs, steps=steps, pad_token_id=pad_token_id,
             is_regression=task.is_regression)
-        with torch.no_grad():
-            base = model.get_input_embeddings().weight[pad_token_id].expand(
-                *inputs["input_ids"].shape, -1)
-            extra = {k: v for k, v in inputs.items() if k == "token_type_ids"}
-            base_logits = model(inputs_embeds=base, attention_mask=inputs["attention_mask"],
-                                **extra).logits
-        difference = (adkd.class_scores(logits, task.is_regression)
-                      - adkd.class_scores(base_logits, task.is_regression))
-        error += (attributions.sum(dim=(2, 3)) - difference).abs().sum().item()
-        scale += difference.abs().sum().item()
+        _, sums_and_rises = adkd.ig_completeness(model, inputs, logits, attributions, config)
+        sums, rises = sums_and_rises.unbind(-1)  # (batch, views) each
+        error += (sums - rises).abs().sum().item()
+        scale += rises.abs().sum().item()
     return error / scale
 
 
@@ -387,13 +384,13 @@ def execute(row, task, threads=1):
     spec, features = dev_features(task, tokenizer)
     pad = tokenizer.pad_token_id
     teacher = adkd.load_model(row.teacher_dir, spec).eval()
+    timed = timed_epochs(stage / "log.jsonl")
     result = {"name": row.name, "kind": row.kind, "seed": row.seed, "groups": list(row.groups),
               **row.meta, "command": row.command(), "dev": metrics, "wall_s": round(wall, 1),
               "resumed": resumed,
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-              "epoch_s": epoch_seconds(stage / "log.jsonl"),
-              "epoch_s_scaled": [i + 1 for i, (_, scaled) in enumerate(
-                  timed_epochs(stage / "log.jsonl")) if scaled],
+              "epoch_s": [seconds for seconds, _ in timed],
+              "epoch_s_scaled": [i + 1 for i, (_, scaled) in enumerate(timed) if scaled],
               "dev_history": dev_history(stage / "log.jsonl"),
               "torch_threads": torch.get_num_threads(), "dev_examples": len(features)}
     if earlier:  # retrained from the committed records alone (a fresh clone)
@@ -429,7 +426,8 @@ def keep_earlier_timing(result, earlier_result):
     timings measured when it was first trained (on the cores it had then), the rerun's under
     "retrain"."""
     kept = {key: earlier_result[key] for key in TIMING if key in earlier_result}
-    return {**result, **kept, "retrain": {key: result[key] for key in TIMING if key in result}}
+    rest = {key: value for key, value in result.items() if key not in TIMING}
+    return {**rest, **kept, "retrain": {key: result[key] for key in TIMING if key in result}}
 
 
 def done(row):

@@ -496,6 +496,7 @@ def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monk
         assert result["wall_s"] != 100.0 and "retrain" not in result and started == 5.0
     else:  # the same run: its first timings and clock readings stay, the rerun's beside them
         assert result["wall_s"] == 100.0 and result["retrain"]["wall_s"] != 100.0
+        assert "torch_threads" not in result  # not in the first record: only the rerun's
         assert started == 1.0
     assert run.compare_records(run.training_record(teacher.stage_dir / "log.jsonl")[:1],
                                run.training_record(teacher.stage_dir / "log.jsonl"))[
