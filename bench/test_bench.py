@@ -623,3 +623,43 @@ def test_faithfulness_bench_measures_the_seed_1_rows_and_the_report_tables_them(
     assert table[3].startswith("| AD-KD, s1 |") and table[3].endswith(
         "| 0.200 | 0.400 (0.100) | 0.050 (0.200) | 0.900 | 0.500 | 0.600 |")
     assert report.faithfulness_table("mrpc", results, "paper") == []  # not measured: no table
+
+
+# ------------------------------------------------------------------------ bench/completeness.py
+def test_completeness_script_measures_the_row_records_error_and_it_falls_with_m(tmp_path):
+    """bench/completeness.py reports, per m, the error the row records hold (run's
+    completeness_error on the same examples), and Eq. 1's completeness makes it fall towards
+    0 as m grows, here on a tiny random BERT made non-linear by a large init."""
+    import completeness
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a of to and in is".split()
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, initializer_range=0.3, num_labels=2))
+    model.save_pretrained(tmp_path / "model")
+    BertTokenizerFast(vocab=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path / "model")
+    out = tmp_path / "completeness.json"
+    completeness.main(["mrpc", str(tmp_path / "model"), "--examples", "3", "--steps", "1", "4",
+                       "64", "--path-points", "5", "--json", str(out)])
+    record = json.loads(out.read_text())
+    errors = [row["error"] for row in record["rows"]]
+    assert [row["steps"] for row in record["rows"]] == [1, 4, 64] and record["examples"] == 3
+    assert errors[2] < errors[1] < errors[0] and errors[2] < 0.05, errors
+    task = glue_data.get_task("mrpc")
+    tokenizer = adkd.AutoTokenizer.from_pretrained(tmp_path / "model")
+    features = glue_data.encode(glue_data.read_split(run.GLUE, task, "dev")[:3], tokenizer, 128)
+    loaded = adkd.load_model(str(tmp_path / "model"), task).eval()
+    assert errors[1] == pytest.approx(run.completeness_error(loaded, task, features, 0, 4))
+    # the path runs from the baseline's score (a = 0) to the input's (a = 1): their difference
+    # is the rise the sum of IG is compared with
+    path = record["path"]
+    assert [a for a, _ in path] == [0, 0.25, 0.5, 0.75, 1]
+    inputs = next(run.batches(features, 0, 3))
+    with torch.no_grad():
+        score = loaded(**inputs).logits.softmax(-1)[:, -1]
+    assert path[-1][1] == pytest.approx(score.tolist(), abs=1e-5)
+    rise = torch.tensor(path[-1][1]) - torch.tensor(path[0][1])
+    assert rise.tolist() == pytest.approx(record["rows"][-1]["rise"], abs=1e-5)
+    assert record["command"].startswith("python bench/completeness.py mrpc ")
