@@ -18,6 +18,7 @@ first --examples dev examples.
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch
 import run
 
 
-def main(argv=None):
+def main(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task")
     p.add_argument("model", help="a fine-tuned checkpoint folder")
@@ -45,15 +46,11 @@ def main(argv=None):
     dev = glue_data.read_split(run.GLUE, task, task.dev_splits[0])[:args.examples]
     features = glue_data.encode(dev, tokenizer, 128)
     pad = tokenizer.pad_token_id
-    config = adkd.ADKDConfig(is_regression=task.is_regression, pad_token_id=pad)
     inputs = next(run.batches(features, pad, len(features)))
     rows = []
     for steps in args.steps:
         start = time.time()
-        attributions, logits = adkd.integrated_gradients(
-            model, **inputs, steps=steps, pad_token_id=pad, is_regression=task.is_regression)
-        _, sums_and_rises = adkd.ig_completeness(model, inputs, logits, attributions, config)
-        sums, rises = sums_and_rises.unbind(-1)  # (examples, views) each
+        sums, rises = run.completeness_sums(model, task, inputs, pad, steps)  # (examples, views)
         error = float((sums - rises).abs().sum() / rises.abs().sum())
         rows.append({"steps": steps, "error": error, "seconds": round(time.time() - start, 1),
                      "ig_sum": sums[:, -1].tolist(), "rise": rises[:, -1].tolist()})
@@ -62,9 +59,9 @@ def main(argv=None):
               + " | rise " + " ".join(f"{v:+.3f}" for v in rows[-1]["rise"]), flush=True)
     path = path_scores(model, inputs, pad, task.is_regression, args.path_points)
     if args.json:
-        record = {"task": args.task, "model": args.model, "examples": len(features),
-                  "command": "python bench/completeness.py " + " ".join(argv or []), "rows": rows,
-                  **({"path": path} if path else {})}
+        record = {"task": args.task, "model": run.shown(args.model), "examples": len(features),
+                  "command": "python bench/completeness.py " + " ".join(map(run.shown, argv)),
+                  "rows": rows, **({"path": path} if path else {})}
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
 
 
@@ -87,5 +84,4 @@ def path_scores(model, inputs, pad, is_regression, points):
 
 
 if __name__ == "__main__":
-    import sys
     main(sys.argv[1:])

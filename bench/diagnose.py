@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
-from run import GLUE, RUNS, STUDENT  # noqa: E402
+from run import GLUE, RUNS  # noqa: E402
 
 
 def epoch_grad_norms(records, steps_per_epoch):
@@ -89,12 +89,15 @@ def main():
     torch.set_num_threads(1)
     task = glue_data.get_task(options.task)
     from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(STUDENT)
     folder = glue_data.task_dir(GLUE, task)
-    dev = glue_data.encode(glue_data.read_split(folder, task, "dev"), tokenizer, 128)
-    train = glue_data.encode(glue_data.read_split(folder, task, "train"), tokenizer, 128)
+    dev_examples = glue_data.read_split(folder, task, "dev")
+    train_examples = glue_data.read_split(folder, task, "train")
     for name in options.rows:
         row_dir = RUNS / options.task / name
+        # the row's own tokenizer: the MiniLM rows' and the paper-shape (MPNet) rows' differ
+        tokenizer = AutoTokenizer.from_pretrained(row_dir / "student" / "best")
+        dev = glue_data.encode(dev_examples, tokenizer, 128)
+        train = glue_data.encode(train_examples, tokenizer, 128)
         records = adkd.read_log(row_dir / "student" / "log.jsonl")
         settings = json.loads((row_dir / "student" / "settings.json").read_text())
         steps_per_epoch = -(-len(train) // settings["batch_size"])

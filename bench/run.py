@@ -279,18 +279,23 @@ def batches(features, pad_token_id, size=32):
                if key in batch}
 
 
+def completeness_sums(model, task, inputs, pad_token_id, steps):
+    """IG with m = steps on a batch: per example and class, the sum of the attributions and
+    F_c(x) - F_c(x'), x' the [PAD] baseline; (batch, views) each."""
+    import adkd
+    config = adkd.ADKDConfig(is_regression=task.is_regression, pad_token_id=pad_token_id)
+    attributions, logits = adkd.integrated_gradients(
+        model, **inputs, steps=steps, pad_token_id=pad_token_id, is_regression=task.is_regression)
+    _, sums_and_rises = adkd.ig_completeness(model, inputs, logits, attributions, config)
+    return sums_and_rises.unbind(-1)
+
+
 def completeness_error(model, task, features, pad_token_id, steps):
     """Eq. 1's completeness: sum of IG = F(x) - F(baseline). Returns sum |gap| / sum
     |F(x) - F(x')| over examples and views (0 is exact)."""
-    import adkd
-    config = adkd.ADKDConfig(is_regression=task.is_regression, pad_token_id=pad_token_id)
     error = scale = 0.0
     for inputs in batches(features, pad_token_id, 16):
-        attributions, logits = adkd.integrated_gradients(
-            model, **inputs, steps=steps, pad_token_id=pad_token_id,
-            is_regression=task.is_regression)
-        _, sums_and_rises = adkd.ig_completeness(model, inputs, logits, attributions, config)
-        sums, rises = sums_and_rises.unbind(-1)  # (batch, views) each
+        sums, rises = completeness_sums(model, task, inputs, pad_token_id, steps)
         error += (sums - rises).abs().sum().item()
         scale += rises.abs().sum().item()
     return error / scale
