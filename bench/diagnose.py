@@ -21,19 +21,8 @@ import torch  # noqa: E402
 
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
+import report  # noqa: E402
 from run import GLUE, RUNS  # noqa: E402
-
-
-def epoch_grad_norms(records, steps_per_epoch):
-    """{epoch: {term: median norm}} over the loss records of each epoch."""
-    by_epoch = {}
-    for record in records:
-        if "grad_norm" in record:
-            epoch = int((record["step"] - 1) // steps_per_epoch) + 1
-            for term, value in record["grad_norm"].items():
-                by_epoch.setdefault(epoch, {}).setdefault(term, []).append(value)
-    return {epoch: {term: statistics.median(values) for term, values in terms.items()}
-            for epoch, terms in sorted(by_epoch.items())}
 
 
 def majority_share(model_dir, task, features, tokenizer):
@@ -100,7 +89,6 @@ def main():
         train = glue_data.encode(train_examples, tokenizer, 128)
         records = adkd.read_log(row_dir / "student" / "log.jsonl")
         settings = json.loads((row_dir / "student" / "settings.json").read_text())
-        steps_per_epoch = -(-len(train) // settings["batch_size"])
         print(f"\n== {options.task}/{name}: beta={settings['beta']} alpha={settings['alpha']} "
               f"lr={settings['lr']}")
         for record in records:
@@ -111,7 +99,7 @@ def main():
         for which in ("best", "last"):
             accuracy, share = majority_share(row_dir / "student" / which, task, dev, tokenizer)
             print(f"{which}: dev accuracy {accuracy:.4f}, {share:.1%} of predictions in one class")
-        for epoch, terms in epoch_grad_norms(records, steps_per_epoch).items():
+        for epoch, terms in report.grad_norms_by_epoch(row_dir / "student" / "log.jsonl").items():
             print(f"epoch {epoch} median grad norms: "
                   + " ".join(f"{t}={v:.4f}" for t, v in sorted(terms.items())))
         if options.at_start:

@@ -500,38 +500,70 @@ def reproduction_line(teacher):
 GRAD_TERMS = ("ce", "kd", "attr", "total")
 
 
-def grad_norm_medians(log_path):
-    """(logged steps, {term: median}) of the "grad_norm" dicts of a log's loss records
-    (last record per step, as a resumed run may repeat steps); (0, {}) when none has one."""
-    by_step = {r["step"]: r["grad_norm"] for r in run.log_records(log_path)
-               if isinstance(r.get("grad_norm"), dict)}
-    terms = sorted({t for norms in by_step.values() for t in norms},
+def logged_grad_norms(log_path):
+    """{step: (epoch, grad_norm dict)} of a log's loss records; the last record per step, as a
+    resumed run repeats the steps after its checkpoint."""
+    return {r["step"]: (math.ceil(r.get("epoch", 0)), r["grad_norm"])
+            for r in run.log_records(log_path) if isinstance(r.get("grad_norm"), dict)}
+
+
+def median_norms(norms):
+    """{term: median} over a list of grad_norm dicts, terms in GRAD_TERMS order."""
+    terms = sorted({t for n in norms for t in n},
                    key=lambda t: (GRAD_TERMS.index(t) if t in GRAD_TERMS else len(GRAD_TERMS), t))
-    medians = {t: statistics.median(n[t] for n in by_step.values() if t in n) for t in terms}
-    return len(by_step), medians
+    return {t: statistics.median(n[t] for n in norms if t in n) for t in terms}
+
+
+def grad_norm_medians(log_path):
+    """(logged steps, {term: median}) over the whole run; (0, {}) when no record has them."""
+    by_step = logged_grad_norms(log_path)
+    return len(by_step), median_norms([norms for _, norms in by_step.values()])
+
+
+def grad_norms_by_epoch(log_path):
+    """{epoch: {term: median}} over each epoch's logged steps (epoch 1 holds steps 1 ... N)."""
+    by_epoch = {}
+    for epoch, norms in logged_grad_norms(log_path).values():
+        by_epoch.setdefault(epoch, []).append(norms)
+    return {epoch: median_norms(norms) for epoch, norms in sorted(by_epoch.items())}
+
+
+def attr_share(medians):
+    """How many times the larger logit term's gradient L_attr's is: when this is well above 1,
+    clipping to norm 1 leaves CE and KD a small part of each update."""
+    logit = max(medians.get("ce", 0.0), medians.get("kd", 0.0))
+    return medians["attr"] / logit if logit > 0 and "attr" in medians else None
 
 
 def grad_norm_table(rows):
     """Per finished AD-KD row, the median over logged steps of each weighted term's gradient
-    norm (adkd.py logs them on logging steps); nothing when no log has them."""
+    norm (adkd.py logs them on logging steps), and L_attr's against the larger logit term's in
+    the first and the last epoch; nothing when no log has them."""
     found = []
     for name, (row, result) in rows.items():
         if result and row.kind == "student" and row.meta.get("key") == "adkd":
-            steps, medians = grad_norm_medians(row.stage_dir / "log.jsonl")
+            log_path = row.stage_dir / "log.jsonl"
+            steps, medians = grad_norm_medians(log_path)
             if steps:
-                found.append((name, row.meta["epochs"], steps, medians))
+                by_epoch = grad_norms_by_epoch(log_path)
+                shares = [attr_share(by_epoch[e]) for e in (min(by_epoch), max(by_epoch))]
+                found.append((name, row.meta["epochs"], steps, medians, shares))
     if not found:
         return []
-    terms = [t for t in GRAD_TERMS if any(t in m for *_, m in found)]
-    terms += sorted({t for *_, m in found for t in m} - set(terms))
-    lines = ["Gradient norms of the task's AD-KD rows, 3-epoch and full length: the median over "
-             "the logged steps of each weighted term's gradient norm (total: the whole loss's, "
-             "before clipping).", "",
-             "| row | epochs | logged steps | " + " | ".join(terms) + " |",
-             "|---|---|---|" + "---|" * len(terms)]
-    for name, epochs, steps, medians in found:
-        cells = " | ".join(f"{medians[t]:.3g}" if t in medians else "–" for t in terms)
-        lines.append(f"| {name} | {epochs} | {steps} | {cells} |")
+    terms = [t for t in GRAD_TERMS if any(t in m for *_, m, _ in found)]
+    terms += sorted({t for *_, m, _ in found for t in m} - set(terms))
+    lines = ["Gradient norms of the task's AD-KD rows: the median over the logged steps of each "
+             "weighted term's gradient norm (total: the whole loss's, before clipping to norm "
+             "1), and L_attr's median as a multiple of the larger logit term's (CE or KD) in "
+             "the first and the last epoch: well above 1, β·L_attr sets the direction of each "
+             "update and clipping shrinks CE and KD with it.", "",
+             "| row | epochs | logged steps | " + " | ".join(terms)
+             + " | attr ÷ logit, epoch 1 | attr ÷ logit, last epoch |",
+             "|---|---|---|" + "---|" * (len(terms) + 2)]
+    for name, epochs, steps, medians, shares in found:
+        cells = [f"{medians[t]:.3g}" if t in medians else "–" for t in terms]
+        cells += [f"{s:.2g}" if s is not None else "–" for s in shares]
+        lines.append(f"| {name} | {epochs} | {steps} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

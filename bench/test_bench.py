@@ -338,9 +338,11 @@ def test_grad_norm_medians_per_adkd_row_and_nothing_without_them(tmp_path, monke
              {"ce": 3.0, "kd": 2.0, "attr": 0.3, "total": 3.5},
              {"ce": 2.0, "kd": 6.0, "attr": 0.2, "total": 6.5},
              {"ce": 9.0, "kd": 9.0, "attr": 9.0, "total": 9.0}]  # step 150 again, after a resume
-    records = [{"step": s, "loss": 1.0, "grad_norm": n} for s, n in zip((50, 100, 150), norms)]
-    records += [{"step": 150, "started": 0.0}, {"step": 150, "loss": 1.0, "grad_norm": norms[3]},
-                {"step": 160, "epoch": 1.0, "dev": {"accuracy": 0.5}, "time": 1.0}]
+    records = [{"step": s, "epoch": s / 100, "loss": 1.0, "grad_norm": n}
+               for s, n in zip((50, 100, 150), norms)]  # 100 steps per epoch
+    records += [{"step": 150, "started": 0.0},
+                {"step": 150, "epoch": 1.5, "loss": 1.0, "grad_norm": norms[3]},
+                {"step": 200, "epoch": 2.0, "dev": {"accuracy": 0.5}, "time": 1.0}]
     write_log(rows["adkd-s1"][0].stage_dir / "log.jsonl", records)
     write_log(rows["vanilla-s1"][0].stage_dir / "log.jsonl", records)  # not an AD-KD row
     write_log(rows["adkd-beta1-s1"][0].stage_dir / "log.jsonl", [{"step": 50, "loss": 1.0}])
@@ -349,9 +351,17 @@ def test_grad_norm_medians_per_adkd_row_and_nothing_without_them(tmp_path, monke
     # -> 0.3; total 4, 3.5, 9 -> 4
     assert steps == 3 and medians == pytest.approx({"ce": 3.0, "kd": 4.0, "attr": 0.3,
                                                     "total": 4.0})
+    # step 100 (epoch 1.0) closes epoch 1: ce 1, 3 -> 2; kd 4, 2 -> 3; attr 0.1, 0.3 -> 0.2
+    by_epoch = report.grad_norms_by_epoch(rows["adkd-s1"][0].stage_dir / "log.jsonl")
+    assert by_epoch == {1: pytest.approx({"ce": 2.0, "kd": 3.0, "attr": 0.2, "total": 3.75}),
+                        2: norms[3]}
+    assert report.attr_share(by_epoch[1]) == pytest.approx(0.2 / 3.0)  # against the larger, KD
+    assert report.attr_share({"ce": 0.5, "kd": 0.25, "attr": 2.0}) == pytest.approx(4.0)
+    assert report.attr_share({"ce": 0.5, "kd": 0.25}) is None  # no L_attr logged
     table = report.grad_norm_table(rows)
-    assert "| row | epochs | logged steps | ce | kd | attr | total |" in table
-    assert "| adkd-s1 | 3 | 3 | 3 | 4 | 0.3 | 4 |" in table  # 3 epochs, 3 logged steps
+    assert any(line.startswith("| row | epochs | logged steps | ce | kd | attr | total | attr ÷ "
+                               "logit, epoch 1 | attr ÷ logit, last epoch |") for line in table)
+    assert "| adkd-s1 | 3 | 3 | 3 | 4 | 0.3 | 4 | 0.067 | 1 |" in table  # 3 epochs, 3 steps
     assert not any("vanilla-s1" in line or "beta1" in line for line in table)
 
 
