@@ -1,14 +1,16 @@
 """Why do AD-KD students stay on one class? Reads the finished rows of a task and prints, per
 row: dev accuracy and the share of dev predictions in the majority class per epoch (from the
-best and last checkpoints), the attribution gap, and the median gradient norm of each weighted
-term of Eq. 12 over the logged steps of each epoch. With --at-start it also measures, on the
-first training batches and at the student's initial weights, each term's gradient norm over
-all weights, over the classifier head alone and over the embeddings.
+best and last checkpoints), the attribution gap, and per epoch the median over its logged
+steps of each weighted term's gradient norm (Eq. 12) and of each unweighted training term (CE,
+KD, L_attr). With --at-start it also measures, on the first training batches and at the
+student's initial weights, each term's gradient norm over all weights, over the classifier
+head alone and over the embeddings.
 
     python bench/diagnose.py rte adkd-s1 adkd-beta1-s1 adkd-beta0.1-s1 vanilla-s1 --at-start
 """
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -23,6 +25,17 @@ import adkd  # noqa: E402
 import glue_data  # noqa: E402
 import report  # noqa: E402
 from run import GLUE, RUNS  # noqa: E402
+
+
+def loss_terms_by_epoch(log_path):
+    """{epoch: {term: median}} of the unweighted training terms (ce, kd, attr) over each
+    epoch's logged steps; the last record per step, as a resumed run repeats steps."""
+    by_step = {r["step"]: r for r in adkd.read_log(log_path) if "loss" in r and "epoch" in r}
+    by_epoch = {}
+    for record in by_step.values():
+        terms = {t: record[t] for t in ("ce", "kd", "attr") if t in record}
+        by_epoch.setdefault(math.ceil(record["epoch"]), []).append(terms)
+    return {epoch: report.median_terms(terms) for epoch, terms in sorted(by_epoch.items())}
 
 
 def majority_share(model_dir, task, features, tokenizer):
@@ -99,9 +112,13 @@ def main():
         for which in ("best", "last"):
             accuracy, share = majority_share(row_dir / "student" / which, task, dev, tokenizer)
             print(f"{which}: dev accuracy {accuracy:.4f}, {share:.1%} of predictions in one class")
-        for epoch, terms in report.grad_norms_by_epoch(row_dir / "student" / "log.jsonl").items():
+        log_path = row_dir / "student" / "log.jsonl"
+        losses = loss_terms_by_epoch(log_path)
+        for epoch, terms in report.grad_norms_by_epoch(log_path).items():
             print(f"epoch {epoch} median grad norms: "
-                  + " ".join(f"{t}={v:.4f}" for t, v in sorted(terms.items())))
+                  + " ".join(f"{t}={v:.4f}" for t, v in sorted(terms.items()))
+                  + " | training terms: "
+                  + " ".join(f"{t}={v:.4f}" for t, v in losses.get(epoch, {}).items()))
         if options.at_start:
             for (group, term), value in sorted(at_start(row_dir, task, train, tokenizer).items()):
                 print(f"at start, {group}: {term} {value:.4f}")

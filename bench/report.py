@@ -507,8 +507,8 @@ def logged_grad_norms(log_path):
             for r in run.log_records(log_path) if isinstance(r.get("grad_norm"), dict)}
 
 
-def median_norms(norms):
-    """{term: median} over a list of grad_norm dicts, terms in GRAD_TERMS order."""
+def median_terms(norms):
+    """{term: median} over a list of {term: value} dicts, terms in GRAD_TERMS order."""
     terms = sorted({t for n in norms for t in n},
                    key=lambda t: (GRAD_TERMS.index(t) if t in GRAD_TERMS else len(GRAD_TERMS), t))
     return {t: statistics.median(n[t] for n in norms if t in n) for t in terms}
@@ -517,7 +517,7 @@ def median_norms(norms):
 def grad_norm_medians(log_path):
     """(logged steps, {term: median}) over the whole run; (0, {}) when no record has them."""
     by_step = logged_grad_norms(log_path)
-    return len(by_step), median_norms([norms for _, norms in by_step.values()])
+    return len(by_step), median_terms([norms for _, norms in by_step.values()])
 
 
 def grad_norms_by_epoch(log_path):
@@ -525,7 +525,7 @@ def grad_norms_by_epoch(log_path):
     by_epoch = {}
     for epoch, norms in logged_grad_norms(log_path).values():
         by_epoch.setdefault(epoch, []).append(norms)
-    return {epoch: median_norms(norms) for epoch, norms in sorted(by_epoch.items())}
+    return {epoch: median_terms(norms) for epoch, norms in sorted(by_epoch.items())}
 
 
 def attr_share(medians):

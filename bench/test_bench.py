@@ -673,3 +673,17 @@ def test_completeness_script_measures_the_row_records_error_and_it_falls_with_m(
     rise = torch.tensor(path[-1][1]) - torch.tensor(path[0][1])
     assert rise.tolist() == pytest.approx(record["rows"][-1]["rise"], abs=1e-5)
     assert record["command"].startswith("python bench/completeness.py mrpc ")
+
+
+# -------------------------------------------------------------------------------- bench/diagnose.py
+def test_diagnose_medians_training_terms_per_epoch_once_per_step(tmp_path):
+    import diagnose
+    records = [{"step": 1, "epoch": 0.5, "loss": 1.0, "ce": 0.7, "kd": 0.6, "attr": 0.01},
+               {"step": 2, "epoch": 1.0, "loss": 1.0, "ce": 0.5, "kd": 0.4, "attr": 0.03},
+               {"step": 2, "epoch": 1.0, "dev": {"accuracy": 0.5}},
+               {"step": 3, "epoch": 1.5, "loss": 1.0, "ce": 9.0, "kd": 9.0, "attr": 9.0},
+               {"step": 3, "epoch": 1.5, "loss": 1.0, "ce": 0.2, "kd": 0.1, "attr": 0.02}]
+    write_log(tmp_path / "log.jsonl", records)  # step 3 again after a resume: the last counts
+    by_epoch = diagnose.loss_terms_by_epoch(tmp_path / "log.jsonl")
+    assert by_epoch == {1: pytest.approx({"ce": 0.6, "kd": 0.5, "attr": 0.02}),
+                        2: pytest.approx({"ce": 0.2, "kd": 0.1, "attr": 0.02})}
