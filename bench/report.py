@@ -562,7 +562,7 @@ def grad_norm_table(rows):
              "|---|---|---|" + "---|" * (len(terms) + 2)]
     for name, epochs, steps, medians, shares in found:
         cells = [f"{medians[t]:.3g}" if t in medians else "–" for t in terms]
-        cells += [f"{s:.2g}" if s is not None else "–" for s in shares]
+        cells += ["–" if s is None else f"{s:.0f}" if s >= 10 else f"{s:.2g}" for s in shares]
         lines.append(f"| {name} | {epochs} | {steps} | " + " | ".join(cells) + " |")
     return lines + [""]
 
