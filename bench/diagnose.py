@@ -10,7 +10,6 @@ head alone and over the embeddings.
 """
 import argparse
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -27,15 +26,17 @@ import report  # noqa: E402
 from run import GLUE, RUNS  # noqa: E402
 
 
+def training_terms(record):
+    """The unweighted training terms (ce, kd, attr) of a loss record; None for other records."""
+    if "loss" not in record or "epoch" not in record:
+        return None
+    return {t: record[t] for t in ("ce", "kd", "attr") if t in record}
+
+
 def loss_terms_by_epoch(log_path):
-    """{epoch: {term: median}} of the unweighted training terms (ce, kd, attr) over each
-    epoch's logged steps; the last record per step, as a resumed run repeats steps."""
-    by_step = {r["step"]: r for r in adkd.read_log(log_path) if "loss" in r and "epoch" in r}
-    by_epoch = {}
-    for record in by_step.values():
-        terms = {t: record[t] for t in ("ce", "kd", "attr") if t in record}
-        by_epoch.setdefault(math.ceil(record["epoch"]), []).append(terms)
-    return {epoch: report.median_terms(terms) for epoch, terms in sorted(by_epoch.items())}
+    """{epoch: {term: median}} of the training terms over each epoch's logged steps, one
+    record per step (a resumed run repeats steps)."""
+    return report.medians_by_epoch(log_path, training_terms)
 
 
 def majority_share(model_dir, task, features, tokenizer):
@@ -100,7 +101,8 @@ def main():
         tokenizer = AutoTokenizer.from_pretrained(row_dir / "student" / "best")
         dev = glue_data.encode(dev_examples, tokenizer, 128)
         train = glue_data.encode(train_examples, tokenizer, 128)
-        records = adkd.read_log(row_dir / "student" / "log.jsonl")
+        log_path = row_dir / "student" / "log.jsonl"
+        records = adkd.read_log(log_path)
         settings = json.loads((row_dir / "student" / "settings.json").read_text())
         print(f"\n== {options.task}/{name}: beta={settings['beta']} alpha={settings['alpha']} "
               f"lr={settings['lr']}")
@@ -112,7 +114,6 @@ def main():
         for which in ("best", "last"):
             accuracy, share = majority_share(row_dir / "student" / which, task, dev, tokenizer)
             print(f"{which}: dev accuracy {accuracy:.4f}, {share:.1%} of predictions in one class")
-        log_path = row_dir / "student" / "log.jsonl"
         losses = loss_terms_by_epoch(log_path)
         for epoch, terms in report.grad_norms_by_epoch(log_path).items():
             print(f"epoch {epoch} median grad norms: "

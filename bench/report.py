@@ -500,11 +500,22 @@ def reproduction_line(teacher):
 GRAD_TERMS = ("ce", "kd", "attr", "total")
 
 
-def logged_grad_norms(log_path):
-    """{step: (epoch, grad_norm dict)} of a log's loss records; the last record per step, as a
-    resumed run repeats the steps after its checkpoint."""
-    return {r["step"]: (math.ceil(r.get("epoch", 0)), r["grad_norm"])
-            for r in run.log_records(log_path) if isinstance(r.get("grad_norm"), dict)}
+def logged_terms(log_path, pick):
+    """{step: (epoch, terms)} of a log's records for which pick(record) gives a {term: value}
+    dict (None: skip it); the last record per step, as a resumed run repeats the steps after
+    its checkpoint."""
+    by_step = {}
+    for record in run.log_records(log_path):
+        terms = pick(record)
+        if terms is not None:
+            by_step[record["step"]] = (math.ceil(record.get("epoch", 0)), terms)
+    return by_step
+
+
+def grad_norm_of(record):
+    """A loss record's per-term gradient norms (adkd.py logs them on logging steps)."""
+    norms = record.get("grad_norm")
+    return norms if isinstance(norms, dict) else None
 
 
 def median_terms(norms):
@@ -516,16 +527,22 @@ def median_terms(norms):
 
 def grad_norm_medians(log_path):
     """(logged steps, {term: median}) over the whole run; (0, {}) when no record has them."""
-    by_step = logged_grad_norms(log_path)
+    by_step = logged_terms(log_path, grad_norm_of)
     return len(by_step), median_terms([norms for _, norms in by_step.values()])
 
 
-def grad_norms_by_epoch(log_path):
-    """{epoch: {term: median}} over each epoch's logged steps (epoch 1 holds steps 1 ... N)."""
+def medians_by_epoch(log_path, pick):
+    """{epoch: {term: median}} over each epoch's logged steps (epoch 1 holds steps 1 ... N) of
+    the dicts pick(record) gives, as in logged_terms."""
     by_epoch = {}
-    for epoch, norms in logged_grad_norms(log_path).values():
-        by_epoch.setdefault(epoch, []).append(norms)
-    return {epoch: median_terms(norms) for epoch, norms in sorted(by_epoch.items())}
+    for epoch, terms in logged_terms(log_path, pick).values():
+        by_epoch.setdefault(epoch, []).append(terms)
+    return {epoch: median_terms(terms) for epoch, terms in sorted(by_epoch.items())}
+
+
+def grad_norms_by_epoch(log_path):
+    """{epoch: {term: median gradient norm}}."""
+    return medians_by_epoch(log_path, grad_norm_of)
 
 
 def attr_share(medians):
