@@ -9,10 +9,13 @@ AD-KD) of the group: ERASER's comprehensiveness and sufficiency AOPC of each mod
 with the teacher (same prediction, Spearman of the maps, top-20 % overlap). Writes
 bench/faithfulness/<task>_<group>.json, which bench/report.py turns into RESULTS.md's table.
 The rows' weights must be on this disk: a clone has their records only, and
-`python bench/run.py <task> --rows <names> --retrain` trains them again.
+`python bench/run.py <task> --rows <names> --retrain` trains them again. Each model's result is
+kept in bench/faithfulness/<task>_<group>.parts/ until the JSON is written, so a run stopped
+part-way (the paper group takes hours of one core) continues from the last model it finished.
 """
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +39,38 @@ def json_path(task, group):
     return OUT / f"{task}_{group}.json"
 
 
+def parts_dir(task, group):
+    return OUT / f"{task}_{group}.parts"
+
+
+def resumable(compute, parts, ig_steps):
+    """adkd.faithfulness, each model's result kept in `parts` (named by its explain NAME) and
+    reused by a later run with the same weight file, m and examples: the same result, as IG is
+    deterministic and the random orders are seeded per model; agreement with the reference
+    is recomputed (cheap)."""
+    import torch
+    import adkd
+
+    def faithfulness(model, features, special_ids, config, *, reference=None, desc, **kwargs):
+        part = parts / f"{desc}.pt"
+        weights = Path(model.name_or_path) / "model.safetensors"
+        key = {"weights": str(weights), "ig_steps": ig_steps, "examples": len(features),
+               "written": weights.stat().st_mtime_ns if weights.exists() else 0}
+        saved = torch.load(part, weights_only=True) if part.exists() else {}
+        if saved.get("key") == key:
+            result = saved["result"]
+        else:
+            start = time.time()
+            result = compute(model, features, special_ids, config, desc=desc, **kwargs)
+            result["summary"]["wall_s"] = round(time.time() - start, 1)
+            parts.mkdir(parents=True, exist_ok=True)
+            torch.save({"key": key, "result": result}, part)
+        if reference is not None:
+            result["summary"].update(adkd.agreement(result, reference, config.is_regression))
+        return result
+    return faithfulness
+
+
 def measure(task, group, threads=2, ig_steps=8):
     """Run explain --faithfulness on the group's rows; write and return the JSON record."""
     import torch
@@ -52,15 +87,21 @@ def measure(task, group, threads=2, ig_steps=8):
             "--ig-steps", str(ig_steps), "--json", str(path)]
     for row in rows:
         argv += ["--model", f"{row.name}={row.stage_dir / 'best'}"]
-    start = time.time()
-    adkd.explain_main(argv)
+    compute, parts = adkd.faithfulness, parts_dir(task, group)
+    adkd.faithfulness = resumable(compute, parts, ig_steps)
+    try:
+        adkd.explain_main(argv)
+    finally:
+        adkd.faithfulness = compute
     record = json.loads(path.read_text())
-    record.update(group=group, torch_threads=threads, wall_s=round(time.time() - start, 1),
+    wall_s = sum(model.pop("wall_s", 0) for model in record["models"])
+    record.update(group=group, torch_threads=threads, wall_s=round(wall_s, 1),
                   command=f"python bench/faithfulness.py {task} --group {group}",
                   explain_command="python adkd.py explain " + " ".join(map(run.shown, argv)))
     for model in record["models"]:
         model["path"] = run.shown(model["path"])
     path.write_text(json.dumps(record, indent=1) + "\n")
+    shutil.rmtree(parts, ignore_errors=True)
     return record
 
 

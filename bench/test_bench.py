@@ -635,6 +635,60 @@ def test_faithfulness_bench_measures_the_seed_1_rows_and_the_report_tables_them(
     assert report.faithfulness_table("mrpc", results, "paper") == []  # not measured: no table
 
 
+def test_faithfulness_bench_continues_after_a_stop_with_the_same_numbers(tmp_path, monkeypatch):
+    """A run stopped after two of the four models measures only the other two when started
+    again, and writes what one uninterrupted explain --faithfulness writes (tiny random BERTs,
+    five MRPC dev pairs); the kept parts go once the JSON is written."""
+    import faithfulness
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(faithfulness, "OUT", tmp_path / "faithfulness")
+    (tmp_path / "glue" / "MRPC").mkdir(parents=True)
+    dev = (run.GLUE / "MRPC" / "dev.tsv").read_text().splitlines(keepends=True)[:6]
+    (tmp_path / "glue" / "MRPC" / "dev.tsv").write_text("".join(dev))
+    monkeypatch.setattr(run, "GLUE", tmp_path / "glue")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a of to and in is".split()
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    rows = faithfulness.group_rows("mrpc", "paper")
+    for seed, row in enumerate(rows):
+        torch.manual_seed(seed)
+        BertForSequenceClassification(BertConfig(
+            vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, initializer_range=0.3, num_labels=2)).save_pretrained(
+            row.stage_dir / "best")
+        BertTokenizerFast(vocab=str(tmp_path / "vocab.txt")).save_pretrained(
+            row.stage_dir / "best")
+        (row.stage_dir / "done.json").write_text("{}")
+    computed, measured = [], adkd.faithfulness
+
+    class Stopped(Exception):  # stands for a session's end (KeyboardInterrupt would stop pytest)
+        pass
+
+    def stopped_at_the_third(*args, desc, **kwargs):
+        computed.append(desc)
+        if len(computed) == 3:
+            raise Stopped
+        return measured(*args, desc=desc, **kwargs)
+    monkeypatch.setattr(adkd, "faithfulness", stopped_at_the_third)
+    with pytest.raises(Stopped):
+        faithfulness.measure("mrpc", "paper", threads=1)
+    assert adkd.faithfulness is stopped_at_the_third
+    parts = faithfulness.parts_dir("mrpc", "paper")
+    assert sorted(p.stem for p in parts.iterdir()) == sorted(r.name for r in rows[:2])
+    computed.clear()
+    record = faithfulness.measure("mrpc", "paper", threads=1)
+    assert computed == [row.name for row in rows[2:]] and not parts.exists()
+    monkeypatch.setattr(adkd, "faithfulness", measured)
+    whole = tmp_path / "whole.json"
+    adkd.explain_main(["--faithfulness", "--task", "mrpc", "--data-dir", str(run.GLUE), "--dev",
+                       "all", "--ig-steps", "8", "--json", str(whole)] + [
+        arg for row in rows for arg in ("--model", f"{row.name}={row.stage_dir / 'best'}")])
+    assert [{k: v for k, v in model.items() if k != "path"} for model in record["models"]] == [
+        {k: v for k, v in model.items() if k != "path"}
+        for model in json.loads(whole.read_text())["models"]]
+    assert "spearman" in record["models"][3] and record["wall_s"] > 0
+
+
 # ------------------------------------------------------------------------ bench/completeness.py
 def test_completeness_script_measures_the_row_records_error_and_it_falls_with_m(tmp_path):
     """bench/completeness.py reports, per m, the error the row records hold (run's
