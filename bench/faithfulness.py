@@ -43,7 +43,7 @@ def parts_dir(task, group):
     return OUT / f"{task}_{group}.parts"
 
 
-def resumable(compute, parts, ig_steps):
+def resumable(compute, parts):
     """adkd.faithfulness, each model's result kept in `parts` (named by its explain NAME) and
     reused by a later run with the same weight file, m and examples: the same result, as IG is
     deterministic and the random orders are seeded per model; agreement with the reference
@@ -54,7 +54,7 @@ def resumable(compute, parts, ig_steps):
     def faithfulness(model, features, special_ids, config, *, reference=None, desc, **kwargs):
         part = parts / f"{desc}.pt"
         weights = Path(model.name_or_path) / "model.safetensors"
-        key = {"weights": str(weights), "ig_steps": ig_steps, "examples": len(features),
+        key = {"weights": str(weights), "ig_steps": config.ig_steps, "examples": len(features),
                "written": weights.stat().st_mtime_ns if weights.exists() else 0}
         saved = torch.load(part, weights_only=True) if part.exists() else {}
         if saved.get("key") == key:
@@ -88,7 +88,7 @@ def measure(task, group, threads=2, ig_steps=8):
     for row in rows:
         argv += ["--model", f"{row.name}={row.stage_dir / 'best'}"]
     compute, parts = adkd.faithfulness, parts_dir(task, group)
-    adkd.faithfulness = resumable(compute, parts, ig_steps)
+    adkd.faithfulness = resumable(compute, parts)
     try:
         adkd.explain_main(argv)
     finally:
