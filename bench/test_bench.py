@@ -635,29 +635,33 @@ def test_faithfulness_bench_measures_the_seed_1_rows_and_the_report_tables_them(
     assert report.faithfulness_table("mrpc", results, "paper") == []  # not measured: no table
 
 
+def save_tiny_bert(folder, seed):
+    """A checkpoint folder: a tiny random BERT (2 layers, 32 wide, made non-linear by a large
+    init) and its tokenizer, on a 12-word uncased vocabulary."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a of to and in is".split()
+    torch.manual_seed(seed)
+    BertForSequenceClassification(BertConfig(
+        vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, initializer_range=0.3, num_labels=2)).save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
+
+
 def test_faithfulness_bench_continues_after_a_stop_with_the_same_numbers(tmp_path, monkeypatch):
     """A run stopped after two of the four models measures only the other two when started
     again, and writes what one uninterrupted explain --faithfulness writes (tiny random BERTs,
     five MRPC dev pairs); the kept parts go once the JSON is written."""
     import faithfulness
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
     monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(faithfulness, "OUT", tmp_path / "faithfulness")
     (tmp_path / "glue" / "MRPC").mkdir(parents=True)
     dev = (run.GLUE / "MRPC" / "dev.tsv").read_text().splitlines(keepends=True)[:6]
     (tmp_path / "glue" / "MRPC" / "dev.tsv").write_text("".join(dev))
     monkeypatch.setattr(run, "GLUE", tmp_path / "glue")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a of to and in is".split()
-    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
     rows = faithfulness.group_rows("mrpc", "paper")
     for seed, row in enumerate(rows):
-        torch.manual_seed(seed)
-        BertForSequenceClassification(BertConfig(
-            vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, initializer_range=0.3, num_labels=2)).save_pretrained(
-            row.stage_dir / "best")
-        BertTokenizerFast(vocab=str(tmp_path / "vocab.txt")).save_pretrained(
-            row.stage_dir / "best")
+        save_tiny_bert(row.stage_dir / "best", seed)
         (row.stage_dir / "done.json").write_text("{}")
     computed, measured = [], adkd.faithfulness
 
@@ -695,15 +699,7 @@ def test_completeness_script_measures_the_row_records_error_and_it_falls_with_m(
     completeness_error on the same examples), and Eq. 1's completeness makes it fall towards
     0 as m grows, here on a tiny random BERT made non-linear by a large init."""
     import completeness
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + "the a of to and in is".split()
-    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(
-        vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, initializer_range=0.3, num_labels=2))
-    model.save_pretrained(tmp_path / "model")
-    BertTokenizerFast(vocab=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path / "model")
+    save_tiny_bert(tmp_path / "model", seed=0)
     out = tmp_path / "completeness.json"
     completeness.main(["mrpc", str(tmp_path / "model"), "--examples", "3", "--steps", "1", "4",
                        "64", "--path-points", "5", "--json", str(out)])
