@@ -205,6 +205,48 @@ def method_table(task, rows, group):
     return lines + [""]
 
 
+def best_and_last(result, metric):
+    """(best, last) dev records of a row's dev_history, each {"epoch", metric, ...}; best is the
+    first epoch with the highest `metric`, the checkpoint adkd.py keeps (it saves on a strict
+    rise). None when the row has no history."""
+    history = result.get("dev_history") or []
+    if not history:
+        return None
+    return max(history, key=lambda record: record[metric]), history[-1]
+
+
+def seed_epochs_table(task, rows, group):
+    """Each finished student's dev scores at its best and at its last epoch, and AD-KD −
+    vanilla KD paired by seed at the last epoch: the best-epoch pick is made on dev itself, so
+    a method that peaks early and falls is flattered by it."""
+    metrics = METRICS[task]
+    scores = " / ".join(metrics)
+    lines = [f"| method | seed | best epoch | dev {scores} there | last epoch | dev {scores} there "
+             "|", "|---|---|---|---|---|---|"]
+    last = {}
+    for key, label in METHODS:
+        for _, result in method_rows(rows, group, key):
+            picked = result and best_and_last(result, metrics[0])
+            if not picked:
+                continue
+            best, final = picked
+            shown = [" / ".join(f"{100 * record[m]:.1f}" for m in metrics) for record in picked]
+            lines.append(f"| {label} | {result['seed']} | {best['epoch']:g} | {shown[0]} | "
+                         f"{final['epoch']:g} | {shown[1]} |")
+            last[key, result["seed"]] = 100 * final[metrics[0]]
+    if len(lines) == 2:
+        return []
+    seeds = sorted(s for k, s in last if k == "adkd" and ("vanilla", s) in last)
+    if seeds:
+        differences = [last["adkd", s] - last["vanilla", s] for s in seeds]
+        each = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(seeds, differences))
+        lines += ["", f"At the last epoch, AD-KD − vanilla KD in dev {metrics[0]} (points): "
+                  f"{each}; mean {statistics.mean(differences):+.1f}; "
+                  f"{sum(d > 0 for d in differences)} of {len(seeds)} seeds favour AD-KD, "
+                  f"{sum(d < 0 for d in differences)} vanilla KD."]
+    return lines + [""]
+
+
 def completeness_line(teacher):
     return [f"Teacher IG completeness error on dev (Σ|Σ IG − ΔF| / Σ|ΔF| over examples and "
             f"classes): m = 1: {teacher['completeness_m1']:.3f} on all "
@@ -382,7 +424,7 @@ def full_section(task, rows, metrics):
               f"epochs), from a teacher of its own fine-tuned by the public recipe "
               f"({teacher_row.meta['epochs']} epochs at batch {teacher_row.meta['batch']}); "
               f"{command}.", ""]
-    lines += method_table(task, rows, "full")
+    lines += method_table(task, rows, "full") + seed_epochs_table(task, rows, "full")
     teacher = rows[TEACHER_ROW["full"]][1]
     if teacher:
         lines += completeness_line(teacher) + reproduction_line(teacher)
@@ -454,7 +496,7 @@ def paper_section(task, rows, metrics):
              f"({teacher_row.meta['epochs']} epochs at batch {teacher_row.meta['batch']}), its "
              f"layers 0, 2, …, 10 as the student (`python bench/get_mpnet.py`), every other value "
              f"Table 5's ({command}).", ""]
-    lines += method_table(task, rows, "paper")
+    lines += method_table(task, rows, "paper") + seed_epochs_table(task, rows, "paper")
     if teacher:
         lines += completeness_line(teacher) + reproduction_line(teacher)
     lines += verdict(task, rows, metrics[0], "paper") + faithfulness_table(task, rows, "paper")

@@ -229,6 +229,26 @@ def test_paired_verdict_arithmetic_on_three_seeds():
     assert "twice" not in text  # the old unpaired rule is gone
 
 
+def test_seed_epochs_table_takes_the_first_best_epoch_and_pairs_the_last():
+    def history(*f1):
+        return [{"epoch": float(e), "f1": v, "accuracy": v - 0.1} for e, v in enumerate(f1, 1)]
+    rows = synthetic_rows("mrpc", {"adkd-e10-s1": (0.86, 0.2), "adkd-e10-s2": (0.85, 0.2),
+                                   "vanilla-e10-s1": (0.83, 0.4), "vanilla-e10-s2": (0.84, 0.4)})
+    rows["adkd-e10-s1"][1]["dev_history"] = history(0.81, 0.86, 0.86, 0.84)  # tie: first kept
+    rows["adkd-e10-s2"][1]["dev_history"] = history(0.80, 0.85)
+    rows["vanilla-e10-s1"][1]["dev_history"] = history(0.83, 0.80, 0.79, 0.78)
+    rows["vanilla-e10-s2"][1]["dev_history"] = history(0.84, 0.86)  # its last is its best
+    best, last = report.best_and_last(rows["adkd-e10-s1"][1], "f1")
+    assert (best["epoch"], last["epoch"], last["f1"]) == (2.0, 4.0, 0.84)
+    table = report.seed_epochs_table("mrpc", rows, "full")
+    assert "| AD-KD (m = 1) | 1 | 2 | 86.0 / 76.0 | 4 | 84.0 / 74.0 |" in table
+    assert "| vanilla KD (β = 0) | 2 | 2 | 86.0 / 76.0 | 2 | 86.0 / 76.0 |" in table
+    # last epochs: s1 84 - 78 = +6, s2 85 - 86 = -1
+    assert ("At the last epoch, AD-KD − vanilla KD in dev f1 (points): s1 +6.0, s2 -1.0; "
+            "mean +2.5; 1 of 2 seeds favour AD-KD, 1 vanilla KD.") in table
+    assert report.seed_epochs_table("mrpc", synthetic_rows("mrpc", {}), "full") == []
+
+
 def test_paired_verdict_all_seeds_one_way_and_missing_partners():
     # the STS-B numbers of the 3-epoch run: +0.8, +4.8, +6.4 -> mean 4.0, variance
     # (3.2^2 + 0.8^2 + 2.4^2) / 2 = 8.32, half width 4.303 * sqrt(8.32 / 3) = 7.166
