@@ -87,6 +87,9 @@ PAPER_EPOCHS = {"mrpc": 7, "rte": 6}  # the measured plans: bench/notes/<task>_p
 # minutes) loses little when a session ends mid-epoch.
 PAPER_SAVE_EVERY = 50
 PAPER_COMPLETENESS_EXAMPLES = 32  # m = 32 IG of a 12-layer teacher: 8x MiniLM's cost per example
+# Interpolated rows per IG forward when measuring completeness: adkd.py's CPU default. 256 (its
+# GPU default) took 24 GB for m = 32 on 16 RTE pairs of the 12 x 768 teacher and was killed.
+IG_MAX_ROWS = 32
 GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms", "paper", "paper_ft")
 DEFAULT_GROUPS = ("main", "ablation")
 MINILM = "$MINILM"  # stands in a row's argv for the all-MiniLM-L6-v2 folder until it runs
@@ -279,13 +282,15 @@ def batches(features, pad_token_id, size=32):
                if key in batch}
 
 
-def completeness_sums(model, task, inputs, pad_token_id, steps):
+def completeness_sums(model, task, inputs, pad_token_id, steps, max_rows=IG_MAX_ROWS):
     """IG with m = steps on a batch: per example and class, the sum of the attributions and
-    F_c(x) - F_c(x'), x' the [PAD] baseline; (batch, views) each."""
+    F_c(x) - F_c(x'), x' the [PAD] baseline; (batch, views) each. max_rows caps the
+    interpolated rows per forward pass (memory only, as adkd.py's --ig-max-rows)."""
     import adkd
     config = adkd.ADKDConfig(is_regression=task.is_regression, pad_token_id=pad_token_id)
     attributions, logits = adkd.integrated_gradients(
-        model, **inputs, steps=steps, pad_token_id=pad_token_id, is_regression=task.is_regression)
+        model, **inputs, steps=steps, pad_token_id=pad_token_id, is_regression=task.is_regression,
+        max_rows=max_rows)
     _, sums_and_rises = adkd.ig_completeness(model, inputs, logits, attributions, config)
     return sums_and_rises.unbind(-1)
 

@@ -745,6 +745,36 @@ def test_completeness_script_measures_the_row_records_error_and_it_falls_with_m(
     assert record["command"].startswith("python bench/completeness.py mrpc ")
 
 
+def test_completeness_caps_ig_rows_per_forward_without_changing_the_error(tmp_path, monkeypatch):
+    """A row's completeness measurement goes through the model in chunks of at most
+    run.IG_MAX_ROWS interpolated rows (16 RTE pairs x 32 steps in one pass took 24 GB and were
+    killed), and the chunking changes no number."""
+    save_tiny_bert(tmp_path / "model", seed=0)
+    task = glue_data.get_task("mrpc")
+    tokenizer = adkd.AutoTokenizer.from_pretrained(tmp_path / "model")
+    features = glue_data.encode(glue_data.read_split(run.GLUE, task, "dev")[:16], tokenizer, 128)
+    model = adkd.load_model(str(tmp_path / "model"), task).eval()
+    rows_per_pass = []
+    path_gradients = adkd.path_gradients
+
+    def counting(model, inputs, delta, alphas, *args):
+        rows_per_pass.append(len(alphas) * len(inputs))
+        return path_gradients(model, inputs, delta, alphas, *args)
+    monkeypatch.setattr(adkd, "path_gradients", counting)
+    capped = run.completeness_error(model, task, features, 0, 32)
+    assert rows_per_pass and max(rows_per_pass) <= run.IG_MAX_ROWS <= 32
+    assert sum(rows_per_pass) == 16 * 32  # every step of every example, once
+    inputs = next(run.batches(features, 0, 16))
+    one_pass = run.completeness_sums(model, task, inputs, 0, 32, max_rows=16 * 32)
+    in_chunks = run.completeness_sums(model, task, inputs, 0, 32)
+    assert max(rows_per_pass[-16:]) <= run.IG_MAX_ROWS and rows_per_pass[-17] == 16 * 32
+    for whole, chunked in zip(one_pass, in_chunks):
+        assert torch.allclose(whole, chunked, atol=1e-5)
+    sums, rises = one_pass
+    assert capped == pytest.approx(((sums - rises).abs().sum() / rises.abs().sum()).item(),
+                                   rel=1e-4)
+
+
 # -------------------------------------------------------------------------------- bench/diagnose.py
 def test_diagnose_medians_training_terms_per_epoch_once_per_step(tmp_path):
     import diagnose
