@@ -71,6 +71,13 @@ def train_seconds(result):
     return sum(result["epoch_s"])
 
 
+def peak_mib(results):
+    """The largest peak memory of the rows' training processes; – where none was measured (a
+    row whose training finished in a process killed before it wrote its record)."""
+    peaks = [r["peak_rss_mib"] for r in results if r.get("peak_rss_mib") is not None]
+    return max(peaks) if peaks else "–"
+
+
 def machine():
     memory = next((int(line.split()[1]) // 2**20 for line in open("/proc/meminfo")
                    if line.startswith("MemTotal")), 0)
@@ -176,7 +183,7 @@ def method_table(task, rows, group):
         dev = " | ".join(f"{100 * teacher['dev'][m]:.1f}" for m in metrics)
         epochs = ", ".join(f"{s:.0f}" for s in teacher["epoch_s"])
         lines.append(f"| {teacher_label(teacher_row)} | {dev} | – | {PAPER['teacher'][task]} | "
-                     f"{train_seconds(teacher):.0f} ({epochs}) | – | {teacher['peak_rss_mib']} "
+                     f"{train_seconds(teacher):.0f} ({epochs}) | – | {peak_mib([teacher])} "
                      "| – |")
     else:
         lines.append(f"| {teacher_label(teacher_row)} | {blank}")
@@ -201,7 +208,7 @@ def method_table(task, rows, group):
         gap = statistics.mean(r["attribution_gap"] for r in done)
         lines.append(f"| {label} | {dev} | {seeds} | {PAPER[key][task]} | "
                      f"{statistics.mean(seconds):.0f} ({per_epoch}) | {ratio} | "
-                     f"{max(r['peak_rss_mib'] for r in done)} | {gap:.3f} |")
+                     f"{peak_mib(done)} | {gap:.3f} |")
     return lines + [""]
 
 
@@ -362,7 +369,7 @@ def ablation_table(task, rows, extra, metrics):
         dev = " | ".join(f"{100 * result['dev'][m]:.1f}" for m in metrics)
         lines.append(f"| {label} | {epochs} | {dev} | {same} | {train_seconds(result):.0f} "
                      f"({', '.join(f'{s:.0f}' for s in result['epoch_s'])}) | "
-                     f"{result['peak_rss_mib']} | {result['attribution_gap']:.3f} |")
+                     f"{peak_mib([result])} | {result['attribution_gap']:.3f} |")
     return lines + [""]
 
 

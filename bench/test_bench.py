@@ -533,6 +533,38 @@ def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monk
         "identical"] is False  # a rerun cut short is not the same run
 
 
+def test_a_row_measured_after_its_training_process_died_records_no_peak(tmp_path, monkeypatch):
+    """RTE's paper teacher finished training and was OOM-killed while measuring; the rerun only
+    measures, so its process's peak memory is not the training's and the record says none."""
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    teacher = {row.name: row for row in run.task_rows("mrpc")}["teacher-full"]
+
+    class Model:
+        def eval(self):
+            return self
+
+    def train(argv):  # what adkd.main does for a stage that is not finished yet
+        (teacher.stage_dir / "best").mkdir(parents=True, exist_ok=True)
+        (teacher.stage_dir / "done.json").write_text("{}")
+        return {"f1": 0.8}
+
+    import transformers
+    monkeypatch.setattr(run, "minilm_folder", lambda: "minilm")
+    monkeypatch.setattr(adkd, "main", train)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda name: argparse.Namespace(pad_token_id=0))
+    monkeypatch.setattr(run, "dev_features", lambda task, tokenizer: (None, [1, 2]))
+    monkeypatch.setattr(adkd, "load_model", lambda path, spec: Model())
+    monkeypatch.setattr(run, "completeness_error", lambda *args: 0.0)
+    teacher.out.mkdir(parents=True)
+    assert run.execute(teacher, "mrpc")["peak_rss_mib"] > 0  # trained in this process
+    (teacher.out / "row.json").unlink()  # killed before writing it; the weights stay
+    measured_only = run.execute(teacher, "mrpc")
+    assert measured_only["peak_rss_mib"] is None
+    assert report.peak_mib([measured_only]) == "–"
+    assert report.peak_mib([measured_only, {"peak_rss_mib": 900}, {"peak_rss_mib": 700}]) == 900
+
+
 def test_results_say_whether_a_retrained_teacher_is_the_committed_one():
     assert report.reproduction_line({}) == []  # trained once: nothing to say
     same = report.reproduction_line({"reproduces_record": {
