@@ -483,6 +483,22 @@ def test_a_fresh_clone_retrains_a_teacher_whose_weights_are_absent_only_if_a_row
     assert started == []  # both have their weights now
 
 
+def stub_training_and_measures(monkeypatch, train):
+    """run.execute with adkd.main replaced by `train` and the dev measurements by stubs."""
+    class Model:
+        def eval(self):
+            return self
+
+    import transformers
+    monkeypatch.setattr(run, "minilm_folder", lambda: "minilm")  # CI does not install it
+    monkeypatch.setattr(adkd, "main", train)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda name: argparse.Namespace(pad_token_id=0))
+    monkeypatch.setattr(run, "dev_features", lambda task, tokenizer: (None, [1, 2]))
+    monkeypatch.setattr(adkd, "load_model", lambda path, spec: Model())
+    monkeypatch.setattr(run, "completeness_error", lambda *args: 0.0)
+
+
 @pytest.mark.parametrize("changed", [False, True])
 def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monkeypatch, changed):
     """The students of earlier sessions were trained against the committed teacher: a teacher
@@ -504,18 +520,7 @@ def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monk
                   + [dict(r, time=9.0) for r in rerun])
         return {"f1": 0.8}
 
-    class Model:
-        def eval(self):
-            return self
-
-    import transformers
-    monkeypatch.setattr(run, "minilm_folder", lambda: "minilm")  # CI does not install it
-    monkeypatch.setattr(adkd, "main", retrain)
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
-                        lambda name: argparse.Namespace(pad_token_id=0))
-    monkeypatch.setattr(run, "dev_features", lambda task, tokenizer: (None, [1, 2]))
-    monkeypatch.setattr(adkd, "load_model", lambda path, spec: Model())
-    monkeypatch.setattr(run, "completeness_error", lambda *args: 0.0)
+    stub_training_and_measures(monkeypatch, retrain)
     result = run.execute(teacher, "mrpc")
     assert result["reproduces_record"] == {"lines_compared": 2, "identical": not changed,
                                            "first_different_step": 10 if changed else None}
@@ -539,23 +544,11 @@ def test_a_row_measured_after_its_training_process_died_records_no_peak(tmp_path
     monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
     teacher = {row.name: row for row in run.task_rows("mrpc")}["teacher-full"]
 
-    class Model:
-        def eval(self):
-            return self
-
     def train(argv):  # what adkd.main does for a stage that is not finished yet
         (teacher.stage_dir / "best").mkdir(parents=True, exist_ok=True)
         (teacher.stage_dir / "done.json").write_text("{}")
         return {"f1": 0.8}
-
-    import transformers
-    monkeypatch.setattr(run, "minilm_folder", lambda: "minilm")
-    monkeypatch.setattr(adkd, "main", train)
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
-                        lambda name: argparse.Namespace(pad_token_id=0))
-    monkeypatch.setattr(run, "dev_features", lambda task, tokenizer: (None, [1, 2]))
-    monkeypatch.setattr(adkd, "load_model", lambda path, spec: Model())
-    monkeypatch.setattr(run, "completeness_error", lambda *args: 0.0)
+    stub_training_and_measures(monkeypatch, train)
     teacher.out.mkdir(parents=True)
     assert run.execute(teacher, "mrpc")["peak_rss_mib"] > 0  # trained in this process
     (teacher.out / "row.json").unlink()  # killed before writing it; the weights stay
