@@ -386,13 +386,12 @@ def execute(row, task, threads=1):
         # clone): nothing to resume from.
         shutil.rmtree(stage)
     resumed = stage.exists() and not (stage / "done.json").exists()
+    # A stage that finished here in an earlier process (killed while measuring) trains nothing
+    # now, so this process's peak memory would not be the training's.
+    trains = not (finished and weights)
     start = time.time()
-    # A stage already finished here (its process killed while measuring) trains nothing now,
-    # so this process's peak would not be the training's.
-    trains = not (stage / "done.json").exists()
     metrics = adkd.main(argv + (["--resume"] if resumed else []))
     wall = time.time() - start
-    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(row.student_model)
     spec, features = dev_features(task, tokenizer)
@@ -402,7 +401,8 @@ def execute(row, task, threads=1):
     result = {"name": row.name, "kind": row.kind, "seed": row.seed, "groups": list(row.groups),
               **row.meta, "command": row.command(), "dev": metrics, "wall_s": round(wall, 1),
               "resumed": resumed,
-              "peak_rss_mib": peak if trains else None,  # none when training ran elsewhere
+              "peak_rss_mib": (round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                               if trains else None),
               "epoch_s": [seconds for seconds, _ in timed],
               "epoch_s_scaled": [i + 1 for i, (_, scaled) in enumerate(timed) if scaled],
               "dev_history": dev_history(stage / "log.jsonl"),
