@@ -230,7 +230,6 @@ def seed_epochs_table(task, rows, group):
     scores = " / ".join(metrics)
     lines = [f"| method | seed | best epoch | dev {scores} there | last epoch | dev {scores} there "
              "|", "|---|---|---|---|---|---|"]
-    last = {}
     for key, label in METHODS:
         for _, result in method_rows(rows, group, key):
             picked = result and best_and_last(result, metrics[0])
@@ -240,17 +239,15 @@ def seed_epochs_table(task, rows, group):
             shown = [" / ".join(f"{100 * record[m]:.1f}" for m in metrics) for record in picked]
             lines.append(f"| {label} | {result['seed']} | {best['epoch']:g} | {shown[0]} | "
                          f"{final['epoch']:g} | {shown[1]} |")
-            last[key, result["seed"]] = 100 * final[metrics[0]]
     if len(lines) == 2:
         return []
-    seeds = sorted(s for k, s in last if k == "adkd" and ("vanilla", s) in last)
-    if seeds:
-        differences = [last["adkd", s] - last["vanilla", s] for s in seeds]
-        each = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(seeds, differences))
+    stats = paired_stats(rows, group, metrics[0], score=lambda result: (
+        result["dev_history"][-1][metrics[0]] if result.get("dev_history") else None))
+    if stats["n"]:
+        each = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(stats["seeds"], stats["differences"]))
         lines += ["", f"At the last epoch, AD-KD − vanilla KD in dev {metrics[0]} (points): "
-                  f"{each}; mean {statistics.mean(differences):+.1f}; "
-                  f"{sum(d > 0 for d in differences)} of {len(seeds)} seeds favour AD-KD, "
-                  f"{sum(d < 0 for d in differences)} vanilla KD."]
+                  f"{each}; mean {stats['mean']:+.1f}; {stats['adkd_better']} of {stats['n']} "
+                  f"seeds favour AD-KD, {stats['vanilla_better']} vanilla KD."]
     return lines + [""]
 
 
@@ -277,17 +274,19 @@ def t_quantile(df):
     return T975[df - 1] if df <= len(T975) else 1.96
 
 
-def paired_stats(rows, group, metric):
-    """AD-KD − vanilla KD per seed that both finished, in points (×100) of `metric`:
+def paired_stats(rows, group, metric, score=None):
+    """AD-KD − vanilla KD per seed that both finished, in points (×100) of `metric` as
+    score(result) gives it (default: the best epoch's, row.json's dev; None leaves a row out):
     {"seeds", "differences", "n", "mean", "std" (sample; None below 2 pairs), "adkd_better",
     "vanilla_better", "ties", "sign_p", "best_sign_p" (all pairs one way), "t", "interval"
     (95 % paired t; None below 2 pairs), "gaps": {"adkd": [...], "vanilla": [...]} (per seed,
     None where a row.json has none), "unpaired": names of finished rows without a partner}."""
-    finished = {key: {r["seed"]: r for _, r in method_rows(rows, group, key) if r}
-                for key in ("adkd", "vanilla")}
+    score = score or (lambda result: result["dev"][metric])
+    finished = {key: {r["seed"]: r for _, r in method_rows(rows, group, key)
+                      if r and score(r) is not None} for key in ("adkd", "vanilla")}
     seeds = sorted(set(finished["adkd"]) & set(finished["vanilla"]))
-    differences = [100 * (finished["adkd"][s]["dev"][metric]
-                          - finished["vanilla"][s]["dev"][metric]) for s in seeds]
+    differences = [100 * (score(finished["adkd"][s]) - score(finished["vanilla"][s]))
+                   for s in seeds]
     n = len(differences)
     positive, negative = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
     stats = {"seeds": seeds, "differences": differences, "n": n,
