@@ -1,10 +1,11 @@
-"""Why do AD-KD students stay on one class? Reads the finished rows of a task and prints, per
-row: dev accuracy and the share of dev predictions in the majority class per epoch (from the
-best and last checkpoints), the attribution gap, and per epoch the median over its logged
-steps of each weighted term's gradient norm (Eq. 12) and of each unweighted training term (CE,
-KD, L_attr). With --at-start it also measures, on the first training batches and at the
-student's initial weights, each term's gradient norm over all weights, over the classifier
-head alone and over the embeddings.
+"""Why do AD-KD students stay on one class? Reads the rows of a task and prints, per row: dev
+accuracy and the share of dev predictions in the majority class per epoch (from the best and
+last checkpoints), the attribution gap, and per epoch the median over its logged steps of each
+weighted term's gradient norm (Eq. 12) and of each unweighted training term (CE, KD, L_attr).
+With --at-start it also measures, on the first training batches and at the student's initial
+weights, each term's gradient norm over all weights, over the classifier head alone and over
+the embeddings. A row whose weights are not on this disk (a fresh clone, or a row stopped
+before it finished) gets what its committed log.jsonl holds, and a line saying what was skipped.
 
     python bench/diagnose.py rte adkd-s1 adkd-beta1-s1 adkd-beta0.1-s1 vanilla-s1 --at-start
 """
@@ -97,10 +98,6 @@ def main():
     train_examples = glue_data.read_split(folder, task, "train")
     for name in options.rows:
         row_dir = RUNS / options.task / name
-        # the row's own tokenizer: the MiniLM rows' and the paper-shape (MPNet) rows' differ
-        tokenizer = AutoTokenizer.from_pretrained(row_dir / "student" / "best")
-        dev = glue_data.encode(dev_examples, tokenizer, 128)
-        train = glue_data.encode(train_examples, tokenizer, 128)
         log_path = row_dir / "student" / "log.jsonl"
         records = adkd.read_log(log_path)
         settings = json.loads((row_dir / "student" / "settings.json").read_text())
@@ -111,16 +108,27 @@ def main():
                 dev_metrics = record["dev"]
                 print(f"epoch {record['epoch']:.0f}: dev "
                       + " ".join(f"{k}={v:.4f}" for k, v in dev_metrics.items()))
-        for which in ("best", "last"):
-            accuracy, share = majority_share(row_dir / "student" / which, task, dev, tokenizer)
-            print(f"{which}: dev accuracy {accuracy:.4f}, {share:.1%} of predictions in one class")
+        weights = row_dir / "student" / "best"
+        if weights.exists():
+            # the row's own tokenizer: the MiniLM rows' and the paper-shape (MPNet) rows' differ
+            tokenizer = AutoTokenizer.from_pretrained(weights)
+            dev = glue_data.encode(dev_examples, tokenizer, 128)
+            for which in ("best", "last"):
+                accuracy, share = majority_share(row_dir / "student" / which, task, dev,
+                                                 tokenizer)
+                print(f"{which}: dev accuracy {accuracy:.4f}, "
+                      f"{share:.1%} of predictions in one class")
+        else:
+            print(f"{weights} is not on this disk: no majority share"
+                  + (", no --at-start" if options.at_start else ""))
         losses = loss_terms_by_epoch(log_path)
         for epoch, terms in report.grad_norms_by_epoch(log_path).items():
             print(f"epoch {epoch} median grad norms: "
                   + " ".join(f"{t}={v:.4f}" for t, v in sorted(terms.items()))
                   + " | training terms: "
                   + " ".join(f"{t}={v:.4f}" for t, v in losses.get(epoch, {}).items()))
-        if options.at_start:
+        if options.at_start and weights.exists():
+            train = glue_data.encode(train_examples, tokenizer, 128)
             for (group, term), value in sorted(at_start(row_dir, task, train, tokenizer).items()):
                 print(f"at start, {group}: {term} {value:.4f}")
 

@@ -4,7 +4,7 @@
 
 Every number in RESULTS.md comes from a row's row.json (bench/runs/<task>/<row>/row.json) or
 from the log.jsonl its adkd.py run wrote (epoch times, dev score by epoch, gradient norms); a
-row not run yet is shown as such, with its command. Hand-written remarks live in
+row not finished is shown as such, with its command. Hand-written remarks live in
 bench/notes/<task>.md and are pasted under the task's table. numpy and the standard library
 only: the figure is SVG written by hand.
 """
@@ -177,7 +177,7 @@ def method_table(task, rows, group):
     header = ("| row | " + " | ".join(f"dev {m}" for m in metrics) + " | each seed | paper | "
               "train s (per epoch) | × vanilla KD | peak MiB | attribution gap |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    blank = " | ".join("not run yet" for _ in metrics) + " | | | | | | |"
+    blank = " | ".join("not finished" for _ in metrics) + " | | | | | | |"
     teacher_row, teacher = rows[TEACHER_ROW[group]]
     if teacher:
         dev = " | ".join(f"{100 * teacher['dev'][m]:.1f}" for m in metrics)
@@ -198,7 +198,7 @@ def method_table(task, rows, group):
         dev = " | ".join(spread([r["dev"][m] for r in done]) for m in metrics)
         seeds = ", ".join(f"s{r['seed']}: {100 * r['dev'][metrics[0]]:.1f}" for r in done)
         if missing:
-            seeds += f" ({len(missing)} seed(s) not run yet)"
+            seeds += f" ({len(missing)} seed(s) not finished)"
         seconds = [train_seconds(r) for r in done]
         first = statistics.mean([r["epoch_s"][0] for r in done if r["epoch_s"]] or [0])
         later = [s for r in done for s in r["epoch_s"][1:]]
@@ -358,7 +358,7 @@ def ablation_table(task, rows, extra, metrics):
         label = row.meta["method"]
         if not result:
             lines.append(f"| {label} | {row.meta['epochs']} | "
-                         + " | ".join("not run yet" for _ in metrics) + " | | | | |")
+                         + " | ".join("not finished" for _ in metrics) + " | | | | |")
             continue
         epochs = result["epochs"]
         same = "–"
@@ -385,7 +385,7 @@ def beta_table(task, rows, metrics):
     for row, result in members:
         if not result:
             lines.append(f"| {row.meta['beta']:g} | {row.name} | "
-                         + " | ".join("not run yet" for _ in metrics) + " | | | |")
+                         + " | ".join("not finished" for _ in metrics) + " | | | |")
             continue
         dev = " | ".join(f"{100 * result['dev'][m]:.1f}" for m in metrics)
         history = " / ".join(f"{100 * h[metrics[0]]:.1f}" for h in result["dev_history"]
@@ -409,7 +409,7 @@ def kd_form_table(task, rows, metrics):
     for row, result in members:
         if not result:
             lines.append(f"| {row.meta['kd_form']} | {row.name} | "
-                         + " | ".join("not run yet" for _ in metrics) + " | | | |")
+                         + " | ".join("not finished" for _ in metrics) + " | | | |")
             continue
         dev = " | ".join(f"{100 * result['dev'][m]:.1f}" for m in metrics)
         difference = ("–" if not reference else

@@ -410,12 +410,12 @@ def test_every_group_of_a_task_renders_from_synthetic_rows(tmp_path, monkeypatch
     assert text.count("**Paired by seed") == 3  # 3-epoch, full-length, paper-shape
     assert "| 0.1 | adkd-beta0.1-s1 |" in text and "| 10 | adkd-s1 |" in text
     assert "# rte_beta: python bench/run.py rte --rows rte_beta" in text
-    assert "not run yet" not in text and "none on this disk" not in text
+    assert "not finished" not in text and "none on this disk" not in text
     for row in run.task_rows("rte"):  # only the full-length records: the 3-epoch table is archived
         if row.groups[0] != "full":
             (row.out / "row.json").unlink()
     text = "\n".join(report.task_section("rte"))
-    assert text.count("**Paired by seed") == 1 and "| 0.1 | adkd-beta0.1-s1 | not run" in text
+    assert text.count("**Paired by seed") == 1 and "| 0.1 | adkd-beta0.1-s1 | not finished" in text
     assert "AD-KD against vanilla KD: no seed with both rows finished yet." in text  # paper
     assert f"none on this disk. The table made in earlier sessions" in text
     assert f"[{report.ARCHIVE}]({report.ARCHIVE}#rte)" in text
@@ -601,7 +601,7 @@ def test_kd_form_table_puts_each_form_beside_soft_ce():
     by_form = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ")}
     assert "| 85.0 | 70.0 | +0.0 | 30 | 0.250 |" in by_form["soft_ce"]
     assert "| 83.8 | 70.0 | -1.2 | 30 | 0.250 |" in by_form["js"]
-    assert "not run yet" in by_form["rkl"] and "not run yet" in by_form["tvd"]
+    assert "not finished" in by_form["rkl"] and "not finished" in by_form["tvd"]
 
 
 def test_case_study_uses_the_full_length_rows_when_their_weights_are_here(tmp_path, monkeypatch):
@@ -812,3 +812,28 @@ def test_diagnose_medians_training_terms_per_epoch_once_per_step(tmp_path):
     by_epoch = diagnose.loss_terms_by_epoch(tmp_path / "log.jsonl")
     assert by_epoch == {1: pytest.approx({"ce": 0.6, "kd": 0.5, "attr": 0.02}),
                         2: pytest.approx({"ce": 0.2, "kd": 0.1, "attr": 0.02})}
+
+
+def test_diagnose_reads_a_stopped_rows_log_without_its_weights(tmp_path, monkeypatch, capsys):
+    """A fresh clone has a stopped row's committed log but no weights: the log's part is printed,
+    the part that needs weights is named as skipped, and nothing is loaded."""
+    import diagnose
+    for split in ("train", "dev"):
+        folder = tmp_path / "glue" / "RTE"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n"
+                                             "0\tA cat sat.\tA cat.\tentailment\n")
+    student = tmp_path / "runs" / "rte" / "adkd-stopped" / "student"
+    write_log(student / "log.jsonl", [
+        {"step": 5, "epoch": 0.5, "loss": 1.0, "ce": 0.69, "kd": 0.69, "attr": 0.004,
+         "grad_norm": {"ce": 0.02, "kd": 0.04, "attr": 4.0, "total": 4.0}},
+        {"step": 10, "epoch": 1.0, "dev": {"accuracy": 0.473, "attribution_gap": 0.77}}])
+    (student / "settings.json").write_text(json.dumps({"beta": 10.0, "alpha": 0.9, "lr": 2e-5}))
+    monkeypatch.setattr(diagnose, "GLUE", tmp_path / "glue")
+    monkeypatch.setattr(diagnose, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(sys, "argv", ["diagnose.py", "rte", "adkd-stopped", "--at-start"])
+    diagnose.main()
+    out = capsys.readouterr().out
+    assert "epoch 1: dev accuracy=0.4730 attribution_gap=0.7700" in out
+    assert "is not on this disk: no majority share, no --at-start" in out
+    assert "epoch 1 median grad norms: attr=4.0000" in out and "training terms: ce=0.6900" in out
