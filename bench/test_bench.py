@@ -787,7 +787,8 @@ def test_completeness_caps_ig_rows_per_forward_without_changing_the_error(tmp_pa
         return path_gradients(model, inputs, delta, alphas, *args)
     monkeypatch.setattr(adkd, "path_gradients", counting)
     capped = run.completeness_error(model, task, features, 0, 32)
-    assert rows_per_pass and max(rows_per_pass) <= run.IG_MAX_ROWS <= 32
+    assert rows_per_pass and max(rows_per_pass) <= run.IG_MAX_ROWS
+    assert run.IG_MAX_ROWS == adkd.default_ig_max_rows("cpu")
     assert sum(rows_per_pass) == 16 * 32  # every step of every example, once
     inputs = next(run.batches(features, 0, 16))
     one_pass = run.completeness_sums(model, task, inputs, 0, 32, max_rows=16 * 32)
