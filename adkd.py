@@ -616,12 +616,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def default_ig_max_rows(device):
-    """Interpolated rows per IG forward when none are given: 256 on a GPU; 32 on the CPU, where
-    larger chunks only cost memory (bench/chunk_sweep.py)."""
-    return 256 if str(device).startswith("cuda") else 32
-
-
 def resolve_config(args, teacher_width=None):
     """Every derived default in one place: the task's Table 5 values and teacher recipe, the
     output folder, the teacher's m, IG rows per forward; then refuses impossible flags, before
@@ -641,8 +635,8 @@ def resolve_config(args, teacher_width=None):
             setattr(args, name, value)
     args.output_dir = str(args.output_dir or Path("runs") / task.name)
     args.teacher_ig_steps = args.teacher_ig_steps or args.ig_steps
-    if args.ig_max_rows is None:
-        args.ig_max_rows = default_ig_max_rows(args.device)
+    if args.ig_max_rows is None:  # large chunks are memory-bound on CPU (bench/chunk_sweep.py)
+        args.ig_max_rows = 256 if str(args.device).startswith("cuda") else 32
     args.stage = "student"
     validate_args(args)
     set_top_k(args, task, teacher_width)
@@ -1869,7 +1863,7 @@ def explain_config(args, task, tokenizer):
     """IG as explain runs it: m = --ig-steps, the [PAD] baseline, rows per pass as in training."""
     return ADKDConfig(ig_steps=args.ig_steps, is_regression=task.is_regression,
                       pad_token_id=tokenizer.pad_token_id,
-                      ig_max_rows=default_ig_max_rows(args.device))
+                      ig_max_rows=256 if args.device.startswith("cuda") else 32)
 
 
 def explain_model(model, tokenizer, examples, args, task):

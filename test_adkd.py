@@ -511,18 +511,19 @@ def test_temperature_anneals_linearly_to_one():
     assert adkd.annealed_temperature(3.0, 0, 1) == 3.0
 
 
-# ----------------------------------------------------------------------------- the teacher cache
 def test_ig_rows_per_forward_default_to_32_on_cpu_and_256_on_gpu_unless_given():
     """On the CPU large IG chunks cost memory and no time (bench/chunk_sweep.py); 256 rows of a
     12 x 768 teacher on RTE pairs took 24 GB. The flag, when given, wins on either device."""
     args, _ = adkd.resolve_config(adkd.parse_args(["--task", "rte", "--device", "cpu"]))
     assert args.ig_max_rows == 32
-    assert adkd.default_ig_max_rows("cuda:1") == 256 and adkd.default_ig_max_rows("cpu") == 32
+    args, _ = adkd.resolve_config(adkd.parse_args(["--task", "rte", "--device", "cuda:1"]))
+    assert args.ig_max_rows == 256  # resolving needs no GPU: nothing is loaded yet
     args, _ = adkd.resolve_config(adkd.parse_args(["--task", "rte", "--device", "cpu",
                                                    "--ig-max-rows", "64"]))
     assert args.ig_max_rows == 64
 
 
+# ----------------------------------------------------------------------------- the teacher cache
 def step_args(**overrides):
     args, _ = adkd.resolve_config(adkd.parse_args(["--task", "mnli", "--top-k", "24"]))
     return adkd.stage_args(args, **overrides)

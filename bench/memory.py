@@ -144,7 +144,7 @@ def measure(m, teacher_maps, accum, bf16, options):
     batch = {k: v.to(device) for k, v in
              speed.fixed_batch(options.batch, options.length, vocab, options.classes).items()}
     width = teacher.config.hidden_size
-    ig_max_rows = options.ig_max_rows or adkd.default_ig_max_rows(device)
+    ig_max_rows = options.ig_max_rows or (256 if device.startswith("cuda") else 32)
     config = adkd.ADKDConfig(alpha=0.9, beta=10.0 if m else 0.0, temperature=2.0, top_k=width,
                              ig_steps=max(m, 1), teacher_ig_steps=max(m, 1),
                              is_regression=task.is_regression, ig_max_rows=ig_max_rows)

@@ -107,7 +107,7 @@ def measure(options):
     def config(**changes):
         settings = dict(alpha=paper["alpha"], beta=paper["beta"], temperature=paper["temperature"],
                         top_k=top_k, is_regression=task.is_regression, pad_token_id=pad,
-                        ig_max_rows=adkd.default_ig_max_rows("cpu"))
+                        ig_max_rows=32)
         return adkd.ADKDConfig(**{**settings, **changes})
 
     teacher_model_state = {k: v.clone() for k, v in teacher.state_dict().items()}
