@@ -788,7 +788,8 @@ def test_completeness_caps_ig_rows_per_forward_without_changing_the_error(tmp_pa
     monkeypatch.setattr(adkd, "path_gradients", counting)
     capped = run.completeness_error(model, task, features, 0, 32)
     assert rows_per_pass and max(rows_per_pass) <= run.IG_MAX_ROWS
-    assert run.IG_MAX_ROWS == adkd.default_ig_max_rows("cpu")
+    cpu_default = adkd.resolve_config(adkd.parse_args(["--task", "rte", "--device", "cpu"]))[0]
+    assert run.IG_MAX_ROWS == cpu_default.ig_max_rows  # adkd.py's own, as its comment says
     assert sum(rows_per_pass) == 16 * 32  # every step of every example, once
     inputs = next(run.batches(features, 0, 16))
     one_pass = run.completeness_sums(model, task, inputs, 0, 32, max_rows=16 * 32)
@@ -826,9 +827,11 @@ def test_diagnose_reads_a_stopped_rows_log_without_its_weights(tmp_path, monkeyp
                                              "0\tA cat sat.\tA cat.\tentailment\n")
     student = tmp_path / "runs" / "rte" / "adkd-stopped" / "student"
     write_log(student / "log.jsonl", [
+        {"step": 0, "started": 1000.0},
         {"step": 5, "epoch": 0.5, "loss": 1.0, "ce": 0.69, "kd": 0.69, "attr": 0.004,
          "grad_norm": {"ce": 0.02, "kd": 0.04, "attr": 4.0, "total": 4.0}},
-        {"step": 10, "epoch": 1.0, "dev": {"accuracy": 0.473, "attribution_gap": 0.77}}])
+        {"step": 10, "epoch": 1.0, "dev": {"accuracy": 0.473, "attribution_gap": 0.77},
+         "time": 1480.0}])
     (student / "settings.json").write_text(json.dumps({"beta": 10.0, "alpha": 0.9, "lr": 2e-5}))
     monkeypatch.setattr(diagnose, "GLUE", tmp_path / "glue")
     monkeypatch.setattr(diagnose, "RUNS", tmp_path / "runs")
@@ -836,5 +839,6 @@ def test_diagnose_reads_a_stopped_rows_log_without_its_weights(tmp_path, monkeyp
     diagnose.main()
     out = capsys.readouterr().out
     assert "epoch 1: dev accuracy=0.4730 attribution_gap=0.7700" in out
+    assert "seconds per epoch, with the dev evaluation: 480\n" in out
     assert "is not on this disk: no majority share, no --at-start" in out
     assert "epoch 1 median grad norms: attr=4.0000" in out and "training terms: ce=0.6900" in out
