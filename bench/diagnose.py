@@ -1,11 +1,12 @@
 """Why do AD-KD students stay on one class? Reads the rows of a task and prints, per row: dev
 accuracy and the share of dev predictions in the majority class per epoch (from the best and
-last checkpoints), the attribution gap, and per epoch the median over its logged steps of each
-weighted term's gradient norm (Eq. 12) and of each unweighted training term (CE, KD, L_attr).
-With --at-start it also measures, on the first training batches and at the student's initial
-weights, each term's gradient norm over all weights, over the classifier head alone and over
-the embeddings. A row whose weights are not on this disk (a fresh clone, or a row stopped
-before it finished) gets what its committed log.jsonl holds, and a line saying what was skipped.
+last checkpoints), the attribution gap, the seconds each epoch took, and per epoch the median
+over its logged steps of each weighted term's gradient norm (Eq. 12) and of each unweighted
+training term (CE, KD, L_attr). With --at-start it also measures, on the first training batches
+and at the student's initial weights, each term's gradient norm over all weights, over the
+classifier head alone and over the embeddings. A row whose weights are not on this disk (a fresh
+clone, or a row stopped before it finished) gets what its committed log.jsonl holds, and a line
+saying what was skipped.
 
     python bench/diagnose.py rte adkd-s1 adkd-beta1-s1 adkd-beta0.1-s1 vanilla-s1 --at-start
 """
@@ -24,7 +25,7 @@ import torch  # noqa: E402
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
 import report  # noqa: E402
-from run import GLUE, RUNS  # noqa: E402
+from run import GLUE, RUNS, timed_epochs  # noqa: E402
 
 
 def training_terms(record):
@@ -108,6 +109,8 @@ def main():
                 dev_metrics = record["dev"]
                 print(f"epoch {record['epoch']:.0f}: dev "
                       + " ".join(f"{k}={v:.4f}" for k, v in dev_metrics.items()))
+        print("seconds per epoch, with the dev evaluation: "
+              + ", ".join(f"{seconds:.0f}" for seconds, _ in timed_epochs(log_path)))
         weights = row_dir / "student" / "best"
         if weights.exists():
             # the row's own tokenizer: the MiniLM rows' and the paper-shape (MPNet) rows' differ
