@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+import rowtable
 import run
 
 
@@ -43,7 +44,7 @@ def main(argv):
     task = glue_data.get_task(args.task)
     tokenizer = adkd.AutoTokenizer.from_pretrained(args.model)
     model = adkd.load_model(args.model, task, "model").eval()
-    dev = glue_data.read_split(run.GLUE, task, task.dev_splits[0])[:args.examples]
+    dev = glue_data.read_split(rowtable.GLUE, task, task.dev_splits[0])[:args.examples]
     features = glue_data.encode(dev, tokenizer, 128)
     pad = tokenizer.pad_token_id
     inputs = next(run.batches(features, pad, len(features)))
@@ -59,8 +60,9 @@ def main(argv):
               + " | rise " + " ".join(f"{v:+.3f}" for v in rows[-1]["rise"]), flush=True)
     path = path_scores(model, inputs, pad, task.is_regression, args.path_points)
     if args.json:
-        record = {"task": args.task, "model": run.shown(args.model), "examples": len(features),
-                  "command": "python bench/completeness.py " + " ".join(map(run.shown, argv)),
+        shown = rowtable.shown
+        record = {"task": args.task, "model": shown(args.model), "examples": len(features),
+                  "command": "python bench/completeness.py " + " ".join(map(shown, argv)),
                   "rows": rows, **({"path": path} if path else {})}
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
 

@@ -4,11 +4,14 @@ last checkpoints), the attribution gap, the seconds each epoch took, and per epo
 over its logged steps of each weighted term's gradient norm (Eq. 12) and of each unweighted
 training term (CE, KD, L_attr). With --at-start it also measures, on the first training batches
 and at the student's initial weights, each term's gradient norm over all weights, over the
-classifier head alone and over the embeddings. A row whose weights are not on this disk (a fresh
-clone, or a row stopped before it finished) gets what its committed log.jsonl holds, and a line
-saying what was skipped.
+classifier head alone and over the embeddings; it needs the row's teacher weights and initial
+student, not the row's own weights, and --json writes those numbers to a file. A row whose
+weights are not on this disk (a fresh clone, or a row stopped before it finished) gets what its
+committed log.jsonl holds, and a line saying what was skipped.
 
     python bench/diagnose.py rte adkd-s1 adkd-beta1-s1 adkd-beta0.1-s1 vanilla-s1 --at-start
+    python bench/diagnose.py mrpc adkd-paper-e7-s1 adkd-e10-s1 --at-start \
+        --json bench/notes/at_start_mrpc_paper.json
 """
 import argparse
 import json
@@ -25,7 +28,7 @@ import torch  # noqa: E402
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
 import report  # noqa: E402
-from run import GLUE, RUNS, timed_epochs  # noqa: E402
+from rowtable import GLUE, RUNS, shown, timed_epochs  # noqa: E402
 
 
 def training_terms(record):
@@ -52,7 +55,10 @@ def majority_share(model_dir, task, features, tokenizer):
     return accuracy, counts.max().item() / len(predictions)
 
 
-def at_start(row_dir, task, train_features, tokenizer, batches=5):
+AT_START_BATCHES = 5  # --at-start: the median over this many first batches
+
+
+def at_start(row_dir, task, train_features, tokenizer, batches=AT_START_BATCHES):
     """Per-term gradient norms at the student's initial weights on the first batches of
     epoch 0, as train() would see them: all weights, the classifier head, the embeddings."""
     settings = json.loads((row_dir / "student" / "settings.json").read_text())
@@ -84,19 +90,23 @@ def at_start(row_dir, task, train_features, tokenizer, batches=5):
     return {key: statistics.median(values) for key, values in norms.items()}
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task")
     parser.add_argument("rows", nargs="+")
     parser.add_argument("--at-start", action="store_true")
-    options = parser.parse_args()
+    parser.add_argument("--json", help="with --at-start: also write its gradient norms here")
+    options = parser.parse_args(argv)
+    if options.json and not options.at_start:
+        parser.error("--json writes the --at-start norms: add --at-start")
     torch.set_num_threads(1)
     task = glue_data.get_task(options.task)
     from transformers import AutoTokenizer
     folder = glue_data.task_dir(GLUE, task)
     dev_examples = glue_data.read_split(folder, task, "dev")
     train_examples = glue_data.read_split(folder, task, "train")
+    at_start_norms = {}  # row name -> {group: {term: median norm}}
     for name in options.rows:
         row_dir = RUNS / options.task / name
         log_path = row_dir / "student" / "log.jsonl"
@@ -122,18 +132,31 @@ def main():
                 print(f"{which}: dev accuracy {accuracy:.4f}, "
                       f"{share:.1%} of predictions in one class")
         else:
-            print(f"{weights} is not on this disk: no majority share"
-                  + (", no --at-start" if options.at_start else ""))
+            print(f"{weights} is not on this disk: no majority share")
         losses = loss_terms_by_epoch(log_path)
         for epoch, terms in report.grad_norms_by_epoch(log_path).items():
             print(f"epoch {epoch} median grad norms: "
                   + " ".join(f"{t}={v:.4f}" for t, v in sorted(terms.items()))
                   + " | training terms: "
                   + " ".join(f"{t}={v:.4f}" for t, v in losses.get(epoch, {}).items()))
-        if options.at_start and weights.exists():
-            train = glue_data.encode(train_examples, tokenizer, 128)
-            for (group, term), value in sorted(at_start(row_dir, task, train, tokenizer).items()):
-                print(f"at start, {group}: {term} {value:.4f}")
+        if not options.at_start:
+            continue
+        teacher = Path(settings["teacher"])
+        if not (teacher / "config.json").exists():
+            print(f"{teacher} is not on this disk: no --at-start")
+            continue
+        tokenizer = AutoTokenizer.from_pretrained(settings["student"])  # the initial student's
+        train = glue_data.encode(train_examples, tokenizer, 128)
+        norms = at_start_norms.setdefault(name, {})
+        for (group, term), value in sorted(at_start(row_dir, task, train, tokenizer).items()):
+            print(f"at start, {group}: {term} {value:.4f}")
+            norms.setdefault(group, {})[term] = value
+    if options.json:
+        command = "python bench/diagnose.py " + " ".join(map(shown, argv or sys.argv[1:]))
+        record = {"task": options.task, "command": command, "batches": AT_START_BATCHES,
+                  "at_start": at_start_norms}
+        Path(options.json).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {options.json}")
 
 
 if __name__ == "__main__":

