@@ -122,9 +122,10 @@ def dev_history(log_path):
 
 
 def training_record(log_path):
-    """The log without its clock readings: what a rerun of the same row must reproduce."""
+    """The log without its clock readings and the beta warning (added after the committed rows
+    ran): what a rerun of the same row must reproduce."""
     return [{k: v for k, v in r.items() if k not in ("started", "time")}
-            for r in rowtable.log_records(log_path) if "started" not in r]
+            for r in rowtable.log_records(log_path) if "started" not in r and "warning" not in r]
 
 
 def compare_records(earlier, rerun):

@@ -1002,3 +1002,61 @@ def test_diagnose_at_start_writes_its_norms_without_the_rows_own_weights(tmp_pat
     again = diagnose.at_start(tmp_path / "runs" / "mrpc" / "adkd-tiny", task, train, tokenizer)
     assert {f"{group}/{term}": value for (group, term), value in again.items()} == pytest.approx(
         {f"{group}/{term}": value for group in norms for term, value in norms[group].items()})
+
+
+# ----- the beta warning's threshold (issue 36): bench/beta_threshold.py
+def test_beta_threshold_reads_each_rows_window_and_epochs_on_one_class(tmp_path, monkeypatch,
+                                                                        capsys):
+    """Two AD-KD rows on a 4-pair MRPC dev set (3 paraphrases: one class is 75 %): one with
+    L_attr's gradient 5 times the logit terms' that answers one class for 2 epochs, one at 0.5
+    that does not; the first's log repeats step 2 after a resume (its last record counts), and
+    logs 3 steps after the window of 2. A vanilla KD row has no L_attr norms."""
+    import beta_threshold
+    (tmp_path / "glue" / "MRPC").mkdir(parents=True)
+    (tmp_path / "glue" / "MRPC" / "dev.tsv").write_text(
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        + "".join(f"{label}\t{i}\t{i}\ta b\tc d\n" for i, label in enumerate([1, 1, 1, 0])))
+
+    def row(name, ratios, accuracies, beta=10.0):
+        records = [{"step": 0, "started": 1.0}]
+        for step, ratio in enumerate(ratios, 1):
+            records.append({"step": step, "epoch": step / 10, "grad_norm": {
+                "attr": ratio, "ce": 0.5, "kd": 1.0, "total": 1.0} if ratio else {"total": 1.0}})
+        records += [{"step": 10 * e, "epoch": float(e), "dev": {"f1": 0.5, "accuracy": a},
+                     "best": True, "time": 2.0} for e, a in enumerate(accuracies, 1)]
+        write_log(tmp_path / "runs" / "mrpc" / name / "student" / "log.jsonl", records)
+        (tmp_path / "runs" / "mrpc" / name / "student" / "settings.json").write_text(
+            json.dumps({"beta": beta}))
+        return records
+
+    records = row("adkd-e10-s1", [4.0, 99.0, 6.0, 100.0, 100.0], [0.75, 0.25, 0.5, 0.75])
+    records.insert(3, {"step": 2, "epoch": 0.2, "grad_norm": {"attr": 5.0, "ce": 1.0}})
+    assert [n["attr"] for n in beta_threshold.first_window(records, 3)] == [4.0, 5.0, 6.0]
+    write_log(tmp_path / "runs" / "mrpc" / "adkd-e10-s1" / "student" / "log.jsonl", records)
+    row("adkd-e10-s2", [0.5, 0.5], [0.5, 0.75, 0.75])
+    row("vanilla-e10-s1", [None, None], [0.75, 0.75], beta=0.0)
+    monkeypatch.setattr(beta_threshold.rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(beta_threshold.rowtable, "GLUE", tmp_path / "glue")
+    readings = beta_threshold.main(["--window", "2", "--threshold", "2"])
+    assert readings == [("mrpc/adkd-e10-s1", 4.5, 2, 4), ("mrpc/adkd-e10-s2", 0.5, 0, 3)]
+    printed = capsys.readouterr().out
+    assert "every T with 0.5 < T <= 4.5 separates them" in printed
+    assert "on the wrong side of T = 2: none" in printed
+    assert "fine-tuned and vanilla KD rows: 1; epochs in one class from the first: 2 in 1" \
+        in printed
+    assert beta_threshold.main(["--window", "2", "--threshold", "5"]) == readings
+    assert "on the wrong side of T = 5: mrpc/adkd-e10-s1" in capsys.readouterr().out
+    assert beta_threshold.one_class_epochs([{"pearson": math.nan}, {"pearson": 0.3}], []) == 1
+
+
+def test_a_rerun_compares_its_training_record_without_the_beta_warning(tmp_path):
+    """Rows committed before the β warning existed have no warning line: a rerun that warns
+    still reproduces them."""
+    records = [{"step": 0, "started": 1.0}, {"step": 10, "loss": 0.5, "grad_norm": {"attr": 3.0}},
+               {"step": 10, "warning": {"attr_dominance": 3.0, "logged_steps": 10}},
+               {"step": 20, "dev": {"f1": 0.8}, "time": 2.0}]
+    committed, rerun = tmp_path / "committed.jsonl", tmp_path / "rerun.jsonl"
+    committed.write_text("".join(json.dumps(r) + "\n" for i, r in enumerate(records) if i != 2))
+    rerun.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert run.compare_records(run.training_record(committed), run.training_record(rerun))[
+        "identical"]

@@ -1,0 +1,130 @@
+"""The beta warning's threshold, read off the AD-KD rows on this disk (issue 36).
+
+adkd.py warns when beta*L_attr's gradient norm is more than T times the larger logit term's
+(CE's or KD's), the median over the first 10 logged steps (adkd.attr_dominance). This prints,
+per AD-KD row whose log.jsonl holds gradient norms: that median R over the first --window
+logged steps, and for how many epochs from the first its dev accuracy equalled one class's
+share of dev (every answer in one class, barring a coincidence). A row that did so for
+--stall-epochs epochs or more stalled; no fine-tuned or vanilla KD row did for 2. Then the
+range of T that separates the stalled rows from the others (T above every other row's R, at
+or below every stalled row's), or the rows on the wrong side of --threshold when none does.
+
+    python bench/beta_threshold.py                    # W = 10 logged steps, as adkd.py
+    python bench/beta_threshold.py --window 5         # a shorter window
+"""
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import rowtable  # noqa: E402  (puts the repository root on sys.path)
+
+import adkd  # noqa: E402
+import glue_data  # noqa: E402
+
+
+def first_window(records, window):
+    """The grad_norm dicts of a log's first `window` logged steps (the last record of a step:
+    a resumed run repeats the steps after its checkpoint)."""
+    by_step = {r["step"]: r["grad_norm"] for r in records if isinstance(r.get("grad_norm"), dict)}
+    return [by_step[step] for step in sorted(by_step)[:window]]
+
+
+def dev_by_epoch(records):
+    """{epoch: dev metrics} of the evaluations at whole epochs (the last one of an epoch)."""
+    return {int(r["epoch"]): r["dev"] for r in records
+            if "dev" in r and float(r.get("epoch", 0.5)).is_integer()}
+
+
+def one_class_epochs(dev_scores, class_shares):
+    """How many epochs from the first in a row the dev accuracy equalled one class's share of
+    dev; a regression task (no shares) counts the epochs whose Pearson is NaN (constant
+    predictions)."""
+    count = 0
+    for dev in dev_scores:
+        if class_shares:
+            one = any(abs(dev.get("accuracy", -1) - share) < 1e-9 for share in class_shares)
+        else:
+            one = math.isnan(dev.get("pearson", 0.0))
+        if not one:
+            break
+        count += 1
+    return count
+
+
+def class_shares(task):
+    """Each class's share of the task's dev labels (none for a regression task)."""
+    spec = glue_data.get_task(task)
+    if spec.is_regression:
+        return []
+    labels = [e.label for e in glue_data.read_split(rowtable.GLUE / spec.folder, spec,
+                                                    spec.dev_splits[0])]
+    return [labels.count(label) / len(labels) for label in sorted(set(labels))]
+
+
+def row_reading(log_path, shares, window):
+    """(R, epochs answering one class from the first, epochs evaluated) of one row's log; R is
+    None when the log holds no L_attr gradient norms."""
+    records = adkd.read_log(log_path)
+    ratio = adkd.attr_dominance(first_window(records, window), threshold=0.0)
+    dev = dev_by_epoch(records)
+    return ratio, one_class_epochs([dev[e] for e in sorted(dev)], shares), len(dev)
+
+
+def separation(readings, stall_epochs):
+    """(largest R of the rows that did not stall, smallest R of those that did): a T
+    separates them when the first < T <= the second."""
+    learned = [r for _, r, stalled, _ in readings if stalled < stall_epochs]
+    stalled = [r for _, r, stalled, _ in readings if stalled >= stall_epochs]
+    return max(learned, default=0.0), min(stalled, default=math.inf)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window", type=int, default=10, help="logged steps in the window")
+    parser.add_argument("--threshold", type=float, default=2.0, help="T to check the rows by")
+    parser.add_argument("--stall-epochs", type=int, default=2)
+    options = parser.parse_args(argv)
+    readings, baselines = [], []
+    print(f"| row | β | R, median of the first {options.window} logged steps | epochs in one "
+          f"class from the first / evaluated | stalled | R > {options.threshold:g} |")
+    print("|---|---|---|---|---|---|")
+    for task in rowtable.TASKS:
+        rows = [row for row in rowtable.task_rows(task) if row.meta.get("key") == "adkd"
+                and (row.stage_dir / "log.jsonl").exists()]
+        shares = class_shares(task) if rows else []
+        for row in rows:
+            ratio, one_class, epochs = row_reading(row.stage_dir / "log.jsonl", shares,
+                                                   options.window)
+            if ratio is None:
+                continue
+            beta = json.loads((row.stage_dir / "settings.json").read_text())["beta"]
+            stalled = one_class >= options.stall_epochs
+            readings.append((f"{task}/{row.name}", ratio, one_class, epochs))
+            warns = ratio > options.threshold
+            print(f"| {task}/{row.name} | {beta:g} | {ratio:.3g} | {one_class} / {epochs} | "
+                  f"{'yes' if stalled else 'no'} | {'yes' if warns else 'no'} |")
+        for row in rowtable.task_rows(task):  # the baselines: how long do they sit on one class?
+            if row.meta.get("key") in ("ft", "vanilla") and (row.stage_dir / "log.jsonl").exists():
+                baselines.append((f"{task}/{row.name}", *row_reading(
+                    row.stage_dir / "log.jsonl", shares or class_shares(task), options.window)))
+    highest_learned, lowest_stalled = separation(readings, options.stall_epochs)
+    print(f"\nrows that did not stall: R up to {highest_learned:.3g}; rows that stalled: R from "
+          f"{lowest_stalled:.3g}")
+    if highest_learned < lowest_stalled:
+        print(f"every T with {highest_learned:.3g} < T <= {lowest_stalled:.3g} separates them")
+    wrong = [name for name, ratio, one_class, _ in readings
+             if (ratio > options.threshold) != (one_class >= options.stall_epochs)]
+    print(f"on the wrong side of T = {options.threshold:g}: {', '.join(wrong) or 'none'}")
+    counts = [one_class for _, _, one_class, _ in baselines]
+    print(f"fine-tuned and vanilla KD rows: {len(counts)}; epochs in one class from the first: "
+          + ", ".join(f"{n} in {counts.count(n)}" for n in sorted(set(counts))))
+    return readings
+
+
+if __name__ == "__main__":
+    main()
