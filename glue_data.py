@@ -5,8 +5,11 @@ HuggingFace `run_glue.py` processors do: tab-separated, quoting off (QNLI has st
 UTF-8 with the byte-order mark dropped (MRPC headers start with one). Columns are looked
 up by header name; CoLA train/dev have no header and get a fixed one.
 
-Your own data goes through the same reader: `own_task` builds a TaskSpec over .csv, .tsv
-(quoted as the csv module writes them) or .jsonl files whose header or keys name the columns.
+Your own data goes through the same reader: `own_task` builds a TaskSpec over .csv, .tsv or
+.jsonl files whose header or keys name the columns. One rule per format (README, "Your own
+data"): TSV is split at tabs with no quoting, as GLUE's; CSV is RFC 4180 (a quoted field may
+span lines but must close); JSON lines are strict JSON. A file that breaks its rule is refused
+with its path and line, never read in part.
 
 Metrics use numpy only and return plain floats on the 0-1 (or -1..1) scale; any non-finite
 prediction or label makes every metric NaN.
@@ -17,18 +20,24 @@ the same layout; run `python glue_data.py --download mrpc rte --data-dir glue_da
 
 import argparse
 import csv
+import errno
+import hashlib
 import http.client
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 import warnings
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -156,19 +165,52 @@ def split_file_name(task, split) -> str:
     return resolved + ".tsv"
 
 
-def read_split(data_dir, task, split, skip_bad_rows=False, report=warnings.warn) -> list[Example]:
+def read_split(data_dir, task, split, skip_bad_rows=False, report=warnings.warn,
+               standard_rows=False) -> list[Example]:
     """Read one split; with skip_bad_rows, malformed rows are dropped and named in one line
-    passed to report (a warning by default)."""
+    passed to report (a warning by default). With standard_rows, a GLUE split whose data rows
+    (skipped ones included) are not the standard release's count is refused: a cut-short file
+    would give a dev score or a submission that is not GLUE's."""
     examples, skipped = read_split_counted(data_dir, task, split, skip_bad_rows)
+    path = split_path(data_dir, task, split)
     if skipped:
-        report(f"{split_path(data_dir, task, split)}: skipped {len(skipped)} malformed rows "
-               f"{skipped_lines(skipped)}")
+        report(f"{path}: skipped {len(skipped)} malformed rows {skipped_lines(skipped)}")
+    if standard_rows and not get_task(task).files:
+        _check_row_count(get_task(task), path, len(examples) + len(skipped),
+                         " (--glue-subset reads a sample knowingly)")
     return examples
 
 
 def skipped_lines(lines, shown=5) -> str:
     """'(lines 3, 7, ...)': the first few line numbers of the rows skipped."""
     return f"(lines {', '.join(map(str, lines[:shown]))}{', ...' * (len(lines) > shown)})"
+
+
+def check_file(path, name) -> None:
+    """Refuse, in one line naming `name` and the path, what is not a readable regular file:
+    missing, a folder, a link to nothing or a link loop, a device or pipe, no read permission."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        problem = ("a symbolic link loop" if error.errno == errno.ELOOP else
+                   f"a link to {os.readlink(path)}, which does not exist" if path.is_symlink()
+                   else "no such file" if error.errno == errno.ENOENT else error.strerror)
+        raise FileNotFoundError(f"{name} {path}: {problem}") from None
+    if not stat.S_ISREG(mode):
+        raise FileNotFoundError(f"{name} {path}: " + ("a folder, not a file"
+                                                      if stat.S_ISDIR(mode) else "not a file"))
+    try:
+        open(path, "rb").close()
+    except OSError as error:
+        raise FileNotFoundError(f"{name} {path}: cannot be read ({error.strerror})") from None
+
+
+def file_digests(task) -> dict:
+    """{"train_file": "sha256:...", "dev_file": ...}: own train and dev files by content, which
+    --resume compares (the test file does not change what is trained)."""
+    return {f"{split}_file": "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            for split, path in task.files if split != "test"}
 
 
 def split_path(data_dir, task, split) -> Path:
@@ -185,8 +227,7 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
     """Read one split and return (examples, the line numbers of the malformed rows skipped)."""
     spec = get_task(task)
     path = split_path(data_dir, spec, split)
-    if not path.is_file():
-        raise FileNotFoundError(f"{'data' if spec.files else 'GLUE'} file not found: {path}")
+    check_file(path, "data file" if spec.files else "GLUE file")
     split_name = split if spec.files else path.stem
     has_labels = not split_name.startswith("test")
     examples, skipped, num_rows = [], [], 0
@@ -239,30 +280,94 @@ def _records(f, spec, has_labels, path) -> tuple[list, object]:
         header = [name for name in (spec.text_a_column, spec.text_b_column, spec.label_column,
                                     None if has_labels else spec.id_column) if name]
         return header, ((line, text.strip()) for line, text in enumerate(f, start=1))
-    # GLUE's TSVs are read with quoting off (QNLI has stray quotes); own files as csv writes them
-    reader = csv.reader(f, delimiter="," if path.suffix == ".csv" else "\t",
-                        quotechar='"' if spec.files else None)
+    own_tsv = path if spec.files else None  # GLUE's TSVs keep their stray quotes as text
+    rows = _csv_rows(f, path) if path.suffix == ".csv" else _tsv_rows(f, own_tsv)
     header = spec.headerless_columns if has_labels and spec.headerless_columns else None
     if header is None:
-        header = next(reader, None)
+        header = next(rows, (None, None))[1]
         if header is None:
             raise GlueFormatError(f"{path}:1: empty file, expected a header line")
+        repeated = [name for name, count in Counter(header).items() if count > 1]
+        if repeated:  # a reader by name would silently take the first
+            raise GlueFormatError(f"{path}:1: the header names {_shown(repeated[0])} twice or "
+                                  "more; name each column once")
+    return header, rows
 
-    def rows():
-        end = reader.line_num
-        for row in reader:
-            yield end + 1, row
-            end = reader.line_num
-    return header, rows()
+
+def _tsv_rows(f, own_path=None):
+    """(line, fields) per physical line, split at every tab: no quoting, as GLUE's TSVs and
+    the old HF processors read them (QNLI has stray quotes), so a field holds no tab or line
+    break and every other character is text as written. In own files (own_path), a field that
+    a CSV writer quoted (wrapped in quotes, each quote in it doubled, as pandas' to_csv writes
+    a text holding a quote, tab-separated or not) is refused rather than read with its quotes."""
+    for line, text in enumerate(f, start=1):
+        text = text.rstrip("\r\n")
+        fields = text.split("\t") if text else []
+        quoted = own_path and next(filter(_CSV_QUOTED.fullmatch, fields), None)
+        if quoted:
+            raise GlueFormatError(f"{own_path}:{line}: {_shown(quoted)} is quoted as CSV, but a "
+                                  ".tsv is read without quoting; write it unquoted "
+                                  "(csv.QUOTE_NONE, quotechar=None) or as .csv")
+        yield line, fields
+
+
+_CSV_QUOTED = re.compile(r'"(?=.*"")(?:[^"]|"")*"', re.DOTALL)  # "...""..." as csv quotes
+
+
+CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default, 131,072 characters, refuses long texts
+
+
+def _csv_rows(f, path):
+    """(first line, fields) per CSV row, RFC 4180 as the csv module reads it strictly: a field
+    that starts with '"' is quoted, may span lines and must close, its closing quote followed
+    by ',' or the line's end. A row that breaks this stops the read: where the next row would
+    start is unknown, so no later row can be trusted."""
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    reader, start = csv.reader(f, strict=True), 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            if "end of data" in str(error):  # csv reads an unclosed quote to the end
+                raise GlueFormatError(f"{path}:{start}: a quoted field in the row starting on "
+                                      "this line never closes (a stray '\"'?)") from None
+            raise GlueFormatError(f"{path}:{reader.line_num}: {error} (in the row starting on "
+                                  f"line {start}; a quote inside a quoted field is written "
+                                  "'\"\"')") from None
+        yield start, row
+        start = reader.line_num + 1
+
+
+class _Number(str):
+    """A JSON number as written: 1.50 stays "1.50", 1e400 is not inf, 5000 digits stay text."""
+
+
+def _unique_keys(pairs) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) < len(keys):
+        repeated = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"key {_shown(repeated)} twice in one object")
+    return dict(pairs)
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
 
 
 def _json_fields(text, header, has_labels, label_column, path, line) -> list[str]:
-    """One JSON line's values of the header's columns, as text (numbers written out); a test
-    line may lack the label."""
+    """One JSON line's values of the header's columns, as text (numbers as written); a test
+    line may lack the label. Strict JSON: each key once, no NaN or Infinity."""
     try:
-        record = json.loads(text)
+        record = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                            parse_int=_Number, parse_float=_Number)
     except json.JSONDecodeError as error:
         raise GlueFormatError(f"{path}:{line}: not JSON ({error.msg})") from None
+    except ValueError as error:  # raised by the hooks above
+        raise GlueFormatError(f"{path}:{line}: {error}") from None
+    except RecursionError:
+        raise GlueFormatError(f"{path}:{line}: JSON nested too deeply") from None
     if not isinstance(record, dict):
         raise GlueFormatError(f"{path}:{line}: not a JSON object")
     fields = []
@@ -270,11 +375,23 @@ def _json_fields(text, header, has_labels, label_column, path, line) -> list[str
         value = record.get(name, None if has_labels or name != label_column else "")
         if value is None:
             raise GlueFormatError(f"{path}:{line}: no {name!r} key")
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise GlueFormatError(f"{path}:{line}: {name!r} is {json.dumps(value)[:40]}, "
+        if not isinstance(value, str):  # numbers arrive as _Number, a str
+            raise GlueFormatError(f"{path}:{line}: {name!r} is {_shown(value)}, "
                                   "not text or a number")
+        if _SURROGATE.search(value):  # a \ud800 escape: no character, no UTF-8 for it
+            raise GlueFormatError(f"{path}:{line}: {name!r} holds a lone surrogate "
+                                  f"{_shown(_SURROGATE.search(value)[0])}, not text")
         fields.append(str(value))
     return fields
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _shown(value, limit=40) -> str:
+    """A value for a one-line message: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
 
 
 def _column_indices(spec, header, has_labels, path) -> dict:
@@ -288,7 +405,8 @@ def _column_indices(spec, header, has_labels, path) -> dict:
         if name is None:
             continue
         if name not in header:
-            raise GlueFormatError(f"{path}:1: header has no {name!r} column: {header}")
+            raise GlueFormatError(f"{path}:1: header has no {name!r} column: "
+                                  f"{_shown(header, 100)}")
         columns[role] = header.index(name)
     return columns
 
@@ -318,23 +436,65 @@ def _parse_row(spec, row, columns, num_columns, split_name, line, path) -> Examp
                    label=label, line=line)
 
 
-def _parse_label(spec, raw, line, path) -> int | float:
-    """Class index for classification tasks, float score for regression."""
-    if spec.labels is None:  # own data whose classes are being collected from train
-        if not raw:
-            raise GlueFormatError(f"{path}:{line}: empty label")
+_SCORE = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")  # ASCII decimal
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")  # how a class label that is a number reads
+
+
+def _parse_label(spec, raw, line, path) -> int | float | str:
+    """Class index for classification tasks (own labels as written while train's classes are
+    collected), float score for regression: an ASCII decimal, finite in float32 as trained.
+    An own class label that reads as a number must be written plainly (0, -1, 0.5): Python
+    would read 1_0 as 10 and Arabic-Indic digits as numbers, which a reader of the file and
+    the label table would not."""
+    if spec.labels is not None and spec.is_regression:  # labels None: classes being collected
+        if not _SCORE.fullmatch(raw):
+            raise GlueFormatError(f"{path}:{line}: score {_shown(raw)} is not a decimal number")
+        with np.errstate(over="ignore"):  # 1e39 is a float64, not a float32
+            if not np.isfinite(np.float32(float(raw))):
+                raise GlueFormatError(f"{path}:{line}: score {_shown(raw)} is not finite in "
+                                      "float32, the dtype training uses")
+        return float(raw)
+    if spec.labels is None and not raw:  # own data whose classes are being collected
+        raise GlueFormatError(f"{path}:{line}: empty label")
+    if spec.files and _reads_as_number(raw) and not _PLAIN_NUMBER.fullmatch(raw):
+        raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} reads as a number but is not "
+                              "written as one plainly (0, -1, 0.5); write it so, or as a word")
+    if spec.labels is None:
         return raw
-    if spec.is_regression:
-        try:
-            score = float(raw)
-        except ValueError:
-            raise GlueFormatError(f"{path}:{line}: score {raw!r} is not a number") from None
-        if not math.isfinite(score):
-            raise GlueFormatError(f"{path}:{line}: score {raw!r} is not finite")
-        return score
     if raw not in spec.labels:
-        raise GlueFormatError(f"{path}:{line}: label {raw!r} is not one of {spec.labels}")
+        hint = "; use --regression?" if _scores_as_classes(spec.labels + (raw,)) else ""
+        raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} is not one of "
+                              f"{_shown(spec.labels, 200)}{hint}")
     return spec.labels.index(raw)
+
+
+def _reads_as_number(text) -> bool:
+    """Python's float() reads it (1_0, ١, nan and 1e3 too), or it is digits of any script (²)."""
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return text.lstrip("+-").isdigit()
+
+
+def _one_spelling(examples, path) -> None:
+    """Refuse a class number written two ways (1 and 1.0, 01, -0): two classes meant as one."""
+    first = {}
+    for example in examples:
+        if _PLAIN_NUMBER.fullmatch(example.label):
+            other = first.setdefault(Decimal(example.label), example)
+            if other.label != example.label:
+                raise GlueFormatError(f"{path}:{example.line}: label {_shown(example.label)} is "
+                                      f"the number of label {_shown(other.label)} (line "
+                                      f"{other.line}); write each class one way")
+
+
+def _scores_as_classes(labels) -> bool:
+    """Many distinct labels, every one a number: scores read as classes (regression forgotten)."""
+    try:
+        return len(set(labels)) > 10 and all(math.isfinite(float(label)) for label in labels)
+    except ValueError:
+        return False
 
 
 def own_task(files, text_columns, label_column="label", labels=None, regression=False,
@@ -344,9 +504,10 @@ def own_task(files, text_columns, label_column="label", labels=None, regression=
     the sorted distinct labels of train (as numbers when all are integers). Metrics: accuracy
     and macro-F1, or Spearman and Pearson with regression; `metric` picks the main one."""
     files = {split: str(path) for split, path in files.items() if path}
-    for path in files.values():
+    for split, path in files.items():
         if Path(path).suffix not in (".csv", ".tsv", ".jsonl"):
             raise ValueError(f"{path}: unknown format; name the file .csv, .tsv or .jsonl")
+        check_file(path, f"--{split}-file")  # before anything reads or hashes it
     metrics = ("spearman", "pearson") if regression else ("accuracy", "macro_f1")
     checks = [(1 <= len(text_columns) <= 2, f"give one or two text columns, not {text_columns}"),
               (metric in (None,) + metrics, f"metric {metric!r}: this task has {metrics}"),
@@ -365,14 +526,22 @@ def own_task(files, text_columns, label_column="label", labels=None, regression=
                     submission_names=(Path(files.get("test", "test")).stem,),
                     text_a_column=text_columns[0], text_b_column=(list(text_columns) + [None])[1],
                     label_column=label_column, files=tuple(files.items()), id_column=id_column)
-    if spec.labels is not None:
+    if regression or (labels and "train" not in files):
         return spec
-    found = {example.label for example in read_split_counted(None, spec, "train",
-                                                            skip_bad_rows)[0]}
+    rows = read_split_counted(None, replace(spec, labels=None), "train", skip_bad_rows)[0]
+    found = {example.label for example in rows}  # train's labels as written
+    _one_spelling(rows, files["train"])
+    unseen = [label for label in labels or () if label not in found]
+    if unseen:  # a class the model is trained on but can never learn
+        raise ValueError(f"{files['train']}: no rows of class {unseen[0]!r} of labels "
+                         f"{list(labels)}; name only classes the train file has")
+    if labels:
+        return spec
     if len(found) < 2:
-        raise ValueError(f"{files['train']}: one label only ({found}); a classifier needs two")
-    integers = all(label.lstrip("+-").isdigit() for label in found)
-    return replace(spec, labels=tuple(sorted(found, key=int if integers else None)))
+        raise ValueError(f"{files['train']}: one label only ({_shown(found, 100)}); a classifier "
+                         "needs two")
+    integers = all(label.lstrip("-").isdigit() for label in found)  # written plainly: ASCII
+    return replace(spec, labels=tuple(sorted(found, key=Decimal if integers else None)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +579,16 @@ def count_truncated(examples, features, tokenizer, max_length) -> int:
     whole = tokenizer([ex.text_a for ex in full], [ex.text_b for ex in full] if pairs else None,
                       verbose=False)["input_ids"]
     return sum(len(ids) > max_length for ids in whole)
+
+
+def truncation_report(splits, tokenizer, max_length) -> list[str]:
+    """The line to print when encode() cut examples to max_length, for {split: (examples,
+    features)}: how many of each split's. No line when it cut none."""
+    cut = {split: count_truncated(*pair, tokenizer, max_length) for split, pair in splits.items()}
+    if not any(cut.values()):
+        return []
+    return [f"--max-length {max_length} truncates " + ", ".join(
+        f"{cut[split]} of {len(splits[split][0])} {split}" for split in splits) + " examples"]
 
 
 def collate(features, pad_token_id) -> dict[str, torch.Tensor]:
@@ -604,12 +783,17 @@ def check_task_files(data_dir, task) -> dict[str, int]:
             raise GlueFormatError(f"{path}: missing; {spec.folder} needs "
                                   f"{', '.join(s + '.tsv' for s in split_names(spec))}")
         examples, _ = read_split_counted(folder, spec, split)
-        expected = STANDARD_ROW_COUNTS[spec.name][split]
-        if len(examples) != expected:
-            raise GlueFormatError(f"{path}: {len(examples)} data rows, but the standard GLUE "
-                                  f"{spec.folder} {split}.tsv has {expected}")
-        counts[split] = len(examples)
+        counts[split] = _check_row_count(spec, path, len(examples))
     return counts
+
+
+def _check_row_count(spec, path, rows, hint="") -> int:
+    """Refuse a GLUE split file whose data rows are not the standard release's count."""
+    expected = STANDARD_ROW_COUNTS[spec.name][path.stem]
+    if rows != expected:
+        raise GlueFormatError(f"{path}: {rows} data rows, but the standard GLUE {spec.folder} "
+                              f"{path.name} has {expected}{hint}")
+    return rows
 
 
 def _checked_folder(data_dir, spec) -> Path:
