@@ -297,8 +297,12 @@ def model_maps(model, inputs, config, teacher=False, create_graph=False):
 
 
 def teacher_outputs(teacher, inputs, config):
-    """The teacher's multi-view maps (top-K, Eq. 4-10) and logits for a batch of inputs."""
+    """The teacher's multi-view maps (top-K, Eq. 4-10) and logits for a batch of inputs; no
+    maps for vanilla KD (beta = 0)."""
     teacher.eval()  # frozen and without dropout, or its maps would change from call to call
+    if config.beta <= 0:
+        with torch.no_grad():
+            return None, teacher(**inputs).logits
     return model_maps(teacher, inputs, config, teacher=True)[:2]
 
 
@@ -309,15 +313,13 @@ def distillation_step(student, teacher, batch, config, teacher_fn=teacher_output
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")
               if key in batch}
     teacher_logits = teacher_maps = student_maps = None
-    if config.beta > 0:
+    if config.beta > 0 or (config.alpha > 0 and config.use_kd):
         teacher_maps, teacher_logits = teacher_fn(teacher, inputs, config)
+    if config.beta > 0:
         # The student's last Riemann step is its ordinary forward pass: CE and KD reuse it.
         student_maps, student_logits, _ = model_maps(student, inputs, config, create_graph=True)
     else:
         student_logits = student(**inputs).logits
-        if teacher is not None and config.alpha > 0 and config.use_kd:
-            with torch.no_grad():
-                teacher_logits = teacher.eval()(**inputs).logits
     return adkd_objective(
         student_logits, batch["labels"], teacher_logits, teacher_maps, student_maps,
         alpha=config.alpha, beta=config.beta, temperature=config.temperature,
@@ -383,7 +385,7 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
             optimizer.zero_grad(set_to_none=True)
             step += 1
             progress.update(1)
-            if log_now:
+            if log_now:  # and once, when beta*L_attr's gradient drowns CE's and KD's: a warning
                 run.log_losses(step, scheduler, config.temperature, loss, terms, norms)
             end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
             if end_of_epoch or (args.eval_every and step % args.eval_every == 0):
@@ -409,23 +411,21 @@ def main(argv=None):
     tokenizer, data = prepare(args, task)  # every check that can fail comes before training
     init_distributed(args)
     output_dir = Path(args.output_dir)
-    if args.teacher is None and data.training:
+    if args.teacher is None and data.training and data.saved_teacher is None:
         if not (output_dir / "teacher" / "done.json").exists():
             say(f"== fine-tuning the teacher {args.teacher_model} on {task.name}")
             seed_everything(args.seed)
             train(load_model(args.teacher_model, task, "--teacher-model"), tokenizer, task,
                   data.train, data.dev, output_dir / "teacher", teacher_stage_args(args))
         args.teacher = str(output_dir / "teacher" / "best")
-        if args.teacher_only:
+        if args.teacher_only and not args.teacher_outputs:
             return json.loads((output_dir / "teacher" / "done.json").read_text())["metrics"]
+    if args.teacher_only:  # write --teacher-outputs from the teacher, and stop
+        return frozen_teacher(args, task, data, tokenizer)[1]
     seed_everything(args.seed)  # the student stage
     student = load_model(args.student, task, "--student")
     if data.training and not (output_dir / "student" / "done.json").exists():
-        teacher = load_model(args.teacher, task, "--teacher").to(args.device)
-        teacher.requires_grad_(False)  # frozen: its maps need input gradients only
-        teacher_metrics = evaluate(teacher, task, data.dev, args.eval_batch_size,
-                                   tokenizer.pad_token_id, args.device)
-        say(f"teacher {args.teacher}: dev {format_metrics(teacher_metrics)}")
+        teacher = frozen_teacher(args, task, data, tokenizer)[0]  # model, or its saved outputs
         say(f"== distilling into {args.student}: alpha={args.alpha} beta={args.beta} "
             f"tau={args.temperature} K={args.top_k} m={args.ig_steps} "
             f"(teacher m={args.teacher_ig_steps})")
@@ -498,10 +498,15 @@ FLAGS = [("task, data and models", [
     flag("--student", "both", default="google/bert_uncased_L-6_H-768_A-12",
          help="student model (hub name or folder)"),
     flag("--teacher-only", "run", action="store_true",
-         help="fine-tune the teacher into <output-dir>/teacher and stop"),
+         help="fine-tune the teacher into <output-dir>/teacher (and write --teacher-outputs) "
+         "and stop"),
+    flag("--teacher-outputs", "student", metavar="FILE", help="the frozen teacher's logits and "
+         "maps on train and dev: read if it exists (no teacher is loaded), else written first"),
     flag("--max-length", "both", ">= 8", type=int, default=128, help="maximum tokens per example"),
     flag("--skip-bad-rows", "both", action="store_true",
-         help="skip malformed train/dev rows and report how many (never test rows)")]),
+         help="skip malformed train/dev rows and report how many (never test rows)"),
+    flag("--glue-subset", "run", action="store_true", help="read GLUE files whose row counts "
+         "are not the release's (a sample); else they give no dev score or submission")]),
     OWN_DATA_FLAGS,
     ("AD-KD (Eq. 12 and the maps); unset: the task's Table 5 value", [
         flag("--alpha", "student", "in [0, 1]", type=float,
@@ -558,7 +563,7 @@ FLAGS = [("task, data and models", [
         flag("--log-every", "run", ">= 1", type=int, default=10,
              help="write a loss record to log.jsonl every N steps"),
         flag("--grad-norms", "run", action=argparse.BooleanOptionalAction, default=True,
-             help="log each weighted term's gradient norm on logging steps"),
+             help="log each weighted term's gradient norm on logging steps; off: no beta warning"),
         flag("--dev-attribution-gap", "run", action=argparse.BooleanOptionalAction,
              default=True, help="log the student's attribution gap to the teacher at each "
              "evaluation"),
@@ -621,28 +626,25 @@ def resolve_config(args, teacher_width=None):
     output folder, the teacher's m, IG rows per forward; then refuses impossible flags, before
     anything is loaded. K needs the teacher's width: given here, or set by prepare (set_top_k).
     Returns (args, task)."""
+    check_bounds(args)  # flag ranges first: own data's classes come from reading its train file
     task = task_from_args(args)
     paper = OWN_DATA_STUDENT if task.files else PAPER_STUDENT[task.name]
-    for name in ("lr", "batch_size", "epochs", "alpha", "beta", "temperature"):
-        if getattr(args, name) is None:
-            setattr(args, name, paper[name])
-    if args.anneal_temperature is None:
-        args.anneal_temperature = paper["anneal"]
-    teacher_recipe = dict(zip(("teacher_lr", "teacher_batch_size", "teacher_epochs"),
-                              OWN_DATA_TEACHER if task.files else TEACHER_RECIPE[task.name]))
-    for name, value in teacher_recipe.items():
+    recipe = OWN_DATA_TEACHER if task.files else TEACHER_RECIPE[task.name]
+    defaults = {name: paper[name] for name in ("lr", "batch_size", "epochs", "alpha", "beta",
+                                               "temperature")}
+    # IG rows per forward: large chunks are memory-bound on CPU (bench/chunk_sweep.py)
+    defaults.update(zip(("teacher_lr", "teacher_batch_size", "teacher_epochs"), recipe),
+                    anneal_temperature=paper["anneal"], teacher_ig_steps=args.ig_steps,
+                    ig_max_rows=256 if str(args.device).startswith("cuda") else 32)
+    for name, value in defaults.items():  # the flags left unset
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.output_dir = str(args.output_dir or Path("runs") / task.name)
-    args.teacher_ig_steps = args.teacher_ig_steps or args.ig_steps
-    if args.ig_max_rows is None:  # large chunks are memory-bound on CPU (bench/chunk_sweep.py)
-        args.ig_max_rows = 256 if str(args.device).startswith("cuda") else 32
     args.stage = "student"
     validate_args(args)
     set_top_k(args, task, teacher_width)
     if task.files:  # --resume compares own train and dev files by content
-        args.file_digests = {f"{split}_file": "sha256:" + hashlib.sha256(
-            Path(path).read_bytes()).hexdigest() for split, path in task.files if split != "test"}
+        args.file_digests = glue_data.file_digests(task)  # own_task checked each file
     return args, task
 
 
@@ -697,11 +699,10 @@ def check_bounds(args, groups=FLAGS):
 
 
 def validate_args(args):
-    """Refuse impossible flags, one line each, before anything is loaded: a value outside its
-    bounds in FLAGS, then impossible combinations."""
-    check_bounds(args)
-    if args.teacher_only and args.teacher:
-        raise SystemExit("error: --teacher-only fine-tunes a teacher; drop --teacher")
+    """Refuse impossible combinations of flags (their ranges: check_bounds), one line each."""
+    if args.teacher_only and args.teacher and not args.teacher_outputs:
+        raise SystemExit("error: --teacher-only fine-tunes a teacher; drop --teacher (or add "
+                         "--teacher-outputs FILE to write its outputs)")
     if args.beta <= 0 and (args.no_ce or args.alpha == 1) and (args.no_kd or args.alpha == 0):
         raise SystemExit("error: --alpha, --beta, --no-ce and --no-kd leave no loss term to "
                          "train on")
@@ -797,18 +798,18 @@ def teacher_width(args):
 
 def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
     """Token maps are compared position by position: both models must tokenize identically."""
-    teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
-    if teacher_vocab != student_vocab:
-        raise SystemExit(f"error: teacher and student vocabularies differ ({len(teacher_vocab)} "
-                         f"vs {len(student_vocab)} tokens); AD-KD compares per-token maps and "
-                         "needs one tokenizer")
+    names = f"{teacher_tokenizer.name_or_path} and {student_tokenizer.name_or_path}"
+    vocab = teacher_tokenizer.get_vocab()
+    if vocab != student_tokenizer.get_vocab():
+        raise SystemExit(f"error: {names}: vocabularies differ ({len(vocab)} vs "
+                         f"{len(student_tokenizer)} tokens); AD-KD compares per-token maps")
     # Capitalised vocabulary words and accents expose casing and normalisation differences.
-    words = sorted(token for token in teacher_vocab if token.isalpha())[:50]
+    words = sorted(token for token in vocab if token.isalpha())[:50]
     probe = "AD-KD compares Token MAPS, doesn't it? Überprüfung 123. " + " ".join(
         w.capitalize() for w in words)
     if teacher_tokenizer(probe)["input_ids"] != student_tokenizer(probe)["input_ids"]:
-        raise SystemExit("error: teacher and student tokenizers split text differently (casing "
-                         "or normalisation); AD-KD compares per-token maps and needs one tokenizer")
+        raise SystemExit(f"error: {names}: tokenizers split text differently (casing or "
+                         "normalisation); AD-KD compares per-token maps and needs one tokenizer")
 
 
 def check_tokenizer_fits(tokenizer, config, name, flag):
@@ -827,7 +828,8 @@ def prepare(args, task):
     line each: --output-dir writable with room for the checkpoints, the run folders and
     --resume, the models' names, tokenizers and position limits, the data (downloaded when
     absent). Then it locks the stage folders. Returns (tokenizer, data)."""
-    set_top_k(args, task, teacher_width(args))  # reads the teacher's config.json
+    saved = load_teacher_outputs(args.teacher_outputs)  # None: no such file (yet)
+    set_top_k(args, task, saved.meta["width"] if saved else teacher_width(args))
     if task.files:
         shown = ("lr", "batch_size", "epochs", "alpha", "beta", "temperature", "top_k",
                  "anneal_temperature", "teacher_lr", "teacher_batch_size", "teacher_epochs")
@@ -836,18 +838,21 @@ def prepare(args, task):
     training = args.epochs > 0 or args.teacher_only
     check_output_dir(args, training)
     check_run_folders(args, training)
-    tokenizer = pretrained(AutoTokenizer, args.student, "--student")
-    models = [(args.student, "--student")] + ([teacher_source(args)] if training else [])
-    if training:
-        check_same_tokenizer(pretrained(AutoTokenizer, *teacher_source(args)), tokenizer)
-    for name, flag in models:
+    models = [(args.student, "--student")] + ([teacher_source(args)] if training and not saved
+                                               else [])
+    tokenizer, *others = [pretrained(AutoTokenizer, name, flag) for name, flag in models]
+    for (name, flag), own in zip(models, [tokenizer, *others]):
         config = pretrained(AutoConfig, name, flag)
-        check_tokenizer_fits(tokenizer, config, name, flag)
+        check_tokenizer_fits(own, config, name, flag)
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and args.max_length > limit:
             raise SystemExit(f"error: --max-length {args.max_length} exceeds the {limit} "
                              f"positions of {flag} {name}")
+    for other in others:  # each fits its own model: now the teacher's against the student's
+        check_same_tokenizer(other, tokenizer)
     data = read_data(args, task, tokenizer, training)
+    data.saved_teacher = saved and check_teacher_outputs(saved, outputs_meta(args, task,
+                                                                          tokenizer, data))
     for folder, _ in stage_dirs(args, training):
         if world()[0] == 0 and not (folder / "done.json").exists():
             lock_stage(folder)
@@ -857,7 +862,8 @@ def prepare(args, task):
 def stage_dirs(args, training):
     """The stage folders this command will train in, with each stage's arguments."""
     output_dir, stages = Path(args.output_dir), []
-    if training and args.teacher is None and not (output_dir / "teacher/done.json").exists():
+    if training and args.teacher is None and not (output_dir / "teacher/done.json").exists() \
+            and not (args.teacher_outputs and Path(args.teacher_outputs).is_file()):
         stages.append((output_dir / "teacher", teacher_stage_args(args)))
     if args.epochs > 0 and not args.teacher_only:
         teacher = args.teacher or str(output_dir / "teacher" / "best")
@@ -938,21 +944,23 @@ def process_alive(pid):
 
 
 def unlock_stage(folder):
-    """Release this process's lock on a stage folder (never another's)."""
+    """Release this process's lock on a stage folder (never another's); emptied, it goes too."""
     path = Path(folder) / "lock.json"
     if read_lock(path) == {"pid": os.getpid(), "host": socket.gethostname()}:
         path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a stage that wrote nothing leaves no folder
+            path.parent.rmdir()
 
 
-def read_examples(args, task, splits, skip_bad_rows=False):
+def read_examples(args, task, splits, skip_bad_rows=False, standard=False):
     """{split: examples} of own files or GLUE's (fetched into --data-dir when absent), naming
-    the malformed rows skip_bad_rows skips. A file or row that cannot be read is one line."""
+    the malformed rows skip_bad_rows skips; standard: GLUE's row counts only. One line each."""
     try:
         data_dir = None if task.files else glue_data.task_dir(args.data_dir, task)
     except FileNotFoundError as error:
         data_dir = download(args, task, error)
     try:
-        return {split: glue_data.read_split(data_dir, task, split, skip_bad_rows, report=say)
+        return {split: glue_data.read_split(data_dir, task, split, skip_bad_rows, say, standard)
                 for split in splits}
     except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
         raise SystemExit(f"error: {error}") from None
@@ -962,15 +970,14 @@ def read_data(args, task, tokenizer, training):
     """Dev (and train, and with --predict test) examples, encoded. Says how many train and
     dev examples --max-length cuts. Test rows are never skipped: a submission needs each."""
     splits = task.dev_splits + (("train",) if training else ())
-    rows = read_examples(args, task, splits, args.skip_bad_rows)
-    test = read_examples(args, task, task.test_splits if args.predict else ())
+    standard = not args.glue_subset  # a cut-short GLUE file gives no score, no submission
+    rows = read_examples(args, task, splits, args.skip_bad_rows, standard)
+    test = read_examples(args, task, task.test_splits if args.predict else (), False, standard)
     encoded = {split: glue_data.encode(examples, tokenizer, args.max_length)
                for split, examples in {**rows, **test}.items()}
-    cut = {split: glue_data.count_truncated(rows[split], encoded[split], tokenizer,
-                                            args.max_length) for split in splits}
-    if any(cut.values()):
-        say(f"--max-length {args.max_length} truncates " + ", ".join(
-            f"{cut[split]} of {len(rows[split])} {split}" for split in splits) + " examples")
+    for line in glue_data.truncation_report({split: (rows[split], encoded[split])
+                                             for split in splits}, tokenizer, args.max_length):
+        say(line)
     return argparse.Namespace(dev={split: encoded[split] for split in task.dev_splits},
                               train=encoded.get("train", []), training=training,
                               test={split: (test[split], encoded[split]) for split in test})
@@ -1042,6 +1049,8 @@ class TeacherCache:
     @classmethod
     def for_training(cls, teacher, features, output_dir, args, config):
         """A distillation stage's cache, or None where there is none to keep."""
+        if isinstance(teacher, TeacherCache):  # --teacher-outputs: complete, never saved again
+            return teacher
         if teacher is None or config.beta <= 0 or not args.teacher_cache:
             return None
         path = Path(args.teacher_cache_path or Path(output_dir) / "teacher_cache.pt")
@@ -1067,10 +1076,7 @@ class TeacherCache:
     def key_for(teacher, features, config):
         """A digest of the teacher's weights, the token ids and the teacher's IG settings in the
         step's ADKDConfig."""
-        digest = hashlib.sha256(weights_digest(teacher).encode())
-        for feature in features:
-            digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
-            digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
+        digest = token_digest(hashlib.sha256(weights_digest(teacher).encode()), features)
         settings = {"m": config.teacher_ig_steps, "top_k": config.top_k,
                     "baseline": config.baseline}
         digest.update(json.dumps(settings, sort_keys=True).encode())
@@ -1098,11 +1104,12 @@ class TeacherCache:
             return "is damaged (it is not a cache)"
         for name in self.TENSORS:
             setattr(self, name, saved[name])
+        self.key = self.key or str(saved.get("key"))  # none given: --teacher-outputs' own meta
         if saved.get("checksum") != self.checksum():
             return ("does not match its checksum: made for another teacher, data or IG setting, "
                     "or damaged")
         filled = self.filled.nonzero().flatten()[:4].tolist()
-        if not filled:
+        if not filled or teacher is None:  # teacher None: --teacher-outputs, no teacher to ask
             return None
         batch = glue_data.collate([features[i] for i in filled], config.pad_token_id)
         device = next(teacher.parameters()).device
@@ -1173,6 +1180,93 @@ class TeacherCache:
         self.saved = filled
 
 
+def load_teacher_outputs(path):
+    """--teacher-outputs read back: a complete TeacherCache over train, then each dev split,
+    whose key is the JSON of what its maps depend on (`meta`); None when there is no file yet."""
+    if path is None or not Path(path).is_file():
+        return None
+    outputs = TeacherCache([], 1, path=path)
+    problem = outputs.read(None, [], None)  # the checksum covers the key: the meta too
+    if problem is None and not (outputs.key.startswith("{") and bool(outputs.filled.all())):
+        problem = "is not a complete teacher-outputs file (a --teacher-cache-path file?)"
+    if problem:
+        raise SystemExit(f"error: --teacher-outputs {path} {problem}; write it again")
+    outputs.meta, outputs.saved = json.loads(outputs.key), len(outputs.filled)
+    return outputs
+
+
+def outputs_meta(args, task, tokenizer, data):
+    """What a teacher's saved maps depend on besides its weights."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items())).encode()
+    return {"task": task.name, "labels": list(task.labels or ["score"]),
+            "tokenizer": hashlib.sha256(vocab).hexdigest()[:16], "max_length": args.max_length,
+            "teacher_ig_steps": args.teacher_ig_steps, "top_k": args.top_k,
+            "baseline": args.baseline, "data": {split: token_digest(hashlib.sha256(), features)
+                                                .hexdigest()[:16] for split, features in
+                                                {"train": data.train, **data.dev}.items()}}
+
+
+def check_teacher_outputs(outputs, expected):
+    """The file's meta must be this run's, or one line names the first difference."""
+    wrong = [f"{key} {outputs.meta.get(key)} (this run: {value})"
+             for key, value in expected.items() if outputs.meta.get(key) != value]
+    if wrong:
+        raise SystemExit(f"error: --teacher-outputs {outputs.path} was made with another "
+                         f"{wrong[0]}; write it again for this run (--teacher-only)")
+    return outputs
+
+
+def write_teacher_outputs(teacher, args, task, tokenizer, data):
+    """The teacher's maps (dev_maps) and logits (predict_logits) on train, then each dev split,
+    computed as evaluation computes them and saved as one complete cache; returns it."""
+    config, splits = adkd_config(args, task, tokenizer.pad_token_id), {"train": data.train,
+                                                                      **data.dev}
+    starts = np.cumsum([0] + [len(split) for split in splits.values()]).tolist()
+    meta = {**outputs_meta(args, task, tokenizer, data), "starts": dict(zip(splits, starts)),
+            "width": teacher.config.hidden_size, "teacher": str(args.teacher),
+            "teacher_weights": weights_digest(teacher)}  # the two above: for the record
+    say(f"writing {args.teacher_outputs}: the teacher's maps and logits on {starts[-1]} examples")
+    maps = [m for split in splits.values() for m in dev_maps(teacher, split, config,
+                                                             args.eval_batch_size, teacher=True)]
+    outputs = TeacherCache([m.shape[1] for m in maps], teacher.config.num_labels,
+                           json.dumps(meta), args.teacher_outputs)
+    outputs.maps, outputs.filled[:] = torch.cat(maps, dim=1), True  # ragged: (views, tokens)
+    outputs.logits = torch.from_numpy(np.concatenate([predict_logits(
+        teacher, split, args.eval_batch_size, config.pad_token_id, args.device)
+        for split in splits.values()]))
+    if world()[0] == 0:
+        outputs.save()
+        say(f"wrote {args.teacher_outputs} ({Path(args.teacher_outputs).stat().st_size:,} bytes)")
+    barrier()
+    outputs.meta = meta
+    return outputs
+
+
+def frozen_teacher(args, task, data, tokenizer):
+    """(teacher, its dev metrics) for the student stage: the outputs read from --teacher-outputs,
+    or the fine-tuned model, frozen (its outputs then written to --teacher-outputs if asked)."""
+    teacher = data.saved_teacher
+    if teacher is None:
+        teacher = load_model(args.teacher, task, "--teacher").to(args.device)
+        teacher.requires_grad_(False)  # frozen: its maps need input gradients only
+        if args.teacher_outputs:  # from here on this run distils from the file's contents
+            teacher = write_teacher_outputs(teacher, args, task, tokenizer, data)
+    saved_logits = isinstance(teacher, TeacherCache) and {split: teacher.logits[
+        teacher.meta["starts"][split]:][:len(f)].numpy() for split, f in data.dev.items()}
+    metrics = evaluate(teacher, task, data.dev, args.eval_batch_size, tokenizer.pad_token_id,
+                       args.device, saved_logits)
+    say(f"teacher {args.teacher_outputs or args.teacher}: dev {format_metrics(metrics)}")
+    return teacher, metrics
+
+
+def token_digest(digest, features):
+    """`digest` updated with every example's token ids and token type ids."""
+    for feature in features:
+        digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
+        digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
+    return digest
+
+
 def weights_digest(model):
     """sha256 of a model's named weights and buffers."""
     digest = hashlib.sha256()
@@ -1222,6 +1316,7 @@ class RunFiles:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "settings.json").write_text(json.dumps(stage_settings(self.args),
                                                                indent=1))
+        self.norms = [r["grad_norm"] for r in read_log(self.log_path) if "grad_norm" in r]
         self.log({"step": step, "started": time.time()})  # epoch wall times are read from it
         return step, best
 
@@ -1234,6 +1329,11 @@ class RunFiles:
                   "lr": scheduler.get_last_lr()[0], "temperature": temperature,
                   "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
                   "grad_norm": norms})
+        self.norms.append(norms)  # the beta warning's window and T: bench/notes/beta_warning.md
+        if len(self.norms) == 10 and (ratio := attr_dominance(self.norms)) is not None:
+            self.log({"step": step, "warning": {"attr_dominance": ratio, "logged_steps": 10}})
+            say(f"warning: beta*L_attr's gradient is {ratio:.1f}x max(CE's, KD's) (median, 10 "
+                f"logged steps): CE and KD get ~1/{ratio:.0f} of each clipped update; lower --beta")
 
     def record_evaluation(self, student, step, metrics, best, main_metric):
         """Log a dev evaluation; save best/ when it improves (a NaN never does)."""
@@ -1430,6 +1530,12 @@ def term_norms(term_grads, model):
     return dict(sorted(norms.items()))
 
 
+def attr_dominance(norms, threshold=2.0):
+    """Median of attr / max(ce, kd) over steps' weighted grad norms if above threshold, else None"""
+    ratios = [n["attr"] / max(n.get("ce", 0), n.get("kd", 0), 1e-12) for n in norms if "attr" in n]
+    return float(np.median(ratios)) if ratios and np.median(ratios) > threshold else None
+
+
 class GradientSum:
     """One optimizer step over --grad-accum micro-batches: each one's loss is weighted by its
     share of the step's examples and backward()-ed into .grad. CE, KD and L_attr with
@@ -1564,12 +1670,14 @@ def predictions_from_logits(logits, task):
     return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
 
 
-def evaluate(model, task, dev_sets, batch_size, pad_token_id, device):
+def evaluate(model, task, dev_sets, batch_size, pad_token_id, device, saved_logits=None):
     """GLUE metrics on every dev split; the first split's are unprefixed (MNLI: matched
-    first). Predictions that are not finite give NaN metrics."""
+    first). Predictions that are not finite give NaN metrics. saved_logits: {split: logits}
+    to score instead of the model's."""
     metrics = {}
     for index, (split, features) in enumerate(dev_sets.items()):
-        logits = predict_logits(model, features, batch_size, pad_token_id, device)
+        logits = (saved_logits[split] if saved_logits else
+                  predict_logits(model, features, batch_size, pad_token_id, device))
         labels = np.array([f["label"] for f in features])
         predictions = predictions_from_logits(logits, task)
         for name, value in glue_data.compute_metrics(task, predictions, labels).items():
@@ -1617,10 +1725,14 @@ def teacher_dev_maps(teacher, dev_sets, config, args):
     """The teacher's maps on this rank's share of the first dev split, computed once."""
     if teacher is None or not args.dev_attribution_gap:
         return None
-    rank, size = world()
-    features = next(iter(dev_sets.values()))[rank::size]
-    return {"features": features,
-            "maps": dev_maps(teacher, features, config, args.eval_batch_size, teacher=True)}
+    (split, features), (rank, size) = next(iter(dev_sets.items())), world()
+    if isinstance(teacher, TeacherCache):  # --teacher-outputs
+        first = teacher.meta["starts"][split]
+        return {"features": features[rank::size], "maps": [teacher.lookup(
+            [first + i], len(features[i]["input_ids"]))[0][0] for i in range(rank, len(features),
+                                                                             size)]}
+    return {"features": features[rank::size], "maps": dev_maps(
+        teacher, features[rank::size], config, args.eval_batch_size, teacher=True)}
 
 
 def attribution_gap(student, teacher_dev, config, args):
@@ -1828,7 +1940,8 @@ EXPLAIN_FLAGS = [("checkpoints and examples", [
         flag("--random-orders", "run", ">= 1", type=int, default=3,
              help="random orders averaged"),
         flag("--json", "run", help="also write the rows to this JSON file")]),
-    OWN_DATA_FLAGS]
+    (OWN_DATA_FLAGS[0], [row for row in OWN_DATA_FLAGS[1]  # not those of test files or metrics
+                         if row[0] not in ("--test-file", "--metric", "--id-column")])]
 
 
 def explain_args(argv):
@@ -1837,26 +1950,26 @@ def explain_args(argv):
                                 "maps of one or more checkpoints, or measure how faithful they "
                                 "are (--faithfulness)")
     add_flags(p, EXPLAIN_FLAGS)
-    args = p.parse_args(argv)
+    args = p.parse_args(argv, argparse.Namespace(test_file=None, metric=None, id_column=None))
     args.ig_steps = (8 if args.faithfulness else 32) if args.ig_steps is None else args.ig_steps
     check_bounds(args, EXPLAIN_FLAGS)
-    if args.faithfulness and (args.text or not args.dev):
+    if args.faithfulness and args.text:
         raise SystemExit("error: --faithfulness measures --dev rows (or all), not --text")
-    if not args.text and not args.dev:
-        raise SystemExit("error: give --text or --dev")
+    if not args.dev and (args.faithfulness or not args.text):
+        raise SystemExit(f"error: give --dev{'' if args.faithfulness else ' or --text'}")
     return args
 
 
 def dev_rows(args, task):
-    """The --dev rows of the task's (first) dev split."""
-    split = task.dev_splits[0]
-    dev = read_examples(args, task, [split])[split]
+    """The --dev rows of the task's (first) dev split; args.dev becomes their numbers."""
+    [dev] = read_examples(args, task, task.dev_splits[:1]).values()
     wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
     bad = [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]
     if bad:
         raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
                          f"0..{len(dev) - 1} (or give all)")
-    return [dev[int(row)] for row in wanted]
+    args.dev = [int(row) for row in wanted]  # the rows measured, which --json records
+    return [dev[row] for row in args.dev]
 
 
 def explain_config(args, task, tokenizer):
@@ -1892,8 +2005,10 @@ def explain_main(argv):
                                                 for _, _, model in loaded])
     if args.faithfulness:
         return faithfulness_main(args, task, examples, loaded)
-    class_names = (["score"] if task.is_regression else
-                   list(CLASS_NAMES.get(task.name, task.labels)))
+    saved = pretrained(AutoConfig, models[0][1], "--model").id2label  # e.g. own labels no, yes
+    named = len(saved) == task.num_labels and not {*saved.values()} & {*task.labels, "LABEL_0"}
+    class_names = (["score"] if task.is_regression else [saved[i] for i in range(len(saved))]
+                   if named else list(CLASS_NAMES.get(task.name, task.labels)))
     explained = [explain_model(model, tokenizer, examples, args, task)
                  for _, tokenizer, model in loaded]
     pages = []
@@ -1939,14 +2054,19 @@ def faithfulness_main(args, task, dev, loaded):
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"task": task.name, "ig_steps": args.ig_steps, "random_orders": args.random_orders,
-             "max_length": args.max_length, "models": rows}, indent=1) + "\n")
+             "max_length": args.max_length, "dev_rows": args.dev, "models": rows}, indent=1) + "\n")
         print(f"wrote {args.json}")
     return rows
 
-if __name__ == "__main__":
+
+def cli():  # `python adkd.py ...`, and the `adkd` command that `pip install .` makes
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     main(sys.argv[1:])
     if dist.is_initialized():
         barrier()  # no rank tears the group down while another still writes or gathers
         dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    cli()

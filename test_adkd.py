@@ -655,6 +655,118 @@ def test_a_damaged_teacher_cache_is_rebuilt_naming_the_file(tmp_path, capsys):
         assert f"teacher cache {path} is damaged" in capsys.readouterr().out
 
 
+# ------------------------------------------------------- distilling from saved teacher outputs
+def student_records(output_dir):
+    """log.jsonl of a student stage without its clock readings."""
+    return [{k: v for k, v in r.items() if k not in ("started", "time")}
+            for r in adkd.read_log(Path(output_dir) / "student" / "log.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def outputs_run(workspace):
+    """A run that fine-tunes the teacher, writes --teacher-outputs, then distils from it."""
+    root = workspace["root"] / "outputs"
+    path = root / "teacher_outputs.pt"
+    metrics = adkd.main(cli(workspace, root / "with_teacher", "--teacher-outputs", str(path),
+                            "--log-every", "1"))
+    return {"root": root, "path": path, "metrics": metrics}
+
+
+def test_student_from_teacher_outputs_equals_the_run_with_the_teacher(outputs_run, workspace,
+                                                                         pipeline, capsys):
+    """The file replaces the teacher: no teacher stage, no teacher loaded (--teacher-model
+    points nowhere), and the same log line for line, dev scores and attribution gaps included.
+    Against the ordinary run, whose cache filled in training batches: equal to float rounding."""
+    out = outputs_run["root"] / "from_file"
+    metrics = adkd.main(cli(workspace, out, "--teacher-outputs", str(outputs_run["path"]),
+                            "--log-every", "1", "--teacher-model", "/no/such/teacher"))
+    assert not (out / "teacher").exists() and metrics == outputs_run["metrics"]
+    assert "teacher " + str(outputs_run["path"]) + ": dev" in capsys.readouterr().out
+    from_file = student_records(out)
+    assert from_file == student_records(outputs_run["root"] / "with_teacher")
+    assert any("attribution_gap" in r.get("dev", {}) for r in from_file)
+    ordinary = student_records(pipeline["output"])
+    assert len(ordinary) == len(from_file)
+    for a, b in zip(ordinary, from_file):
+        for key in set(a) & {"loss", "ce", "kd", "attr"}:
+            assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
+        if "dev" in a:
+            assert a["dev"] == pytest.approx(b["dev"], rel=1e-4)
+
+
+def test_teacher_outputs_from_a_teacher_folder_in_one_command(outputs_run, workspace):
+    """--teacher-only with --teacher FOLDER writes the file, identical to the one the teacher
+    stage wrote; nothing is trained."""
+    again = outputs_run["root"] / "again.pt"
+    teacher = outputs_run["root"] / "with_teacher" / "teacher" / "best"
+    metrics = adkd.main(cli(workspace, outputs_run["root"] / "unused", "--teacher", str(teacher),
+                            "--teacher-only", "--teacher-outputs", str(again)))
+    assert set(metrics) == {"f1", "accuracy"}
+    assert not (outputs_run["root"] / "unused").exists()
+    first, second = (torch.load(p, weights_only=True) for p in (outputs_run["path"], again))
+    assert json.loads(first["key"]) == json.loads(second["key"])
+    for name in adkd.TeacherCache.TENSORS:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_teacher_outputs_for_another_task_tokenizer_k_or_length_are_refused(outputs_run,
+                                                                             workspace, tmp_path):
+    path = str(outputs_run["path"])
+    other_vocab = tmp_path / "other_vocab"
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB[:5] + VOCAB[:4:-1]) + "\n")  # reordered
+    save_tiny(other_vocab, BertTokenizerFast(vocab=str(tmp_path / "vocab.txt")), 16, 1, seed=1)
+    make_task(tmp_path / "glue", "rte")
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(outputs_run["path"].read_bytes()[:-100])
+    tampered = torch.load(path, weights_only=True)
+    tampered["logits"][0, 0] += 1.0
+    torch.save(tampered, tmp_path / "tampered.pt")
+    cache = tmp_path / "cache.pt"
+    adkd.TeacherCache([3], 2, key="abc", path=cache).save()
+    cases = [(["--top-k", "5"], "another top_k 32 \\(this run: 5\\)"),
+             (["--max-length", "20"], "another max_length 24"),
+             (["--student", str(other_vocab)], "another tokenizer"),
+             (["--task", "rte", "--data-dir", str(tmp_path / "glue")], "another task mrpc"),
+             (["--teacher-outputs", str(damaged)], "cannot be read"),
+             (["--teacher-outputs", str(tmp_path / "tampered.pt")], "checksum"),
+             (["--teacher-outputs", str(cache)], "not a complete teacher-outputs file")]
+    for extra, message in cases:
+        out = tmp_path / "run"
+        with pytest.raises(SystemExit, match="error: --teacher-outputs .*" + message):
+            adkd.main(cli(workspace, out, "--teacher-outputs", path, *extra))
+        assert not out.exists(), extra  # refused before anything was trained or written
+
+
+def test_the_trainer_example_refuses_teacher_outputs_in_one_line(tmp_path):
+    """It cannot serve the file (its batches carry no example indices): refused, not ignored."""
+    example = hf_example()
+    with pytest.raises(SystemExit, match="^error: --teacher-outputs: the Trainer example"):
+        example.main(["--task", "mrpc", "--teacher-outputs", str(tmp_path / "t.pt")])
+
+
+def test_portable_teacher_fn_serves_teacher_outputs_without_the_teacher(outputs_run, workspace):
+    """distillation_step from the file's contents (teacher=None) equals it with the teacher
+    model itself, for AD-KD and for vanilla KD (the file's logits)."""
+    outputs = adkd.load_teacher_outputs(outputs_run["path"])
+    teacher = adkd.load_model(outputs_run["root"] / "with_teacher" / "teacher" / "best",
+                              get_task("mrpc"), "--teacher")
+    task = get_task("mrpc")
+    features = glue_data.encode(glue_data.read_split(workspace["data"], task, "train"),
+                                workspace["tokenizer"], 24)
+    indices = [5, 0, 17, 9]
+    batch = collate([features[i] for i in indices], 0)
+    for beta in (10.0, 0.0):
+        config = adkd.ADKDConfig(beta=beta, top_k=outputs.meta["top_k"])
+        losses = []
+        for source, teacher_fn in ((teacher, adkd.teacher_outputs),
+                                   (None, outputs.teacher_fn(indices))):
+            student = tiny_bert(num_labels=2, seed=3, hidden=16)
+            losses.append(adkd.distillation_step(student, source, batch, config, teacher_fn))
+        (loss, terms), (loss_file, terms_file) = losses
+        torch.testing.assert_close(loss_file, loss, rtol=1e-5, atol=1e-6)
+        assert set(terms) == set(terms_file) == ({"ce", "kd", "attr"} if beta else {"ce", "kd"})
+
+
 # ------------------------------------------------------------------------------ models & guards
 def test_load_model_uses_an_attention_with_double_backward(tmp_path):
     # saved with the library default (SDPA)
@@ -732,7 +844,8 @@ def workspace(tmp_path_factory):
 
 
 def cli(workspace, output_dir, *extra):
-    return ["--task", "mrpc", "--data-dir", workspace["data"], "--output-dir", str(output_dir),
+    return ["--task", "mrpc", "--glue-subset", "--data-dir", workspace["data"], "--output-dir",
+            str(output_dir),
             "--teacher-model", workspace["teacher_base"], "--student", workspace["student_base"],
             "--max-length", "24", "--batch-size", "8", "--teacher-batch-size", "8",
             "--teacher-epochs", "1", "--epochs", "2", "--lr", "1e-3", "--teacher-lr", "1e-3",
@@ -818,7 +931,7 @@ def test_epochs_zero_only_evaluates_and_predicts(pipeline, workspace, tmp_path):
     best = str(pipeline["output"] / "student" / "best")
     metrics = adkd.main(["--task", "mrpc", "--data-dir", workspace["data"], "--student", best,
                          "--epochs", "0", "--output-dir", str(tmp_path), "--max-length", "24",
-                         "--predict"])
+                         "--predict", "--glue-subset"])
     assert metrics == pytest.approx(pipeline["metrics"])
     assert (tmp_path / "predictions" / "MRPC.tsv").read_text() == \
         (pipeline["output"] / "predictions" / "MRPC.tsv").read_text()
@@ -880,7 +993,8 @@ def test_mpnet_pads_with_one_and_numbers_positions_alike_in_ig_and_in_its_forwar
     adkd.main(["--task", "mrpc", "--data-dir", workspace["data"], "--output-dir", str(out),
                "--teacher-model", teacher_base, "--student", student_base, "--max-length", "24",
                "--batch-size", "8", "--teacher-batch-size", "8", "--teacher-epochs", "1",
-               "--epochs", "2", "--lr", "1e-3", "--teacher-lr", "1e-3", "--log-every", "1"])
+               "--epochs", "2", "--lr", "1e-3", "--teacher-lr", "1e-3", "--log-every", "1",
+               "--glue-subset"])
     records = adkd.read_log(out / "student" / "log.jsonl")
     losses = [r for r in records if "loss" in r]
     assert all(r["attr"] > 0 and r["grad_norm"]["attr"] > 0 for r in losses)
@@ -1241,7 +1355,8 @@ def test_a_model_folder_without_tokenizer_files_is_refused_naming_flag_and_folde
     for flag in ("--student", "--teacher-model"):
         training[training.index(flag) + 1] = str(bare)
     predicting = ["--task", "mrpc", "--data-dir", workspace["data"], "--student", str(bare),
-                  "--epochs", "0", "--predict", "--output-dir", str(tmp_path / "predicted")]
+                  "--epochs", "0", "--predict", "--output-dir", str(tmp_path / "predicted"),
+                  "--glue-subset"]
     explaining = ["explain", "--task", "mrpc", "--model", str(bare), "--text", "a cat", "a dog"]
     for argv, flag in ((training, "--student"), (predicting, "--student"), (explaining, "--model")):
         with pytest.raises(SystemExit) as error:
@@ -1519,7 +1634,7 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_anything_loads(
         monkeypatch.setattr(adkd.os, "access", lambda path, mode: False)
     predicting = ["--task", "mrpc", "--data-dir", workspace["data"], "--epochs", "0",
                   "--student", str(pipeline["output"] / "student" / "best"), "--predict",
-                  "--output-dir", str(out)]
+                  "--output-dir", str(out), "--glue-subset"]
     for argv in (cli(workspace, out), predicting):
         with pytest.raises(SystemExit) as error:
             adkd.main(argv)
@@ -1579,6 +1694,107 @@ def test_student_with_another_vocabulary_is_refused(workspace, tmp_path):
     with pytest.raises(SystemExit, match="vocabularies differ"):
         adkd.main(args)
 
+
+
+# ----- the beta warning: L_attr drowning CE and KD (issue 36)
+def test_attr_dominance_is_the_median_ratio_to_the_larger_logit_term_above_its_threshold():
+    norms = [{"attr": 3.0, "ce": 1.0, "kd": 0.5, "total": 9.0},  # ratios 3, 4 and 5
+             {"attr": 8.0, "ce": 0.5, "kd": 2.0}, {"attr": 1.0, "ce": 0.1, "kd": 0.2}]
+    assert adkd.attr_dominance(norms) == pytest.approx(4.0)
+    assert adkd.attr_dominance(norms, threshold=4.0) is None  # not above it
+    assert adkd.attr_dominance([{"attr": 2.1, "ce": 1.0}]) == pytest.approx(2.1)  # --no-kd
+    assert adkd.attr_dominance([{"attr": 1.9, "ce": 1.0}]) is None  # the default threshold: 2
+    assert adkd.attr_dominance([{"ce": 1.0, "kd": 1.0, "total": 1.0}]) is None  # beta = 0
+    assert adkd.attr_dominance([{"total": 1.0}]) is None  # --no-grad-norms: nothing measured
+
+
+def printed_warnings(capsys):
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+
+
+def beta_log(output_dir):
+    """(warning records, grad_norm dicts) of a student's log.jsonl."""
+    records = adkd.read_log(Path(output_dir) / "student" / "log.jsonl")
+    return ([r for r in records if "warning" in r],
+            [r["grad_norm"] for r in records if "grad_norm" in r])
+
+
+# On the tiny student L_attr's gradient is small: beta = 1e5 makes beta*L_attr's about 100 times
+# the larger logit term's over the first 10 logged steps, beta = 1000 about half of it.
+def test_a_beta_that_drowns_ce_and_kd_is_warned_once_and_a_balanced_or_zero_beta_is_not(
+        pipeline, workspace, tmp_path, capsys):
+    teacher = str(pipeline["output"] / "teacher" / "best")
+    said = {}
+    for name, flags in {"drowning": ["--beta", "1e5"], "balanced": ["--beta", "1000"],
+                        "vanilla": ["--beta", "0"],
+                        "unmeasured": ["--beta", "1e5", "--no-grad-norms"]}.items():
+        capsys.readouterr()
+        adkd.main(cli(workspace, tmp_path / name, "--teacher", teacher, "--log-every", "1",
+                      *flags))  # 12 steps, each logged
+        said[name] = printed_warnings(capsys)
+    warnings_logged, norms = beta_log(tmp_path / "drowning")
+    ratio = adkd.attr_dominance(norms[:10])
+    assert ratio > 10 and len(said["drowning"]) == 1
+    assert warnings_logged == [{"step": 10, "warning": {"attr_dominance": ratio,
+                                                        "logged_steps": 10}}]
+    assert f"{ratio:.1f}x" in said["drowning"][0] and f"1/{ratio:.0f} of each" in \
+        said["drowning"][0] and "lower --beta" in said["drowning"][0]
+    warnings_logged, norms = beta_log(tmp_path / "balanced")
+    assert 0 < adkd.attr_dominance(norms[:10], threshold=0) < 2  # measured, and below 2
+    assert warnings_logged == [] and said["balanced"] == []
+    for name in ("vanilla", "unmeasured"):
+        assert beta_log(tmp_path / name)[0] == [] and said[name] == []
+
+
+@pytest.mark.parametrize("crash_at", [5, 11])  # resumed inside the window (at step 4), after it
+def test_the_beta_warning_is_logged_as_without_the_interruption_and_printed_once(
+        pipeline, workspace, tmp_path, monkeypatch, capsys, crash_at):
+    teacher = str(pipeline["output"] / "teacher" / "best")
+    args = ["--teacher", teacher, "--beta", "1e5", "--save-every", "2", "--log-every", "1"]
+    adkd.main(cli(workspace, tmp_path / "straight", *args))
+    calls, real_step = [], adkd.distillation_step
+
+    def crash(*a, **k):
+        calls.append(1)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(adkd, "distillation_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        adkd.main(cli(workspace, tmp_path / "resumed", *args))
+    monkeypatch.undo()
+    capsys.readouterr()
+    adkd.main(cli(workspace, tmp_path / "resumed", *args, "--resume"))
+    assert len(printed_warnings(capsys)) == (1 if crash_at == 5 else 0)
+
+    def records(run):  # wall-clock stamps aside
+        return [{k: v for k, v in r.items() if k != "time"}
+                for r in adkd.read_log(tmp_path / run / "student" / "log.jsonl")
+                if "started" not in r]
+    assert len(beta_log(tmp_path / "straight")[0]) == 1
+    assert records("resumed") == records("straight")
+
+
+def test_hf_trainer_warns_once_when_beta_drowns_ce_and_kd(workspace, tmp_path, capsys):
+    hf = hf_example()
+    for name, flags in {"drowning": ["--beta", "1e5"], "balanced": ["--beta", "1000"],
+                        "unmeasured": ["--beta", "1e5", "--no-grad-norms"]}.items():
+        out = tmp_path / name
+        capsys.readouterr()
+        hf.main(["--task", "mrpc", "--data-dir", workspace["data"], "--output-dir", str(out),
+                 "--teacher", workspace["teacher_base"], "--student", workspace["student_base"],
+                 "--max-length", "24", "--batch-size", "8", "--max-steps", "12",
+                 "--eval-every", "12", "--log-every", "1", "--device", "cpu", "--glue-subset",
+                 *flags])
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        flagged = [r for r in history if "attr_dominance" in r]
+        said = printed_warnings(capsys)
+        assert len(flagged) == len(said) == (name == "drowning"), name
+        if flagged:
+            ratio = flagged[0]["attr_dominance"]
+            assert flagged[0]["step"] == 10 and "loss" in flagged[0] and ratio > 10
+            assert f"{ratio:.1f}x" in said[0] and "lower beta (--beta)" in said[0]
 
 
 # ------------------------------------------------------------ the Hugging Face Trainer example
@@ -1663,7 +1879,8 @@ def test_hf_trainer_script_writes_a_trainer_folder_and_the_readme_shows_its_clas
     hf = hf_example()
     out = tmp_path / "out"
     files = boolq_like(tmp_path / "boolq")
-    flags = ["--task", "mrpc", "--data-dir", workspace["data"]] if data == "mrpc" else [
+    glue = ["--task", "mrpc", "--data-dir", workspace["data"], "--glue-subset"]
+    flags = glue if data == "mrpc" else [
         "--train-file", files["train"], "--dev-file", files["dev"], "--text-columns",
         "question", "passage", "--label-column", "answer"]
     metrics = hf.main([*flags, "--output-dir", str(out), "--teacher", workspace["teacher_base"],
@@ -1725,7 +1942,8 @@ def test_mrpc_as_csv_and_jsonl_is_the_same_task_as_mrpc(workspace, tmp_path):
               "--max-steps", "3", "--eval-every", "3", "--log-every", "1", "--device", "cpu",
               "--lr", "1e-3", "--alpha", "0.9", "--beta", "10", "--temperature", "4",
               "--no-anneal-temperature"]
-    runs = {"tsv": ["--task", "mrpc", "--data-dir", str(tmp_path / "glue")]}
+    runs = {"tsv": ["--task", "mrpc", "--glue-subset", "--data-dir",
+                     str(tmp_path / "glue")]}
     for kind, files in own.items():
         runs[kind] = ["--train-file", files["train"], "--dev-file", files["dev"],
                       "--text-columns", "sentence1", "sentence2", "--label-column", "quality"]
@@ -1906,6 +2124,154 @@ def test_skip_bad_rows_skips_own_train_and_dev_rows_but_never_test_rows(
         adkd.main(flags + ["--skip-bad-rows", "--predict"])
     assert f"{files['train']}: skipped 1 malformed rows (lines 3)" in capsys.readouterr().out
     assert not (tmp_path / "out" / "predictions").exists()
+
+
+# ----- what a new user trips on (issue 38)
+def trainer_example_run(workspace, out, *extra):
+    """examples/hf_trainer.py on the synthetic MRPC, two steps, a dev evaluation at step 2."""
+    return hf_example().main([
+        "--task", "mrpc", "--data-dir", workspace["data"], "--output-dir", str(out),
+        "--teacher", workspace["teacher_base"], "--student", workspace["student_base"],
+        "--max-length", "24", "--batch-size", "8", "--max-steps", "2", "--eval-every", "2",
+        "--log-every", "1", "--device", "cpu", "--glue-subset", *extra])
+
+
+def test_trainer_example_honours_grad_accum_or_refuses_an_uneven_split(workspace, tmp_path):
+    """adkd.py's --grad-accum N splits each batch into N micro-batches: the Trainer's
+    per-device batch is batch/N, accumulated N times; an uneven split is one line."""
+    out = tmp_path / "out"
+    trainer_example_run(workspace, out, "--grad-accum", "2")
+    saved = torch.load(out / "training_args.bin", weights_only=False)
+    assert (saved.gradient_accumulation_steps, saved.per_device_train_batch_size) == (2, 4)
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    assert not (out / "student").exists()  # no empty stage folder of adkd.py's left behind
+    with pytest.raises(SystemExit, match=r"^error: --grad-accum 3 must divide --batch-size 8"):
+        trainer_example_run(workspace, tmp_path / "uneven", "--grad-accum", "3")
+
+
+def test_trainer_example_honours_save_every(workspace, tmp_path):
+    trainer_example_run(workspace, tmp_path / "every", "--save-every", "1")
+    assert (tmp_path / "every" / "checkpoint-1" / "trainer_state.json").exists()
+    trainer_example_run(workspace, tmp_path / "evals")
+    assert not (tmp_path / "evals" / "checkpoint-1").exists()
+
+
+def test_trainer_example_predict_writes_the_submission_file_as_adkd_does(workspace, tmp_path):
+    out = tmp_path / "out"
+    trainer_example_run(workspace, out, "--predict")
+    lines = (out / "predictions" / "MRPC.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 11
+    assert [line.split("\t")[0] for line in lines[1:]] == [str(i) for i in range(10)]
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+    assert not (out / "student").exists()
+
+
+def test_a_teacher_without_tokenizer_files_is_named_before_vocabularies_are_compared(
+        workspace, tmp_path, monkeypatch):
+    bare = tmp_path / "bare"
+    save_tiny(tmp_path / "with", workspace["tokenizer"], 32, 1, 0)
+    for name in ("config.json", "model.safetensors"):
+        bare.mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "with" / name, bare / name)  # the weights, no tokenizer files
+    monkeypatch.setattr(adkd, "train", lambda *a, **k: pytest.fail("a model trained"))
+    with pytest.raises(SystemExit) as error:
+        adkd.main(cli(workspace, tmp_path / "out", "--teacher", str(bare)))
+    assert str(error.value).startswith(f"error: --teacher {bare}: its tokenizer (5 tokens") and \
+        "tokenizer files missing" in str(error.value)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "vocab.txt").write_text("\n".join(VOCAB + ["zebra"]) + "\n")
+    teacher = save_tiny(other, BertTokenizerFast(vocab=str(other / "vocab.txt")), 32, 1, 0)
+    with pytest.raises(SystemExit, match=rf"^error: {re.escape(teacher)} and "
+                       rf"{re.escape(workspace['student_base'])}: vocabularies differ"):
+        adkd.main(cli(workspace, tmp_path / "out", "--teacher", teacher))
+
+
+def test_float_scores_without_regression_suggest_it(workspace, tmp_path):
+    scores = [f"{0.2 * i:.1f}" for i in range(14)]
+    train = write_rows(tmp_path / "train.csv", ["text", "score"],
+                       [[f"the {w} cat sat", s] for w, s in zip(WORDS * 2, scores)])
+    dev = write_rows(tmp_path / "dev.csv", ["text", "score"], [["a dog ran", "3.3"]])
+    argv = ["--train-file", train, "--dev-file", dev, "--text-columns", "text", "--label-column",
+            "score", "--student", workspace["student_base"], "--teacher",
+            workspace["teacher_base"], "--output-dir", str(tmp_path / "out"), "--max-length",
+            "24", "--device", "cpu"]
+    with pytest.raises(SystemExit, match=r"dev\.csv:2: label '3\.3' is not one of .*; "
+                       r"use --regression\?$"):
+        adkd.main(argv)
+    stars = write_rows(tmp_path / "stars.csv", ["text", "score"],
+                       [[f"the {w} cat", str(1 + i % 5)] for i, w in enumerate(WORDS[:10])])
+    six = write_rows(tmp_path / "six.csv", ["text", "score"], [["a dog ran", "6"]])
+    argv[1], argv[3] = stars, six  # a few integer classes: no hint
+    with pytest.raises(SystemExit, match=r"six\.csv:2: label '6' is not one of [^;]*$"):
+        adkd.main(argv)
+
+
+def test_explain_names_the_classes_of_a_checkpoint_trained_on_own_labels(workspace, tmp_path,
+                                                                          capsys):
+    model = tiny_bert()
+    model.config.id2label, model.config.label2id = {0: "no", 1: "yes"}, {"no": 0, "yes": 1}
+    model.save_pretrained(tmp_path / "yes_no")
+    workspace["tokenizer"].save_pretrained(tmp_path / "yes_no")
+    adkd.main(["explain", "--task", "mrpc", "--model", str(tmp_path / "yes_no"), "--dev", "0",
+               "--data-dir", workspace["data"], "--ig-steps", "2", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert "[either class; p(yes) = " in printed and "paraphrase" not in printed
+
+
+def test_explain_help_and_errors_fit_explain_and_faithfulness_records_its_rows(
+        workspace, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        adkd.main(["explain", "--help"])
+    text = capsys.readouterr().out
+    assert "--train-file" in text and "--dev-file" in text
+    assert not {"--test-file", "--metric", "--id-column"} & set(text.split())
+    with pytest.raises(SystemExit, match=r"^error: give --dev$"):
+        adkd.main(["explain", "--faithfulness", "--task", "mrpc", "--model", "unused"])
+    with pytest.raises(SystemExit, match=r"^error: give --dev or --text$"):
+        adkd.main(["explain", "--task", "mrpc", "--model", "unused"])
+    path = tmp_path / "faithfulness.json"
+    adkd.main(["explain", "--faithfulness", "--task", "mrpc", "--model",
+               workspace["teacher_base"], "--dev", "3", "1", "--data-dir", workspace["data"],
+               "--ig-steps", "1", "--random-orders", "1", "--device", "cpu", "--json", str(path)])
+    saved = json.loads(path.read_text())
+    assert saved["dev_rows"] == [3, 1] and saved["models"][0]["examples"] == 2
+
+
+def test_flag_ranges_are_checked_before_the_train_file_is_read(workspace, tmp_path, capsys):
+    files = boolq_like(tmp_path / "boolq")
+    Path(files["train"]).unlink()
+    with pytest.raises(SystemExit, match=r"^error: --lr must be > 0, got -1.0$"):
+        adkd.main(own_cli(workspace, files, tmp_path / "out", "--lr", "-1"))
+    assert "classes:" not in capsys.readouterr().out
+
+
+def test_labels_naming_a_class_without_training_rows_are_refused(workspace, tmp_path,
+                                                                  monkeypatch):
+    files = boolq_like(tmp_path / "boolq")
+    monkeypatch.setattr(adkd, "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    with pytest.raises(SystemExit, match=r"^error: .*train\.csv: no rows of class 'maybe' "):
+        adkd.main(own_cli(workspace, files, tmp_path / "out", "--labels", "no", "yes", "maybe"))
+
+
+def test_the_package_holds_both_modules_the_runtime_requirements_and_the_adkd_command(
+        monkeypatch, capsys):
+    """pyproject.toml; .ci/run installs its wheel in a fresh environment and runs it."""
+    import importlib
+    from transformers.utils import logging as hf_logging
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    runtime = [line for line in (root / "requirements.txt").read_text().splitlines()
+               if line and not line.startswith(("#", "pytest"))]
+    assert project["project"]["dependencies"] == runtime and len(runtime) == 3
+    assert project["tool"]["setuptools"]["py-modules"] == ["adkd", "glue_data"]
+    module, function = project["project"]["scripts"]["adkd"].split(":")
+    monkeypatch.setattr(sys, "argv", ["adkd", "explain", "--help"])
+    with pytest.raises(SystemExit):
+        getattr(importlib.import_module(module), function)()
+    assert "--faithfulness" in capsys.readouterr().out
+    hf_logging.enable_progress_bar()  # the command turned them off
 
 
 # ============================================================ glue_data: readers, batching, metrics
@@ -2631,6 +2997,536 @@ def test_real_glue_files(task, split, count):
     assert all(isinstance(ex.text_a, str) and ex.text_a for ex in examples)
     assert all((ex.text_b is not None) == (get_task(task).text_b_column is not None)
                for ex in examples)
+
+
+# ----- malformed files: every reader refuses with file:line, never loses a row (issue 39)
+def cli_reads(*flags, splits=None):
+    """What the command line reads before any model loads, through its own functions:
+    resolve_config (own files checked, classes collected from train), then read_examples per
+    split, skipping bad rows as read_data does (never test rows). Returns (task, {split:
+    [(text_a, text_b, label, guid)]}); a refusal is SystemExit."""
+    args, task = adkd.resolve_config(adkd.parse_args([*flags, "--device", "cpu"]))
+    splits = splits or [split for split, _ in task.files]
+    read = {split: adkd.read_examples(args, task, [split],
+                                      args.skip_bad_rows and not split.startswith("test"))[split]
+            for split in splits}
+    return task, {split: [(e.text_a, e.text_b, e.label, e.guid) for e in rows]
+                  for split, rows in read.items()}
+
+
+def refused(flags, splits=None):
+    """The one short line the command line refuses flags' files with."""
+    with pytest.raises(SystemExit) as error:
+        cli_reads(*flags, splits=splits)
+    message = str(error.value)
+    assert message.startswith("error: ") and "\n" not in message and len(message) < 600, message
+    return message
+
+
+def test_a_field_longer_than_the_csv_modules_limit_is_read_whole(tmp_path):
+    long = "word, " * 40_000  # 240,000 characters; csv's default limit is 131,072
+    rows = [["a", "no"], [long, "yes"], ["b", "no"]]
+    for suffix, sep, field in ((".csv", ",", f'"{long}"'), (".tsv", "\t", long)):
+        path = tmp_path / f"train{suffix}"
+        path.write_text(f"text{sep}label\na{sep}no\n{field}{sep}yes\nb{sep}no\n")
+        _, read = cli_reads("--train-file", str(path), "--text-columns", "text")
+        assert [(text, label) for text, _, label, _ in read["train"]] == [
+            (text, ["no", "yes"].index(label)) for text, label in rows]
+    write_tsv(tmp_path / "RTE", "dev.tsv", [RTE_HEAD, ["0", long, "B.", "entailment"]])
+    _, read = cli_reads("--task", "rte", "--data-dir", str(tmp_path), splits=["dev"])
+    assert read["dev"] == [(long, "B.", 0, "dev-2")]
+
+
+@pytest.mark.parametrize("problem", ["missing", "folder", "dangling link", "link loop"])
+@pytest.mark.parametrize("flag,extra", [("--dev-file", ["--labels", "1", "2"]),
+                                        ("--train-file", ["--regression"]),
+                                        ("--train-file", []), ("--test-file", [])])
+def test_an_own_file_that_cannot_be_read_is_one_line_naming_flag_and_path_before_hashing(
+        tmp_path, problem, flag, extra):
+    files = {split: write_rows(tmp_path / f"{split}.csv", ["text", "label"],
+                               [["a", "1"], ["b", "2"]]) for split in ("train", "dev", "test")}
+    bad = tmp_path / "bad.csv"
+    if problem == "folder":
+        bad.mkdir()
+    elif problem == "dangling link":
+        bad.symlink_to(tmp_path / "gone.csv")
+    elif problem == "link loop":
+        bad.symlink_to(bad)
+    files[flag[2:-5]] = str(bad)
+    flags = [item for split, path in files.items() for item in (f"--{split}-file", path)]
+    message = refused([*flags, "--text-columns", "text", *extra])
+    assert message.startswith(f"error: {flag} {bad}: ")
+
+
+JSON_FAULTS = {  # a third train line, what its one-line refusal must say, more flags
+    "deep nesting": ('{"text": "a", "label": 0, "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                     "nested", []),
+    "lone surrogate": ('{"text": "a \\ud800 b", "label": 0}', "surrogate", []),
+    "NaN": ('{"text": "a", "label": NaN}', "NaN", []),
+    "Infinity": ('{"text": "a", "label": -Infinity}', "Infinity", ["--regression"]),
+    "1e400": ('{"text": "a", "label": 1e400}', "'1e400' reads as a number", []),
+    "1e400 score": ('{"text": "a", "label": 1e400}', "'1e400' is not finite", ["--regression"]),
+    "5000 digits": ('{"text": "a", "label": ' + "7" * 5000 + "}", "(5000 characters) is not "
+                    "finite", ["--regression"]),
+    "repeated key": ('{"text": "a", "label": 0, "label": 1}', "'label' twice", []),
+}
+
+
+@pytest.mark.parametrize("fault", list(JSON_FAULTS))
+def test_json_that_python_reads_loosely_is_refused_with_file_and_line(tmp_path, fault):
+    line, words, extra = JSON_FAULTS[fault]
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"text": "x", "label": 0}\n{"text": "y", "label": 1}\n' + line + "\n")
+    message = refused(["--train-file", str(train), "--text-columns", "text", *extra])
+    assert message.startswith(f"error: {train}:3: ") and words in message
+
+
+def test_a_stray_quote_in_own_csv_stops_the_read_at_its_line_even_with_skip_bad_rows(tmp_path):
+    train = tmp_path / "train.csv"  # the quote opened on line 2 closes on line 4
+    train.write_text('text,label\n"Hello, she said,no\nb,yes\n"c" d,no\ne,yes\n')
+    for skip in ([], ["--skip-bad-rows"]):
+        message = refused(["--train-file", str(train), "--text-columns", "text", *skip])
+        assert message.startswith(f"error: {train}:4: ") and "line 2" in message
+    train.write_text('text,label\na,no\n"b,yes\nc,no\nd,yes\n')  # it never closes
+    for skip in ([], ["--skip-bad-rows"]):
+        message = refused(["--train-file", str(train), "--text-columns", "text", *skip])
+        assert message.startswith(f"error: {train}:3: ") and "never closes" in message
+    test = tmp_path / "test.csv"  # a submission would miss ids 2 and 3
+    test.write_text('id,text\n1,a\n2,"b\n3,c\n4,d\n')
+    train.write_text("text,label\na,no\nb,yes\n")
+    message = refused(["--train-file", str(train), "--test-file", str(test), "--text-columns",
+                       "text", "--id-column", "id"])
+    assert message.startswith(f"error: {test}:3: ")
+
+
+def test_own_tsv_is_read_without_quoting_so_quotes_stay_as_written(tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text('text\tlabel\n"Hello," she said\tno\n"a\tyes\nb"\tno\n')
+    _, read = cli_reads("--train-file", str(train), "--text-columns", "text")
+    assert [text for text, _, _, _ in read["train"]] == ['"Hello," she said', '"a', 'b"']
+    with open(train, "a") as f:  # a text quoted as a CSV writer (and pandas) quotes it
+        f.write('"He said ""hi"""\tyes\n')
+    message = refused(["--train-file", str(train), "--text-columns", "text"])
+    assert message.startswith(f"error: {train}:5: ") and "quoted as CSV" in message
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_header_naming_a_column_twice_is_refused(tmp_path, suffix):
+    sep = "," if suffix == ".csv" else "\t"
+    train = tmp_path / f"train{suffix}"
+    train.write_text(sep.join(["text", "label", "text"]) + "\n" + sep.join(["a", "no", "b"])
+                     + "\n" + sep.join(["c", "yes", "d"]) + "\n")
+    message = refused(["--train-file", str(train), "--text-columns", "text"])
+    assert message.startswith(f"error: {train}:1: ") and "'text' twice" in message
+    dev = write_tsv(tmp_path / "RTE", "dev.tsv", [RTE_HEAD + ["label"],
+                                                  ["0", "A.", "B.", "entailment", "maybe"]])
+    message = refused(["--task", "rte", "--data-dir", str(tmp_path)], splits=["dev"])
+    assert message.startswith(f"error: {dev}:1: ") and "'label' twice" in message
+
+
+def test_a_glue_split_of_another_size_than_the_release_gives_no_score_or_submission(
+        workspace, tmp_path):
+    standard = glue_data.STANDARD_ROW_COUNTS["mrpc"]
+    write_mrpc(tmp_path / "MRPC", {"dev": standard["dev"], "test": standard["test"]}, seed=0)
+    flags = ["--task", "mrpc", "--data-dir", str(tmp_path), "--epochs", "0", "--predict",
+             "--student", workspace["student_base"], "--output-dir", str(tmp_path / "out"),
+             "--max-length", "24", "--device", "cpu"]
+
+    def read(*extra):
+        args, task = adkd.resolve_config(adkd.parse_args(flags + list(extra)))
+        data = adkd.read_data(args, task, workspace["tokenizer"], training=False)
+        return len(data.dev["dev"]), len(data.test["test"][0])
+
+    assert read() == (408, 1725)
+    test = tmp_path / "MRPC" / "test.tsv"
+    lines = test.read_text().splitlines(keepends=True)
+    for cut in (lines[:1], lines[:1001], lines[:1001] + [lines[1001][:-5]]):  # mid-line
+        test.write_text("".join(cut))
+        with pytest.raises(SystemExit) as error:
+            read()
+        message = str(error.value)
+        assert message.startswith(f"error: {test}: {len(cut) - 1} data rows, but") and \
+            "1725" in message and "--glue-subset" in message and "\n" not in message
+    assert read("--glue-subset") == (408, 1001)  # a sample, knowingly
+    test.write_text("".join(lines))
+    dev = tmp_path / "MRPC" / "dev.tsv"
+    dev.write_text("".join(dev.read_text().splitlines(keepends=True)[:101]))
+    with pytest.raises(SystemExit, match=re.escape(f"error: {dev}: 100 data rows, but")):
+        read()
+    assert read("--glue-subset") == (100, 1725)
+
+
+@pytest.mark.parametrize("label", ["1_0", "١", "²", "+1", "nan", "1e3", ".5",  # not plainly
+                                   "1.0", "01", "-0"])  # a number that 0 or 1 already names
+def test_a_class_label_that_reads_as_a_number_is_written_plainly_and_one_way(tmp_path, label):
+    train = write_rows(tmp_path / "train.csv", ["text", "label"],
+                       [["a", "0"], ["b", "1"], ["c", label]])
+    message = refused(["--train-file", train, "--text-columns", "text"])
+    assert message.startswith(f"error: {train}:4: label {label!r}")
+    dev = write_rows(tmp_path / "dev.csv", ["text", "label"], [["d", "1"], ["e", label]])
+    message = refused(["--train-file", train, "--dev-file", dev, "--text-columns", "text",
+                       "--labels", "0", "1", label])
+    assert message.startswith(f"error: {train}:4: label {label!r}")  # --labels or not
+    train = write_rows(tmp_path / "train.csv", ["text", "label"],
+                       [["a", "10"], ["b", "-2"], ["c", "9"], ["d", "7" * 5000]])
+    assert glue_data.own_task({"train": train}, ["text"]).labels == ("-2", "9", "10", "7" * 5000)
+
+
+@pytest.mark.parametrize("score", ["1e39", "-1e39", "1_0", "١", "nan", "inf", "7" * 5000])
+def test_a_regression_score_must_be_a_decimal_number_finite_in_float32(tmp_path, score):
+    train = write_rows(tmp_path / "train.csv", ["text", "score"],
+                       [["a", "0.5"], ["b", "-3e2"], ["c", score]])
+    message = refused(["--train-file", train, "--text-columns", "text", "--label-column",
+                       "score", "--regression"])
+    assert message.startswith(f"error: {train}:4: score ")
+    dev = write_tsv(tmp_path / "STS-B", "dev.tsv", [STSB_HEAD + ["score"],
+                                                    stsb_row(0, "A.", "B.", score)])
+    message = refused(["--task", "stsb", "--data-dir", str(tmp_path)], splits=["dev"])
+    assert message.startswith(f"error: {dev}:2: score ")
+
+
+# The fuzz: small valid files of each format, mutated, read through the command line's own
+# functions, and compared with a strict reader written here from the README's rules alone.
+class Refusal(Exception):
+    """The reference reader refuses `path`, naming `line` (None: the file as a whole)."""
+
+    def __init__(self, path, line=None):
+        super().__init__(path, line)
+        self.path, self.line = path, line
+
+
+class BadRow(Exception):
+    """One row breaks a rule: refused, or skipped with --skip-bad-rows."""
+
+
+def reference_lines(path):
+    """The lines of a file as (text, ending): UTF-8 (else refused at the first line that is
+    not), a leading BOM dropped, each line ended by \\n, \\r\\n or \\r (the last one maybe not)."""
+    data = path.read_bytes()
+    for number, raw in enumerate(re.split(rb"\r\n|\r|\n", data), start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refusal(path, number) from None
+    text = data.decode("utf-8").removeprefix("\ufeff")
+    return [(m[1], m[2]) for m in re.finditer(r"([^\r\n]*)(\r\n|\r|\n|$)", text)
+            if m[0] or m.end() < len(text)]
+
+
+def reference_csv_rows(path, lines):
+    """(first line, fields) per CSV row. A field that starts with '"' is quoted: '""' in it is
+    one quote, line breaks stay, and its closing quote is followed by ',' or the line's end;
+    any other field is text as written up to the next ',' or line end."""
+    fields, field, state, start = [], "", "start", 1
+    for number, (text, ending) in enumerate(lines, start=1):
+        for char in text:
+            if state == "quoted":
+                field, state = (field, "closed") if char == '"' else (field + char, state)
+            elif state == "closed" and char == '"':
+                field, state = field + '"', "quoted"
+            elif state == "closed" and char != ",":
+                raise Refusal(path, number)
+            elif char == '"' and state == "start":
+                state = "quoted"
+            elif char == ",":
+                fields, field, state = fields + [field], "", "start"
+            else:
+                field, state = field + char, "field"
+        if state == "quoted":  # the field goes on past the line break, which it keeps
+            field += ending
+            continue
+        yield start, [] if state == "start" and not fields else fields + [field]
+        fields, field, state, start = [], "", "start", number + 1
+    if state == "quoted":
+        raise Refusal(path, start)
+
+
+def reference_tsv_rows(path, lines, own):
+    """(line, fields) per line, split at tabs, no quoting; in own files a field wrapped in
+    quotes whose inner quotes all come in pairs, one pair at least, is refused (CSV quoting)."""
+    for number, (text, _) in enumerate(lines, start=1):
+        fields = text.split("\t") if text else []
+        for field in fields if own else ():
+            inner = field[1:-1]
+            if len(field) > 1 and field[0] == field[-1] == '"' and '""' in inner and \
+                    '"' not in inner.replace('""', ""):
+                raise Refusal(path, number)
+        yield number, fields
+
+
+def reference_json_fields(text, header, label, has_labels):
+    """One JSON line's values of the header's columns: an object, each key once, no NaN or
+    Infinity, values strings or numbers (as written) without lone surrogates."""
+    def unique(pairs):
+        if len({key for key, _ in pairs}) < len(pairs):
+            raise BadRow
+        return dict(pairs)
+
+    def no_constant(name):
+        raise BadRow
+
+    try:
+        record = json.loads(text, object_pairs_hook=unique, parse_constant=no_constant,
+                            parse_int=str, parse_float=str)
+    except (ValueError, RecursionError):
+        raise BadRow from None
+    if not isinstance(record, dict):
+        raise BadRow
+    values = [record.get(name, "" if name == label and not has_labels else None)
+              for name in header]
+    if not all(isinstance(value, str) and not re.search("[\ud800-\udfff]", value)
+               for value in values):
+        raise BadRow
+    return values
+
+
+def reference_label(raw, classes, own):
+    """classes None: an own label being collected; () a score; else one of the classes. An own
+    class label that Python reads as a number (or all digits) is -?[0-9]+(.[0-9]+)? in ASCII."""
+    if classes != () and own:
+        try:
+            number = float(raw) is not None
+        except ValueError:
+            number = raw.lstrip("+-").isdigit()
+        if number and not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", raw) or classes is None and not raw:
+            raise BadRow
+    if classes is None:
+        return raw
+    if classes == ():
+        if not re.fullmatch(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", raw):
+            raise BadRow
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.float32(float(raw))):
+                raise BadRow
+        return float(raw)
+    if raw not in classes:
+        raise BadRow
+    return classes.index(raw)
+
+
+def reference_read(path, kind, columns, split, classes, skip):
+    """[(text_a, text_b, label, guid)] and the skipped lines, as the README's rules read a
+    file; columns: text_a, text_b, label, id (own test files), headerless, own."""
+    lines, has_labels = reference_lines(path), not split.startswith("test")
+    a, b, label, ident = (columns[key] for key in ("text_a", "text_b", "label", "id"))
+    if kind == "jsonl":
+        header = [name for name in (a, b, label, None if has_labels else ident) if name]
+        rows = ((number, text.strip()) for number, (text, _) in enumerate(lines, start=1))
+    else:
+        rows = (reference_csv_rows(path, lines) if kind == "csv" else
+                reference_tsv_rows(path, lines, columns["own"]))
+        header = columns["headerless"] if has_labels else None
+        if header is None:
+            first = next(rows, None)
+            if first is None or len(set(first[1])) < len(first[1]):
+                raise Refusal(path, 1)
+            header = first[1]
+    with_label = has_labels or (columns["own"] and label in header)
+    needed = [a, b, label if with_label else None, None if has_labels else ident]
+    if any(name and name not in header for name in needed):
+        raise Refusal(path, 1)
+    examples, skipped, count = [], [], 0
+    for number, row in rows:
+        if not row:
+            continue
+        count += 1
+        try:
+            if kind == "jsonl":
+                row = reference_json_fields(row, header, label, has_labels)
+            if len(row) != len(header):
+                raise BadRow
+            raw = row[header.index(label)].strip() if with_label else ""
+            if has_labels:
+                examples.append((row[header.index(a)], b and row[header.index(b)],
+                                 reference_label(raw, classes, columns["own"]),
+                                 f"{split}-{number}"))
+                continue
+            if raw:
+                reference_label(raw, classes, columns["own"])
+            guid = row[header.index(ident)] if ident else row[0] if not columns["own"] \
+                else str(number)
+            examples.append((row[header.index(a)], b and row[header.index(b)], None, guid))
+        except BadRow:
+            if not skip:
+                raise Refusal(path, number) from None
+            skipped.append(number)
+    if (has_labels or columns["own"]) and not count or has_labels and not examples:
+        raise Refusal(path)
+    return examples, skipped
+
+
+def reference_own(files, kind, regression, skip):
+    """The command line's reads of own files: classes collected from train, then each split."""
+    columns = {"text_a": "text", "text_b": None, "label": "label", "id": "id",
+               "headerless": None, "own": True}
+    classes = () if regression else None
+    if classes is None:
+        rows, _ = reference_read(files["train"], kind, columns, "train", None, skip)
+        spelled = {}  # each number one way: not 1 and 1.0, nor 0 and -0
+        for _, _, label, guid in rows:
+            if re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", label) and \
+                    spelled.setdefault(float(label), label) != label:
+                raise Refusal(files["train"], int(guid.split("-")[1]))
+        found = {label for _, _, label, _ in rows}
+        if len(found) < 2:
+            raise Refusal(files["train"])
+        integers = all(re.fullmatch(r"-?[0-9]+", label) for label in found)
+        classes = tuple(sorted(found, key=int if integers else None))
+    return {split: reference_read(path, kind, columns, split, classes,
+                                  skip and split != "test") for split, path in files.items()}
+
+
+FUZZ_TEXTS = ['the cat, "sat"', "a dog ran", 'He said "hi"', "two\nlines", "émoji 😀", "",
+              "مرحبا", "e\u0301", " spaced ", "tab\there", "crlf\r\nend"]
+FUZZ_TOKENS = ['"', '""', "\t", ",", "\n", "\r", "\r\n", "\x00", "\ufeff", "\u200b", "\u202e",
+               "😀", "e\u0301", "\\", "{", "}", "[", "]", ":", "\\ud800", "NaN", "Infinity",
+               "1e400", "-0", '"x', ' "', '",', " "]
+FUZZ_LABELS = ["1_0", "١", "²", "1.0", "01", "+1", "nan", "inf", "1e39", "1e400", "", " ", "-0",
+               "10", "yes ", "Yes", "7" * 30, "3.8", "-2.5e3", "entailment", "0", "1", "no",
+               '"x""y"']
+FUZZ_BYTES = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xef\xbb\xbf", b"\x80"]
+FUZZ_GLUE = ["mrpc", "stsb", "rte", "cola", "sst2", "qnli"]
+
+
+def json_value(text, rng):
+    try:
+        return json.loads(text) if rng.random() < 0.5 else text
+    except ValueError:
+        return text
+
+
+def own_fuzz_files(folder, kind, regression, rng):
+    """Small valid own train/dev/test files of one format."""
+    folder.mkdir(parents=True)
+    labels = ["0.5", "3", "-1.25", "4e-1"] if regression else rng.choice([["no", "yes"],
+                                                                         ["0", "1", "-1"]])
+    files = {}
+    for split, count in (("train", 4), ("dev", 3), ("test", 3)):
+        header = ["id", "text"] + (["label"] if split != "test" or rng.random() < 0.3 else [])
+        rows = []
+        for i in range(count):
+            text = rng.choice([t for t in FUZZ_TEXTS if kind != "tsv" or not re.search(
+                "[\t\r\n]", t)])
+            value = labels[i % len(labels)] if split != "test" else rng.choice(labels + [""])
+            rows.append([f"q{i}", text, value][:len(header)])
+        path = folder / f"{split}.{kind}"
+        if kind == "jsonl":  # numeric labels as JSON numbers or as strings
+            path.write_text("".join(json.dumps(dict(zip(header, [json_value(v, rng) for v in row])),
+                                               ensure_ascii=rng.random() < 0.5) + "\n"
+                                    for row in rows), encoding="utf-8")
+        elif kind == "csv":
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                csv.writer(f, lineterminator=rng.choice(["\n", "\r\n"])).writerows([header] + rows)
+        else:
+            path.write_text("".join("\t".join(row) + "\n" for row in [header] + rows),
+                            encoding="utf-8")
+        files[split] = path
+    return files
+
+
+def mutate(data, rng, kind):
+    """One or two random damages: a token or stray bytes put in, bytes or lines cut, lines
+    repeated or swapped, a label replaced, a field quoted; rarely a 200,000-character field
+    alone."""
+    if rng.random() < 0.03:  # the long field goes in at a character boundary, alone
+        where = rng.choice([i + 1 for i, byte in enumerate(data) if byte in b",\t :"])
+        return data[:where] + b"x" * 200_000 + data[where:]
+    for _ in range(rng.choice([1, 1, 2])):
+        lines = data.split(b"\n")
+        where = rng.randrange(len(data) + 1)
+        op = rng.randrange(9)
+        if op == 0:
+            data = data[:where] + rng.choice(FUZZ_TOKENS).encode() + data[where:]
+        elif op == 1:
+            data = data[:where] + data[where + rng.randint(1, 3):]
+        elif op in (2, 3, 4) and len(lines) > 1:
+            i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
+            if op == 2:
+                del lines[i]
+            elif op == 3:
+                lines.insert(i, lines[j])
+            else:
+                lines[i], lines[j] = lines[j], lines[i]
+            data = b"\n".join(lines)
+        elif op == 5:
+            data = data[:where]
+        elif op == 6:
+            found = [m for m in re.finditer(rb"(?<=[\t,: \"])(no|yes|0|1|-1|0\.5|3|3\.8|5\.000|"
+                                            rb"entailment|not_entailment)(?=[\t\r\n,}\"])", data)]
+            if found:
+                m = rng.choice(found)
+                data = data[:m.start()] + rng.choice(FUZZ_LABELS).encode() + data[m.end():]
+        elif op == 7:
+            data = data[:where] + rng.choice(FUZZ_BYTES) + data[where:]
+        elif kind != "jsonl":  # a field quoted as a CSV writer quotes '"' + field
+            ends = [m.end() for m in re.finditer(rb"[\t,]", data)]
+            if ends:
+                start = rng.choice(ends)
+                stop = start + len(re.match(rb"[^\t,\r\n]*", data[start:])[0])
+                field = b'"' + data[start:stop]
+                data = data[:start] + b'"' + field.replace(b'"', b'""') + b'"' + data[stop:]
+        else:
+            data = data.replace(b'"text": ', rng.choice([b'"text": "d", "text": ',
+                                                        b'"x": ' + b"[" * 3000 + b"]" * 3000
+                                                        + b', "text": ',
+                                                        b'"text": "\\udc00", "t": ']), 1)
+    return data
+
+
+def test_fuzz_every_reader_reads_what_a_strict_reader_reads_or_refuses_in_one_line(
+        tmp_path, capsys):
+    rng, seen = random.Random(39), {}
+    for case in range(540):
+        kind = (["csv", "tsv", "jsonl"] + FUZZ_GLUE)[case % 9]
+        folder, skip = tmp_path / str(case), rng.random() < 0.3
+        if kind in FUZZ_GLUE:
+            make_task(folder, kind)
+            spec = get_task(kind)
+            name = rng.choice(sorted(SYNTHETIC[kind]["files"]))
+            files = {name[:-4]: folder / spec.folder / name}
+            flags = ["--task", kind, "--data-dir", str(folder)]
+            columns = {"text_a": spec.text_a_column, "text_b": spec.text_b_column,
+                       "label": spec.label_column, "id": None, "own": False,
+                       "headerless": spec.headerless_columns}
+
+            def expected():
+                split, path = next(iter(files.items()))
+                return {split: reference_read(path, "tsv", columns, split, spec.labels,
+                                              skip and split != "test")}
+        else:
+            regression = rng.random() < 0.3
+            files = own_fuzz_files(folder, kind, regression, rng)
+            flags = [item for split, path in files.items()
+                     for item in (f"--{split}-file", str(path))]
+            flags += ["--text-columns", "text", "--id-column", "id"] + \
+                ["--regression"] * regression
+
+            def expected():
+                return reference_own(files, kind, regression, skip)
+        victim = rng.choice(list(files.values()))
+        victim.write_bytes(mutate(victim.read_bytes(), rng, kind))
+        flags += ["--skip-bad-rows"] * skip
+        context = f"case {case}: {kind} {victim.name} {victim.read_bytes()[:300]!r}"
+        try:
+            want = expected()
+        except Refusal as refusal:
+            message = refused(flags, splits=list(files))
+            where = f"{refusal.path}:{refusal.line}: " if refusal.line else f"{refusal.path}: "
+            assert message.startswith("error: " + where), (context, message)
+            outcome = "refused" + " at a line" * bool(refusal.line)
+            seen[outcome] = seen.get(outcome, 0) + 1
+            continue
+        capsys.readouterr()
+        _, got = cli_reads(*flags, splits=list(files))
+        assert got == {split: rows for split, (rows, _) in want.items()}, context
+        printed = capsys.readouterr().out
+        for split, (_, skipped) in want.items():
+            if skipped:
+                assert f"{files[split]}: skipped {len(skipped)} malformed rows " \
+                    f"{glue_data.skipped_lines(skipped)}" in printed, context
+        outcome = "read" + " skipping rows" * any(s for _, s in want.values())
+        seen[outcome] = seen.get(outcome, 0) + 1
+    assert min(seen.values()) >= 10 and len(seen) == 4, seen  # each outcome is exercised
 
 
 # ------------------------------------------------------------------------ distributed and bf16

@@ -1,6 +1,6 @@
 """AD-KD inside the Hugging Face Trainer: `ADKDTrainer` is a Trainer whose training loss is
 Eq. 12, computed by adkd.py's `distillation_step`. Copy the class into your own Trainer script;
-it needs Part I of adkd.py only.
+it needs Part I of adkd.py and its `attr_dominance` (the beta warning) only.
 
     pip install -r examples/requirements.txt     # accelerate, which the Trainer needs
     python examples/hf_trainer.py --teacher runs/mrpc/teacher/best \
@@ -8,9 +8,11 @@ it needs Part I of adkd.py only.
 
 The command line is adkd.py's (`python adkd.py --help`: a GLUE task or your own files, the
 loss and loop flags with the same defaults), with a teacher already fine-tuned on the task
-(--teacher); --batch-size is per device here. It writes a normal Trainer folder into
---output-dir (default runs/<task>-trainer): checkpoint-N/, the best student by the task's main
-dev metric, trainer_state.json whose log history holds ce, kd and attr, eval_results.json.
+(--teacher); --batch-size is per device here, and --grad-accum must divide it. It writes a
+normal Trainer folder into --output-dir (default runs/<task>-trainer): checkpoint-N/ (also
+every --save-every steps), the best student by the task's main dev metric, trainer_state.json
+whose log history holds ce, kd and attr, eval_results.json, and with --predict adkd.py's
+submission files in predictions/.
 """
 import sys
 from pathlib import Path
@@ -22,13 +24,17 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
-from adkd import distillation_step, teacher_outputs  # noqa: E402
+from adkd import attr_dominance, distillation_step, teacher_outputs, term_weights  # noqa: E402
 
 
 class ADKDTrainer(Trainer):
     """A Trainer whose training loss is AD-KD's Eq. 12; evaluation is the student's own.
     teacher_fn(teacher, inputs, config) -> (maps, logits) may serve the teacher from a cache.
-    The step needs only the model's inputs and labels, which remove_unused_columns keeps."""
+    The step needs only the model's inputs and labels, which remove_unused_columns keeps.
+    The first 10 logging steps also measure each weighted term's gradient norm (three more
+    backward passes each), as adkd.py logs them: it warns when beta*L_attr's drowns CE and KD."""
+
+    beta_window = 10  # logging steps whose gradient norms decide the beta warning (0: none)
 
     def __init__(self, *args, teacher, adkd_config, teacher_fn=teacher_outputs, **kwargs):
         super().__init__(*args, **kwargs)
@@ -38,7 +44,7 @@ class ADKDTrainer(Trainer):
         # The loss is each batch's mean, so the Trainer must divide it by the accumulation
         # steps; with loss kwargs it would count num_items_in_batch (tokens, for an LM) instead.
         self.model_accepts_loss_kwargs = False
-        self.term_sums, self.term_batches = {}, 0
+        self.term_sums, self.term_batches, self.norms = {}, 0, []
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:  # evaluation runs without gradients: the student's CE and logits
@@ -48,13 +54,36 @@ class ADKDTrainer(Trainer):
         for name, value in terms.items():
             self.term_sums[name] = self.term_sums.get(name, 0.0) + value.item()
         self.term_batches += 1
+        step, every = self.state.global_step + 1, self.state.logging_steps
+        if step % every == 0 and step <= self.beta_window * every:  # the beta warning's window
+            self.norms.append(self.term_norms(model, terms))
         return loss
 
+    def term_norms(self, model, terms):
+        """Each weighted term's gradient norm over the student's weights (before clipping)."""
+        config = self.adkd_config
+        weights = term_weights(config.alpha, config.beta, config.use_ce, config.use_kd)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        norms = {}
+        for name, value in terms.items():
+            grads = torch.autograd.grad(weights[name] * value, parameters, retain_graph=True,
+                                        allow_unused=True)
+            norms[name] = torch.stack([g.norm() for g in grads if g is not None]).norm().item()
+        return norms
+
     def log(self, logs, *args, **kwargs):
-        """A training record also gets each term of Eq. 12, averaged since the last one."""
+        """A training record also gets each term of Eq. 12, averaged since the last one; the
+        one that ends the beta warning's window gets attr_dominance when it warns."""
         if "loss" in logs and self.term_batches:
             logs.update({name: total / self.term_batches for name, total in self.term_sums.items()})
             self.term_sums, self.term_batches = {}, 0
+        window_ends = self.state.global_step == self.beta_window * self.state.logging_steps
+        if "loss" in logs and window_ends and (ratio := attr_dominance(self.norms)) is not None:
+            logs["attr_dominance"] = ratio
+            if self.is_world_process_zero():
+                print(f"warning: beta*L_attr's gradient is {ratio:.1f}x max(CE's, KD's) (median, "
+                      f"{len(self.norms)} logged batches): CE and KD get ~1/{ratio:.0f} of each "
+                      "clipped update; lower beta (--beta)", flush=True)
         super().log(logs, *args, **kwargs)
 
 
@@ -84,12 +113,18 @@ def cached_teacher():
 def main(argv=None):
     """adkd.py's command line, trained by ADKDTrainer; returns the best student's dev metrics."""
     args = adkd.parse_args(argv)
+    if args.teacher_outputs:  # served by example index, which the Trainer's batches do not carry
+        raise SystemExit("error: --teacher-outputs: the Trainer example needs --teacher (its "
+                         "batches do not say which examples they hold); adkd.py reads the file")
     if args.teacher is None:
         raise SystemExit("error: --teacher: give a teacher fine-tuned on the task "
                          "(python adkd.py --teacher-only ... makes one)")
     output_dir = args.output_dir
     args, task = adkd.resolve_config(args)
     args.output_dir = output_dir or str(Path("runs") / f"{task.name}-trainer")
+    if args.batch_size % args.grad_accum:  # the Trainer accumulates micro-batches of one size
+        raise SystemExit(f"error: --grad-accum {args.grad_accum} must divide --batch-size "
+                         f"{args.batch_size} in the Trainer")
     tokenizer, data = adkd.prepare(args, task)  # adkd.py's early checks; reads the data
     config = adkd.adkd_config(args, task, tokenizer.pad_token_id)
     teacher = adkd.load_model(args.teacher, task, "--teacher")
@@ -99,7 +134,8 @@ def main(argv=None):
         {"strategy": "epoch", "steps": None}
     training_args = TrainingArguments(
         output_dir=args.output_dir, learning_rate=args.lr, num_train_epochs=args.epochs,
-        max_steps=args.max_steps or -1, per_device_train_batch_size=args.batch_size,
+        max_steps=args.max_steps or -1, gradient_accumulation_steps=args.grad_accum,
+        per_device_train_batch_size=args.batch_size // args.grad_accum,
         per_device_eval_batch_size=args.eval_batch_size, warmup_steps=args.warmup,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed,
         bf16=args.bf16, use_cpu=args.device == "cpu", logging_steps=args.log_every,
@@ -117,17 +153,27 @@ def main(argv=None):
                 config.temperature = adkd.annealed_temperature(args.temperature,
                                                                int(state.epoch or 0), args.epochs)
 
+    class SaveEvery(TrainerCallback):  # --save-every: also a checkpoint every N steps
+        def on_step_end(self, _, state, control, **kwargs):
+            if args.save_every and state.global_step % args.save_every == 0:
+                control.should_save = True
+
     trainer = ADKDTrainer(
         model=student, args=training_args, train_dataset=data.train,
         eval_dataset=next(iter(data.dev.values())), processing_class=tokenizer,
         data_collator=lambda features: glue_data.collate(features, tokenizer.pad_token_id),
-        compute_metrics=dev_metrics, callbacks=[AnnealTemperature()], teacher=teacher,
+        compute_metrics=dev_metrics, callbacks=[AnnealTemperature(), SaveEvery()], teacher=teacher,
         adkd_config=config, teacher_fn=cached_teacher() if args.teacher_cache else teacher_outputs)
+    trainer.beta_window = 10 if args.grad_norms else 0  # --no-grad-norms: no norms, no warning
     trainer.train(resume_from_checkpoint=args.resume or None)
     trainer.save_model()  # the best checkpoint, into --output-dir
     trainer.save_state()
     metrics = trainer.evaluate()
     trainer.save_metrics("eval", metrics)
+    if args.predict and trainer.is_world_process_zero():  # from the best student, as adkd.py
+        adkd.write_predictions(trainer.model, task, data.test, args, tokenizer.pad_token_id,
+                               Path(args.output_dir) / "predictions")
+    adkd.unlock_stage(Path(args.output_dir) / "student")  # prepare's lock, and its empty folder
     return metrics
 
 
