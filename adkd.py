@@ -48,10 +48,10 @@ import glue_data
 # ==================================================================================================
 # Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_stage_args,
 # adkd_config (the command line); prepare, load_model (models, data, every early check); RunFiles
-# (log.jsonl, checkpoints, --resume); TeacherCache (the teacher cache);
-# GradientSum (--grad-accum), check_finite (loss diagnostics); evaluate, teacher_dev_maps,
-# attribution_gap, format_metrics, write_predictions (evaluation); world, init_distributed,
-# DistributedModel (several processes); seed_everything, say; explain_main (`explain`).
+# (log.jsonl, checkpoints, --resume); TeacherCache, frozen_teacher (the teacher cache, or the
+# teacher's saved outputs); GradientSum (--grad-accum), check_finite (loss diagnostics);
+# evaluate, teacher_dev_maps, attribution_gap, write_predictions (evaluation); world,
+# init_distributed, DistributedModel (several processes); seed_everything, say; explain_main.
 
 # ------------------------------------------------------------------------------- hyperparameters
 # The paper's Table 5 (K for a 768-wide teacher) and the public student scripts' epochs and
@@ -436,7 +436,7 @@ def main(argv=None):
         student = load_model(output_dir / "student" / "best", task, "--output-dir")
     metrics = evaluate(student.to(args.device), task, data.dev, args.eval_batch_size,
                        tokenizer.pad_token_id, args.device)
-    say(f"student: dev {format_metrics(metrics)}")
+    say(f"student: dev {glue_data.format_metrics(metrics)}")
     if args.predict:
         write_predictions(student, task, data.test, args, tokenizer.pad_token_id,
                           output_dir / "predictions")  # says which files it wrote
@@ -491,15 +491,13 @@ FLAGS = [("task, data and models", [
          "task folder itself; a task with no files there is downloaded into it"),
     flag("--output-dir", "run", help="checkpoints, logs, predictions; default runs/<task>"),
     # The student stage sees the teacher only as --teacher, the folder it loads.
-    flag("--teacher", "student", help="a teacher already fine-tuned on the task; skips the "
-         "teacher stage"),
+    flag("--teacher", "student", help="a teacher fine-tuned on the task: no teacher stage"),
     flag("--teacher-model", "teacher", default="bert-base-uncased",
          help="pretrained model the teacher stage fine-tunes (hub name or folder)"),
     flag("--student", "both", default="google/bert_uncased_L-6_H-768_A-12",
          help="student model (hub name or folder)"),
     flag("--teacher-only", "run", action="store_true",
-         help="fine-tune the teacher into <output-dir>/teacher (and write --teacher-outputs) "
-         "and stop"),
+         help="fine-tune the teacher (and write --teacher-outputs), then stop"),
     flag("--teacher-outputs", "student", metavar="FILE", help="the frozen teacher's logits and "
          "maps on train and dev: read if it exists (no teacher is loaded), else written first"),
     flag("--max-length", "both", ">= 8", type=int, default=128, help="maximum tokens per example"),
@@ -516,12 +514,10 @@ FLAGS = [("task, data and models", [
         flag("--temperature", "student", "> 0", type=float,
              help=f"KD temperature tau ({per_task('temperature')})"),
         flag("--anneal-temperature", "student", action=argparse.BooleanOptionalAction,
-             help="tau falls linearly to 1 over the epochs, the public code's kd_anneal "
-             "(on for mrpc, mnli, qqp)"),
+             help="tau falls linearly to 1 over the epochs: kd_anneal (on for mrpc, mnli, qqp)"),
         flag("--top-k", "student", ">= 1", type=int, help="K of Eq. 4: the task's K * teacher "
              f"width / 768 ({per_task('top_k')} for a 768-wide teacher)"),
-        flag("--ig-steps", "student", ">= 1", type=int, default=1,
-             help="m of Eq. 2, the student's"),
+        flag("--ig-steps", "student", ">= 1", type=int, default=1, help="the student's m (Eq. 2)"),
         flag("--teacher-ig-steps", "student", ">= 1", type=int,
              help="the teacher's m (default: --ig-steps)"),
         flag("--baseline", "student", choices=["pad", "zero"], default="pad",
@@ -548,11 +544,9 @@ FLAGS = [("task, data and models", [
         flag("--teacher-epochs", "teacher", ">= 1", type=int,
              help="epochs (cola, sst2, mrpc 5; rte, stsb 4; others 3)")]),
     ("both stages", [
-        flag("--warmup", "both", "in [0, 1)", type=float, default=0.1,
-             help="fraction of steps of lr warm-up"),
+        flag("--warmup", "both", "in [0, 1)", type=float, default=0.1, help="lr warm-up's share"),
         flag("--weight-decay", "both", ">= 0", type=float, default=0.01, help="AdamW weight decay"),
-        flag("--max-grad-norm", "both", "> 0", type=float, default=1.0,
-             help="gradient clipping norm"),
+        flag("--max-grad-norm", "both", "> 0", type=float, default=1.0, help="clipping norm"),
         flag("--max-steps", "both", ">= 1", type=int, help="stop each stage after this many steps"),
         flag("--grad-accum", "both", ">= 1", type=int, default=1, metavar="N",
              help="each optimizer step sums N micro-batches of the batch (less memory)"),
@@ -565,10 +559,8 @@ FLAGS = [("task, data and models", [
         flag("--grad-norms", "run", action=argparse.BooleanOptionalAction, default=True,
              help="log each weighted term's gradient norm on logging steps; off: no beta warning"),
         flag("--dev-attribution-gap", "run", action=argparse.BooleanOptionalAction,
-             default=True, help="log the student's attribution gap to the teacher at each "
-             "evaluation"),
-        flag("--eval-batch-size", "run", ">= 1", type=int, default=64,
-             help="batch size for dev and test"),
+             default=True, help="log the student's attribution gap to the teacher per evaluation"),
+        flag("--eval-batch-size", "run", ">= 1", type=int, default=64, help="dev, test batch size"),
         flag("--seed", "both", type=int, default=42, help="random seed")]),
     ("run", [
         flag("--resume", "run", action="store_true",
@@ -679,7 +671,6 @@ def task_from_args(args):
     return task
 
 
-
 def scaled_top_k(task_name, width):
     """Table 5's K for a teacher `width` wide: the paper's fraction of a 768-wide teacher."""
     return max(1, round(PAPER_STUDENT[task_name]["top_k"] * width / PAPER_TOP_K_WIDTH))
@@ -749,7 +740,6 @@ def stage_settings(args):
     values = {**vars(args), **vars(args).get("file_digests", {})}
     return json.loads(json.dumps({k: v for k, v in sorted(values.items()) if k in keep},
                                  default=str))
-
 
 
 # -------------------------------------------------------------- models, data and early checks
@@ -838,8 +828,8 @@ def prepare(args, task):
     training = args.epochs > 0 or args.teacher_only
     check_output_dir(args, training)
     check_run_folders(args, training)
-    models = [(args.student, "--student")] + ([teacher_source(args)] if training and not saved
-                                               else [])
+    teachers = [teacher_source(args)] if training and not saved else []  # saved: no teacher
+    models = [(args.student, "--student")] + teachers
     tokenizer, *others = [pretrained(AutoTokenizer, name, flag) for name, flag in models]
     for (name, flag), own in zip(models, [tokenizer, *others]):
         config = pretrained(AutoConfig, name, flag)
@@ -851,8 +841,13 @@ def prepare(args, task):
     for other in others:  # each fits its own model: now the teacher's against the student's
         check_same_tokenizer(other, tokenizer)
     data = read_data(args, task, tokenizer, training)
-    data.saved_teacher = saved and check_teacher_outputs(saved, outputs_meta(args, task,
-                                                                          tokenizer, data))
+    wrong = [f"{key} {saved.meta.get(key)} (this run: {value})" for key, value in
+             (saved and outputs_meta(args, task, tokenizer, data) or {}).items()
+             if saved.meta.get(key) != value]  # made for another run's maps
+    if wrong:
+        raise SystemExit(f"error: --teacher-outputs {args.teacher_outputs} was made with another "
+                         f"{wrong[0]}; write it again for this run (--teacher-only)")
+    data.saved_teacher = saved
     for folder, _ in stage_dirs(args, training):
         if world()[0] == 0 and not (folder / "done.json").exists():
             lock_stage(folder)
@@ -886,9 +881,8 @@ def check_run_folders(args, training):
             continue  # nothing resumable: the stage starts fresh with the flags given now
         saved = {**ADDED_SETTINGS, **json.loads(saved_path.read_text())}
         now = {**ADDED_SETTINGS, **stage_settings(arguments)}
-        changed = [f"--{k.replace('_', '-')} ({saved.get(k)} -> {now.get(k)})"
-                   for k in sorted(set(saved) | set(now)) if not same_setting(saved.get(k),
-                                                                             now.get(k))]
+        changed = [f"--{k.replace('_', '-')} ({saved.get(k)} -> {now.get(k)})" for k in
+                   sorted(set(saved) | set(now)) if not same_setting(saved.get(k), now.get(k))]
         if changed:
             raise SystemExit(f"error: --resume: {folder} was started with other settings: "
                              f"{', '.join(changed)}; resume with the same flags or choose "
@@ -897,10 +891,8 @@ def check_run_folders(args, training):
 
 def same_setting(saved, now):
     """Equal values, or two names of one existing folder (a symlink, a moved working copy)."""
-    if saved == now:
-        return True
-    return (isinstance(saved, str) and isinstance(now, str) and Path(saved).exists()
-            and Path(saved).resolve() == Path(now).resolve())
+    return saved == now or (isinstance(saved, str) and isinstance(now, str) and Path(saved).exists()
+                            and Path(saved).resolve() == Path(now).resolve())
 
 
 def lock_stage(folder):
@@ -955,14 +947,10 @@ def unlock_stage(folder):
 def read_examples(args, task, splits, skip_bad_rows=False, standard=False):
     """{split: examples} of own files or GLUE's (fetched into --data-dir when absent), naming
     the malformed rows skip_bad_rows skips; standard: GLUE's row counts only. One line each."""
-    try:
-        data_dir = None if task.files else glue_data.task_dir(args.data_dir, task)
-    except FileNotFoundError as error:
-        data_dir = download(args, task, error)
-    try:
-        return {split: glue_data.read_split(data_dir, task, split, skip_bad_rows, say, standard)
-                for split in splits}
-    except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
+    try:  # one process downloads; several would race: they name the command that does it
+        return glue_data.read_splits(args.data_dir, task, splits, skip_bad_rows, say, standard,
+                                     download=world()[1] == 1)
+    except (OSError, ValueError, glue_data.GlueDownloadError) as error:
         raise SystemExit(f"error: {error}") from None
 
 
@@ -983,25 +971,10 @@ def read_data(args, task, tokenizer, training):
                               test={split: (test[split], encoded[split]) for split in test})
 
 
-def download(args, task, missing):
-    """Fetch the task's GLUE files into --data-dir (glue_data.download_task)."""
-    if world()[1] > 1:
-        raise SystemExit(f"error: {missing}; fetch it once first: python glue_data.py "
-                         f"--download {task.name} --data-dir {args.data_dir}")
-    say(f"no {task.folder} files in {args.data_dir}: downloading them")
-    try:
-        glue_data.download_task(task, args.data_dir)
-    except (glue_data.GlueDownloadError, glue_data.GlueFormatError) as error:
-        raise SystemExit(f"error: --data-dir {args.data_dir}: {error}") from None
-    return glue_data.task_dir(args.data_dir, task)
-
-
 def weights_bytes(name):
     """Bytes of a local model folder's weight files (0 for a hub name)."""
-    folder = Path(name)
-    if not folder.is_dir():
-        return 0
-    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin"))
+    files = Path(name).glob("*")  # none where no such folder is
+    return sum(f.stat().st_size for f in files if f.suffix in (".safetensors", ".bin"))
 
 
 def check_output_dir(args, training):
@@ -1076,7 +1049,10 @@ class TeacherCache:
     def key_for(teacher, features, config):
         """A digest of the teacher's weights, the token ids and the teacher's IG settings in the
         step's ADKDConfig."""
-        digest = token_digest(hashlib.sha256(weights_digest(teacher).encode()), features)
+        digest = hashlib.sha256(weights_digest(teacher).encode())
+        for feature in features:
+            digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
+            digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
         settings = {"m": config.teacher_ig_steps, "top_k": config.top_k,
                     "baseline": config.baseline}
         digest.update(json.dumps(settings, sort_keys=True).encode())
@@ -1196,44 +1172,32 @@ def load_teacher_outputs(path):
 
 
 def outputs_meta(args, task, tokenizer, data):
-    """What a teacher's saved maps depend on besides its weights."""
+    """What a teacher's saved maps depend on besides its weights; a file must match the run."""
     vocab = json.dumps(sorted(tokenizer.get_vocab().items())).encode()
     return {"task": task.name, "labels": list(task.labels or ["score"]),
             "tokenizer": hashlib.sha256(vocab).hexdigest()[:16], "max_length": args.max_length,
             "teacher_ig_steps": args.teacher_ig_steps, "top_k": args.top_k,
-            "baseline": args.baseline, "data": {split: token_digest(hashlib.sha256(), features)
-                                                .hexdigest()[:16] for split, features in
-                                                {"train": data.train, **data.dev}.items()}}
-
-
-def check_teacher_outputs(outputs, expected):
-    """The file's meta must be this run's, or one line names the first difference."""
-    wrong = [f"{key} {outputs.meta.get(key)} (this run: {value})"
-             for key, value in expected.items() if outputs.meta.get(key) != value]
-    if wrong:
-        raise SystemExit(f"error: --teacher-outputs {outputs.path} was made with another "
-                         f"{wrong[0]}; write it again for this run (--teacher-only)")
-    return outputs
+            "baseline": args.baseline, "data": {split: hashlib.sha256(json.dumps(
+                [[f["input_ids"], f.get("token_type_ids")] for f in features]).encode()).hexdigest()
+                [:16] for split, features in {"train": data.train, **data.dev}.items()}}
 
 
 def write_teacher_outputs(teacher, args, task, tokenizer, data):
-    """The teacher's maps (dev_maps) and logits (predict_logits) on train, then each dev split,
-    computed as evaluation computes them and saved as one complete cache; returns it."""
-    config, splits = adkd_config(args, task, tokenizer.pad_token_id), {"train": data.train,
-                                                                      **data.dev}
-    starts = np.cumsum([0] + [len(split) for split in splits.values()]).tolist()
-    meta = {**outputs_meta(args, task, tokenizer, data), "starts": dict(zip(splits, starts)),
-            "width": teacher.config.hidden_size, "teacher": str(args.teacher),
-            "teacher_weights": weights_digest(teacher)}  # the two above: for the record
-    say(f"writing {args.teacher_outputs}: the teacher's maps and logits on {starts[-1]} examples")
-    maps = [m for split in splits.values() for m in dev_maps(teacher, split, config,
-                                                             args.eval_batch_size, teacher=True)]
+    """The teacher's maps (as dev_maps takes them) and logits on train, then each dev split,
+    saved as one complete cache with its dev metrics; returns it."""
+    config, splits, rows = adkd_config(args, task, tokenizer.pad_token_id), [
+        data.train, *data.dev.values()], args.eval_batch_size
+    meta = {**outputs_meta(args, task, tokenizer, data), "dev_start": len(data.train),
+            "dev_metrics": evaluate(teacher, task, data.dev, rows, config.pad_token_id,
+                                    args.device), "width": teacher.config.hidden_size,
+            "teacher": str(args.teacher), "teacher_weights": weights_digest(teacher)}
+    say(f"writing {args.teacher_outputs}: the teacher's maps and logits on train and dev")
+    maps = [m for split in splits for m in dev_maps(teacher, split, config, rows, teacher=True)]
     outputs = TeacherCache([m.shape[1] for m in maps], teacher.config.num_labels,
                            json.dumps(meta), args.teacher_outputs)
     outputs.maps, outputs.filled[:] = torch.cat(maps, dim=1), True  # ragged: (views, tokens)
     outputs.logits = torch.from_numpy(np.concatenate([predict_logits(
-        teacher, split, args.eval_batch_size, config.pad_token_id, args.device)
-        for split in splits.values()]))
+        teacher, split, rows, config.pad_token_id, args.device) for split in splits]))
     if world()[0] == 0:
         outputs.save()
         say(f"wrote {args.teacher_outputs} ({Path(args.teacher_outputs).stat().st_size:,} bytes)")
@@ -1246,25 +1210,14 @@ def frozen_teacher(args, task, data, tokenizer):
     """(teacher, its dev metrics) for the student stage: the outputs read from --teacher-outputs,
     or the fine-tuned model, frozen (its outputs then written to --teacher-outputs if asked)."""
     teacher = data.saved_teacher
-    if teacher is None:
-        teacher = load_model(args.teacher, task, "--teacher").to(args.device)
-        teacher.requires_grad_(False)  # frozen: its maps need input gradients only
+    if teacher is None:  # frozen: its maps need input gradients only
+        teacher = load_model(args.teacher, task, "--teacher").to(args.device).requires_grad_(False)
         if args.teacher_outputs:  # from here on this run distils from the file's contents
             teacher = write_teacher_outputs(teacher, args, task, tokenizer, data)
-    saved_logits = isinstance(teacher, TeacherCache) and {split: teacher.logits[
-        teacher.meta["starts"][split]:][:len(f)].numpy() for split, f in data.dev.items()}
-    metrics = evaluate(teacher, task, data.dev, args.eval_batch_size, tokenizer.pad_token_id,
-                       args.device, saved_logits)
-    say(f"teacher {args.teacher_outputs or args.teacher}: dev {format_metrics(metrics)}")
+    metrics = teacher.meta["dev_metrics"] if isinstance(teacher, TeacherCache) else evaluate(
+        teacher, task, data.dev, args.eval_batch_size, tokenizer.pad_token_id, args.device)
+    say(f"teacher {args.teacher_outputs or args.teacher}: dev {glue_data.format_metrics(metrics)}")
     return teacher, metrics
-
-
-def token_digest(digest, features):
-    """`digest` updated with every example's token ids and token type ids."""
-    for feature in features:
-        digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
-        digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
-    return digest
 
 
 def weights_digest(model):
@@ -1284,10 +1237,9 @@ class RunFiles:
 
     def __init__(self, output_dir, args, tokenizer, steps_per_epoch):
         self.dir, self.args, self.tokenizer = Path(output_dir), args, tokenizer
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch, self.rank = steps_per_epoch, world()[0]
         self.last_dir, self.best_dir = self.dir / "last", self.dir / "best"
         self.log_path = self.dir / "log.jsonl"
-        self.rank = world()[0]
 
     def start(self, student, optimizer, scheduler):
         """(step, best) of the checkpoint in last/ with --resume; else a fresh start."""
@@ -1303,7 +1255,8 @@ class RunFiles:
             step, best = state["step"], state["best"]
             set_rng_state(state["rng"][self.rank])
             if self.rank == 0:
-                keep_log_until(self.log_path, step)  # records after the checkpoint are redone
+                kept = [r for r in read_log(self.log_path) if r["step"] <= step]  # the rest: redone
+                self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
                 print(f"resumed {self.dir} at step {step}")
         barrier()  # every rank has read before rank 0 writes
         if checkpoint is None and self.rank == 0:
@@ -1345,7 +1298,8 @@ class RunFiles:
         self.log({"step": step, "epoch": step / self.steps_per_epoch, "dev": metrics,
                   "best": improved, "time": time.time()})
         if self.rank == 0:
-            tqdm.write(f"step {step}: dev {format_metrics(metrics)}{'  (best)' * improved}")
+            shown = glue_data.format_metrics(metrics)
+            tqdm.write(f"step {step}: dev {shown}{'  (best)' * improved}")
         return best
 
     def save_last(self, student, optimizer, scheduler, step, best, cache):
@@ -1438,11 +1392,6 @@ def read_log(path):
             if number < len(lines):
                 raise SystemExit(f"error: {path}:{number}: not a JSON record") from None
     return records
-
-
-def keep_log_until(path, step):
-    kept = [record for record in read_log(path) if record["step"] <= step]
-    Path(path).write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
 def load_trainer_state(path):
@@ -1663,23 +1612,14 @@ def predict_logits(model, features, batch_size, pad_token_id, device):
     return logits
 
 
-def predictions_from_logits(logits, task):
-    """Class indices (scores for regression); all NaN when any logit is not finite."""
-    if not np.isfinite(logits).all():
-        return np.full(len(logits), np.nan)
-    return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
-
-
-def evaluate(model, task, dev_sets, batch_size, pad_token_id, device, saved_logits=None):
+def evaluate(model, task, dev_sets, batch_size, pad_token_id, device):
     """GLUE metrics on every dev split; the first split's are unprefixed (MNLI: matched
-    first). Predictions that are not finite give NaN metrics. saved_logits: {split: logits}
-    to score instead of the model's."""
+    first). Predictions that are not finite give NaN metrics."""
     metrics = {}
     for index, (split, features) in enumerate(dev_sets.items()):
-        logits = (saved_logits[split] if saved_logits else
-                  predict_logits(model, features, batch_size, pad_token_id, device))
+        logits = predict_logits(model, features, batch_size, pad_token_id, device)
         labels = np.array([f["label"] for f in features])
-        predictions = predictions_from_logits(logits, task)
+        predictions = glue_data.predictions_from_logits(logits, task)
         for name, value in glue_data.compute_metrics(task, predictions, labels).items():
             metrics[name if index == 0 else f"{split}/{name}"] = value
     return metrics
@@ -1726,11 +1666,10 @@ def teacher_dev_maps(teacher, dev_sets, config, args):
     if teacher is None or not args.dev_attribution_gap:
         return None
     (split, features), (rank, size) = next(iter(dev_sets.items())), world()
-    if isinstance(teacher, TeacherCache):  # --teacher-outputs
-        first = teacher.meta["starts"][split]
+    if isinstance(teacher, TeacherCache):  # --teacher-outputs: dev follows train
+        mine, first = range(rank, len(features), size), teacher.meta["dev_start"]
         return {"features": features[rank::size], "maps": [teacher.lookup(
-            [first + i], len(features[i]["input_ids"]))[0][0] for i in range(rank, len(features),
-                                                                             size)]}
+            [first + i], len(features[i]["input_ids"]))[0][0] for i in mine]}
     return {"features": features[rank::size], "maps": dev_maps(
         teacher, features[rank::size], config, args.eval_batch_size, teacher=True)}
 
@@ -1753,31 +1692,19 @@ def map_gaps(teacher_maps, student_maps):
             for t, s in zip(teacher_maps, student_maps)]
 
 
-def format_metrics(metrics):
-    if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
-        return "predictions are not finite (NaN or inf): no score"
-    return " ".join(f"{name}={value:.4f}" for name, value in metrics.items())
-
-
 def write_predictions(model, task, test_sets, args, pad_token_id, output_dir):
     """GLUE submission files, `index<TAB>prediction`, one per test split (MNLI-m, MNLI-mm).
     Every test row gets a prediction, or no file is written."""
     output_dir, written = Path(output_dir), []
     for (split, (examples, features)), stem in zip(test_sets.items(), task.submission_names):
         logits = predict_logits(model, features, args.eval_batch_size, pad_token_id, args.device)
-        predictions = predictions_from_logits(logits, task)
+        predictions = glue_data.predictions_from_logits(logits, task)
         if len(predictions) != len(examples) or not np.isfinite(predictions).all():
             raise SystemExit(f"error: {split}: predictions are missing or not finite; "
                              "no submission file written")
         path = output_dir / f"{stem}.tsv"
         if world()[0] == 0:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            lines = ["index\tprediction"] + [
-                f"{ex.guid}\t{float(p):.3f}" if task.is_regression else
-                f"{ex.guid}\t{task.labels[int(p)]}" for ex, p in zip(examples, predictions)]
-            temporary = path.with_suffix(".tmp")
-            temporary.write_text("\n".join(lines) + "\n")
-            os.replace(temporary, path)
+            glue_data.write_submission(path, task, examples, predictions)
         say(f"wrote {path}")
         written.append(path)
     return written

@@ -181,6 +181,28 @@ def read_split(data_dir, task, split, skip_bad_rows=False, report=warnings.warn,
     return examples
 
 
+def read_splits(data_dir, task, splits, skip_bad_rows=False, report=warnings.warn,
+                standard_rows=False, download=True) -> dict[str, list[Example]]:
+    """{split: examples} of own files or of GLUE's, whose files are fetched into data_dir first
+    when absent (download=False: a GlueDownloadError naming the command that fetches them)."""
+    folder, spec = None, get_task(task)
+    if not spec.files:
+        try:
+            folder = task_dir(data_dir, spec)
+        except FileNotFoundError as missing:
+            fetch = f"python glue_data.py --download {spec.name} --data-dir {data_dir}"
+            if not download:
+                raise GlueDownloadError(f"{missing}; fetch it once first: {fetch}") from None
+            report(f"no {spec.folder} files in {data_dir}: downloading them")
+            try:
+                download_task(spec, data_dir)
+            except (GlueDownloadError, GlueFormatError) as error:
+                raise GlueDownloadError(f"--data-dir {data_dir}: {error}") from None
+            folder = task_dir(data_dir, spec)
+    return {split: read_split(folder, spec, split, skip_bad_rows, report, standard_rows)
+            for split in splits}
+
+
 def skipped_lines(lines, shown=5) -> str:
     """'(lines 3, 7, ...)': the first few line numbers of the rows skipped."""
     return f"(lines {', '.join(map(str, lines[:shown]))}{', ...' * (len(lines) > shown)})"
@@ -720,6 +742,20 @@ METRICS = {"accuracy": accuracy, "f1": f1_score, "macro_f1": macro_f1, "mcc": ma
            "pearson": pearson, "spearman": spearman}
 
 
+def predictions_from_logits(logits, task) -> np.ndarray:
+    """Class indices (scores for regression); all NaN when any logit is not finite."""
+    if not np.isfinite(logits).all():
+        return np.full(len(logits), np.nan)
+    return logits[:, 0] if get_task(task).is_regression else logits.argmax(axis=-1)
+
+
+def format_metrics(metrics) -> str:
+    """`name=value ...` to 4 decimals, or one phrase when a score is not finite."""
+    if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
+        return "predictions are not finite (NaN or inf): no score"
+    return " ".join(f"{name}={value:.4f}" for name, value in metrics.items())
+
+
 def compute_metrics(task, preds, labels) -> dict[str, float]:
     """A task's dev metrics; preds are class indices, or scores for regression.
 
@@ -760,6 +796,19 @@ TASK_DOWNLOADS = {"cola": "CoLA.zip", "sst2": "SST-2.zip", "qqp": "QQP-clean.zip
                   "mrpc": ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt",
                            "mrpc_dev_ids.tsv")}
 MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+
+
+def write_submission(path, task, examples, predictions) -> None:
+    """A GLUE submission file, `index<TAB>prediction` per test example (labels by name, scores
+    to 3 decimals), written beside its place and renamed into it: never half written."""
+    path, spec = Path(path), get_task(task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["index\tprediction"] + [
+        f"{ex.guid}\t{float(p):.3f}" if spec.is_regression else
+        f"{ex.guid}\t{spec.labels[int(p)]}" for ex, p in zip(examples, predictions)]
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("\n".join(lines) + "\n")
+    os.replace(temporary, path)
 
 
 def split_names(task) -> tuple:

@@ -1172,6 +1172,24 @@ def read_weights(directory):
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}
 
 
+def run_straight_and_interrupted(workspace, tmp_path, monkeypatch, args, crash_at):
+    """The run whole in tmp_path/straight, and in tmp_path/resumed stopped by a KeyboardInterrupt
+    in its crash_at-th call of distillation_step (left for the test to resume)."""
+    adkd.main(cli(workspace, tmp_path / "straight", *args))
+    calls, real_step = [], adkd.distillation_step
+
+    def crash(*a, **k):
+        calls.append(1)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(adkd, "distillation_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        adkd.main(cli(workspace, tmp_path / "resumed", *args))
+    monkeypatch.undo()
+
+
 # With --grad-accum 2 the 10th call is step 5's second micro-batch: the first one's gradients
 # are in .grad when it stops, and the resumed run redoes step 5 from the checkpoint of step 4.
 @pytest.mark.parametrize("accumulation, crash_at", [(1, 5), (2, 10)])
@@ -1180,20 +1198,7 @@ def test_resume_after_an_interruption_ends_where_an_uninterrupted_run_ends(
     teacher = str(pipeline["output"] / "teacher" / "best")
     args = ["--teacher", teacher, "--save-every", "2", "--log-every", "1", "--ig-steps", "2",
             "--grad-accum", str(accumulation)]
-    adkd.main(cli(workspace, tmp_path / "straight", *args))
-
-    calls, real_step = [], adkd.distillation_step
-
-    def crash_in_the_fifth_step(*a, **k):
-        calls.append(1)
-        if len(calls) == crash_at:
-            raise KeyboardInterrupt
-        return real_step(*a, **k)
-
-    monkeypatch.setattr(adkd, "distillation_step", crash_in_the_fifth_step)
-    with pytest.raises(KeyboardInterrupt):
-        adkd.main(cli(workspace, tmp_path / "resumed", *args))
-    monkeypatch.undo()
+    run_straight_and_interrupted(workspace, tmp_path, monkeypatch, args, crash_at)
     state = torch.load(tmp_path / "resumed" / "student" / "last" / "trainer_state.pt",
                        weights_only=True)
     assert state["step"] == 4  # the checkpoint before the crash
@@ -1529,7 +1534,7 @@ def test_nan_predictions_give_nan_metrics_and_never_the_best_checkpoint(
         model.classifier.bias[0] = float("nan")
     metrics = adkd.evaluate(model, task, dev, 8, 0, "cpu")
     assert set(metrics) == {"f1", "accuracy"} and all(math.isnan(v) for v in metrics.values())
-    assert "not finite" in adkd.format_metrics(metrics)
+    assert "not finite" in glue_data.format_metrics(metrics)
     maps = torch.ones(2, 3) / 3 ** 0.5
     assert adkd.shown_views(maps, torch.tensor([float("nan")] * 2), ["a", "b"]) == []  # explain
     # In the loop: the second evaluation is NaN and must not replace the first as best.
@@ -1751,19 +1756,7 @@ def test_the_beta_warning_is_logged_as_without_the_interruption_and_printed_once
         pipeline, workspace, tmp_path, monkeypatch, capsys, crash_at):
     teacher = str(pipeline["output"] / "teacher" / "best")
     args = ["--teacher", teacher, "--beta", "1e5", "--save-every", "2", "--log-every", "1"]
-    adkd.main(cli(workspace, tmp_path / "straight", *args))
-    calls, real_step = [], adkd.distillation_step
-
-    def crash(*a, **k):
-        calls.append(1)
-        if len(calls) == crash_at:
-            raise KeyboardInterrupt
-        return real_step(*a, **k)
-
-    monkeypatch.setattr(adkd, "distillation_step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        adkd.main(cli(workspace, tmp_path / "resumed", *args))
-    monkeypatch.undo()
+    run_straight_and_interrupted(workspace, tmp_path, monkeypatch, args, crash_at)
     capsys.readouterr()
     adkd.main(cli(workspace, tmp_path / "resumed", *args, "--resume"))
     assert len(printed_warnings(capsys)) == (1 if crash_at == 5 else 0)

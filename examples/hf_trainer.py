@@ -144,7 +144,7 @@ def main(argv=None):
         load_best_model_at_end=True, metric_for_best_model=task.main_metric, report_to="none")
 
     def dev_metrics(prediction):
-        predictions = adkd.predictions_from_logits(prediction.predictions, task)
+        predictions = glue_data.predictions_from_logits(prediction.predictions, task)
         return glue_data.compute_metrics(task, predictions, prediction.label_ids)
 
     class AnnealTemperature(TrainerCallback):  # --anneal-temperature: tau falls to 1, per epoch
