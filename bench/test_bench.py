@@ -1060,3 +1060,15 @@ def test_a_rerun_compares_its_training_record_without_the_beta_warning(tmp_path)
     rerun.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert run.compare_records(run.training_record(committed), run.training_record(rerun))[
         "identical"]
+
+
+def test_the_committed_mrpc_paper_teacher_outputs_load_whole():
+    """The file later paper-shape rows distil from: intact (checksum), complete, and made with
+    the settings those rows use (Table 5's K = 768 for a 768-wide teacher, m = 1, length 128)."""
+    outputs = adkd.load_teacher_outputs(rowtable.BENCH / "runs/mrpc/paper/teacher_outputs_m1.pt")
+    meta = outputs.meta
+    assert (meta["task"], meta["top_k"], meta["teacher_ig_steps"], meta["max_length"],
+            meta["baseline"], meta["width"]) == ("mrpc", 768, 1, 128, "pad", 768)
+    assert meta["dev_start"] == 3668 and len(outputs.filled) == 3668 + 408
+    assert outputs.maps.shape[0] == 2  # one view per class
+    assert meta["dev_metrics"]["f1"] == pytest.approx(0.9204, abs=1e-4)
