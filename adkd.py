@@ -841,9 +841,9 @@ def prepare(args, task):
     for other in others:  # each fits its own model: now the teacher's against the student's
         check_same_tokenizer(other, tokenizer)
     data = read_data(args, task, tokenizer, training)
-    wrong = [f"{key} {saved.meta.get(key)} (this run: {value})" for key, value in
-             (saved and outputs_meta(args, task, tokenizer, data) or {}).items()
-             if saved.meta.get(key) != value]  # made for another run's maps
+    expected = outputs_meta(args, task, tokenizer, data) if saved else {}  # this run's maps
+    wrong = [f"{key} {saved.meta.get(key)} (this run: {value})"
+             for key, value in expected.items() if saved.meta.get(key) != value]
     if wrong:
         raise SystemExit(f"error: --teacher-outputs {args.teacher_outputs} was made with another "
                          f"{wrong[0]}; write it again for this run (--teacher-only)")
@@ -1177,9 +1177,9 @@ def outputs_meta(args, task, tokenizer, data):
     return {"task": task.name, "labels": list(task.labels or ["score"]),
             "tokenizer": hashlib.sha256(vocab).hexdigest()[:16], "max_length": args.max_length,
             "teacher_ig_steps": args.teacher_ig_steps, "top_k": args.top_k,
-            "baseline": args.baseline, "data": {split: hashlib.sha256(json.dumps(
-                [[f["input_ids"], f.get("token_type_ids")] for f in features]).encode()).hexdigest()
-                [:16] for split, features in {"train": data.train, **data.dev}.items()}}
+            "baseline": args.baseline, "data": {split: hashlib.sha256(json.dumps([[f["input_ids"],
+                f.get("token_type_ids")] for f in features]).encode()).hexdigest()[:16]
+                for split, features in {"train": data.train, **data.dev}.items()}}
 
 
 def write_teacher_outputs(teacher, args, task, tokenizer, data):
