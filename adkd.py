@@ -47,9 +47,10 @@ import glue_data
 # PART I - AD-KD
 # ==================================================================================================
 # Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_stage_args,
-# adkd_config (the command line); prepare, load_model (models, data, every early check); RunFiles
-# (log.jsonl, checkpoints, --resume); TeacherCache, frozen_teacher (the teacher cache, or the
-# teacher's saved outputs); GradientSum (--grad-accum), check_finite (loss diagnostics);
+# adkd_config (the command line); prepare, load_model (models, data, every early check);
+# make_optimizer, epoch_order; RunFiles (log.jsonl, checkpoints, --resume, the fitted beta);
+# TeacherCache, frozen_teacher (the teacher cache, or the teacher's saved outputs);
+# GradientSum (--grad-accum), check_finite, norm_of (losses and gradients);
 # evaluate, teacher_dev_maps, attribution_gap, write_predictions (evaluation); world,
 # init_distributed, DistributedModel (several processes); seed_everything, say; explain_main.
 
@@ -327,19 +328,24 @@ def distillation_step(student, teacher, batch, config, teacher_fn=teacher_output
         use_kd=config.use_kd, is_regression=config.is_regression)
 
 
+def fit_beta(student, teacher, batches, config, ratio=1.0, teacher_fns=None):
+    """Table 5's beta was tuned on the authors' student: with another, beta * L_attr's gradient
+    can drown CE's and KD's (README, "choosing beta"). Returns beta lowered (never raised) so
+    that beta * L_attr's gradient norm is `ratio` times the larger of CE's and KD's, median over
+    `batches` at the student's present weights in train mode. teacher_fns: one per batch."""
+    parameters = [p for p in student.parameters() if p.requires_grad]
+    weights = term_weights(config.alpha, config.beta, config.use_ce, config.use_kd)
+    ratios = []
+    for batch, teacher_fn in zip(batches, teacher_fns or [teacher_outputs] * len(batches)):
+        terms = distillation_step(student, teacher, batch, config, teacher_fn)[1]
+        norms = {name: norm_of(torch.autograd.grad(weights[name] * value, parameters,
+                                                   retain_graph=True, allow_unused=True))
+                 for name, value in terms.items()}
+        ratios.append(norms.get("attr", 0.0) / max(norms.get("ce", 0), norms.get("kd", 0), 1e-12))
+    return config.beta * min(1.0, ratio / max(float(np.median(ratios)), 1e-12))
+
+
 # ---------------------------------------------------------------------------- the training loop
-def make_optimizer(model, lr, weight_decay, warmup, total_steps):
-    """AdamW (no weight decay on biases and LayerNorm) with linear warm-up, then linear decay."""
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    named = list(model.named_parameters())
-    groups = [{"params": [p for n, p in named if not n.endswith(no_decay)],
-               "weight_decay": weight_decay},
-              {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
-    return optimizer, scheduler
-
-
 def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, teacher=None):
     """Train `student` on Eq. 12; keep the best dev checkpoint in output_dir/best.
     With teacher=None and alpha = beta = 0 this is plain fine-tuning (the teacher stage).
@@ -355,14 +361,13 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
     step, best = run.start(student, optimizer, scheduler)  # fresh, or resumed from last/
     cache = TeacherCache.for_training(teacher, train_features, output_dir, args, config)  # or None
     teacher_dev = teacher_dev_maps(teacher, dev_sets, config, args)  # for the attribution gap
+    config.beta = run.fitted_beta(student, teacher, cache, train_features, config)  # if asked
     model = student if world_size == 1 else DistributedModel(student)
     progress = tqdm(total=total_steps, initial=step, desc=Path(output_dir).name,
                     dynamic_ncols=True, disable=rank != 0)
     while step < total_steps:
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
-        # An epoch's order depends on (seed, epoch) alone: a resumed run sees the same batches.
-        order = torch.randperm(len(train_features),
-                               generator=torch.Generator().manual_seed(args.seed + epoch)).tolist()
+        order = epoch_order(len(train_features), args.seed, epoch)
         if args.anneal_temperature:
             config.temperature = annealed_temperature(args.temperature, epoch, args.epochs)
         for first in range(batch_in_epoch * args.batch_size, len(order), args.batch_size):
@@ -525,6 +530,10 @@ FLAGS = [("task, data and models", [
         flag("--kd-loss", "student", choices=["soft_ce", "kl", "rkl", "js", "tvd"],
              default="soft_ce", help="soft cross-entropy (public code); or KL, reverse KL, "
              "Jensen-Shannon, total variation (f-DISTILL)"),
+        flag("--beta-remedy", "student", choices=["fit"], help="fit: lower beta once, before "
+             "training, to --attr-ratio x the logit terms' gradient (README, choosing beta)"),
+        flag("--attr-ratio", "student", "> 0", type=float, default=1.0, help="beta * L_attr's "
+             "gradient norm / max(CE's, KD's) that --beta-remedy fit aims at"),
         flag("--attr-reduction", "student", choices=["entries", "batch"], default="entries",
              help="L_attr at the public code's scale (Table 5's beta) or per batch (Eq. 11)"),
         flag("--no-ce", "student", action="store_true", help="ablation: drop the CE term"),
@@ -597,27 +606,26 @@ def shared(name, **changed):
     return flag(name, stage, bounds, **{**keywords, **changed})
 
 
-def add_flags(parser, groups):
+def make_parser(groups, **keywords):
+    """An argument parser with one group per title of a flag table."""
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter, **keywords)
     for title, rows in groups:
         group = parser.add_argument_group(title)
-        for name, _, _, keywords in rows:
-            group.add_argument(name, **keywords)
+        for name, _, _, options in rows:
+            group.add_argument(name, **options)
+    return parser
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description="AD-KD: fine-tune a teacher on a GLUE task, then distil it into a student.",
-        epilog="Per-class attribution maps of checkpoints: python adkd.py explain --help",
-        formatter_class=HelpFormatter)
-    add_flags(p, FLAGS)
-    return p.parse_args(argv)
+    description = "AD-KD: fine-tune a teacher on a GLUE task, then distil it into a student."
+    epilog = "Per-class attribution maps of checkpoints: python adkd.py explain --help"
+    return make_parser(FLAGS, description=description, epilog=epilog).parse_args(argv)
 
 
 def resolve_config(args, teacher_width=None):
-    """Every derived default in one place: the task's Table 5 values and teacher recipe, the
-    output folder, the teacher's m, IG rows per forward; then refuses impossible flags, before
-    anything is loaded. K needs the teacher's width: given here, or set by prepare (set_top_k).
-    Returns (args, task)."""
+    """Every derived default in one place: the task's Table 5 values and teacher recipe, the output
+    folder, the teacher's m, IG rows per forward; then refuses impossible flags before anything is
+    loaded. K needs the teacher's width: given here, or set by prepare (set_top_k)."""
     check_bounds(args)  # flag ranges first: own data's classes come from reading its train file
     task = task_from_args(args)
     paper = OWN_DATA_STUDENT if task.files else PAPER_STUDENT[task.name]
@@ -677,8 +685,7 @@ def scaled_top_k(task_name, width):
 
 
 def check_bounds(args, groups=FLAGS):
-    """Refuse a value outside its bounds in the flag table, one line (inf and NaN pass most
-    range checks)."""
+    """Refuse a value outside its table bounds, one line (inf and NaN pass most range checks)."""
     for dest, name, _, bounds in all_flags(groups):
         value = getattr(args, dest)
         if bounds is None or value is None:
@@ -719,8 +726,7 @@ def stage_args(args, **overrides):
 
 def teacher_stage_args(args):
     """The teacher stage: plain fine-tuning (Eq. 12 with alpha = beta = 0) with its own recipe:
-    --teacher-lr, --teacher-batch-size and --teacher-epochs move into its lr, batch size and
-    epochs."""
+    --teacher-lr, --teacher-batch-size and --teacher-epochs become its lr, batch size, epochs."""
     stage = stage_args(args, stage="teacher", alpha=0.0, beta=0.0, no_ce=False,
                        anneal_temperature=False)
     for name in ("lr", "batch_size", "epochs"):
@@ -729,7 +735,7 @@ def teacher_stage_args(args):
 
 
 # Settings added after runs were started: a settings.json without one was run at this value.
-ADDED_SETTINGS = {"grad_accum": 1}
+ADDED_SETTINGS = {"grad_accum": 1, "beta_remedy": None, "attr_ratio": 1.0}
 
 
 def stage_settings(args):
@@ -751,18 +757,16 @@ def pretrained(loader, name, flag, **kwargs):
         reason = (str(error).strip() or type(error).__name__).splitlines()[0][:200]
         if str(name).startswith((".", "/", "~")) and not Path(name).expanduser().exists():
             reason = "no such folder"
-        raise SystemExit(
-            f"error: {flag} {name}: cannot load it ({reason}). Give a local folder with "
-            "config.json, weights and tokenizer files, or a hub name with network access "
-            "(HF_HUB_OFFLINE=1 forbids the hub)") from None
+        raise SystemExit(f"error: {flag} {name}: cannot load it ({reason}). Give a local folder "
+                         "with config.json, weights and tokenizer files, or a hub name with "
+                         "network access (HF_HUB_OFFLINE=1 forbids the hub)") from None
 
 
 def load_model(name_or_path, task, flag="--student"):
     """A sequence classifier for the task, with double-backward-capable attention.
     A checkpoint already fine-tuned for another label count is refused."""
     config = pretrained(AutoConfig, name_or_path, flag)
-    architectures = config.architectures or []
-    fine_tuned = any(arch.endswith("ForSequenceClassification") for arch in architectures)
+    fine_tuned = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
     if fine_tuned and config.num_labels != task.num_labels:
         raise SystemExit(f"error: {flag} {name_or_path} classifies {config.num_labels} labels, "
                          f"task {task.name} has {task.num_labels}")
@@ -774,18 +778,6 @@ def load_model(name_or_path, task, flag="--student"):
         problem_type="regression" if task.is_regression else "single_label_classification")
 
 
-def teacher_source(args):
-    """(name, flag) of the model whose maps the student matches."""
-    return (args.teacher, "--teacher") if args.teacher else (args.teacher_model, "--teacher-model")
-
-
-def teacher_width(args):
-    """The teacher's embedding width, when a teacher will be trained or distilled from."""
-    if args.epochs == 0 and not args.teacher_only:
-        return None
-    return pretrained(AutoConfig, *teacher_source(args)).hidden_size
-
-
 def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
     """Token maps are compared position by position: both models must tokenize identically."""
     names = f"{teacher_tokenizer.name_or_path} and {student_tokenizer.name_or_path}"
@@ -794,18 +786,16 @@ def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
         raise SystemExit(f"error: {names}: vocabularies differ ({len(vocab)} vs "
                          f"{len(student_tokenizer)} tokens); AD-KD compares per-token maps")
     # Capitalised vocabulary words and accents expose casing and normalisation differences.
-    words = sorted(token for token in vocab if token.isalpha())[:50]
-    probe = "AD-KD compares Token MAPS, doesn't it? Überprüfung 123. " + " ".join(
-        w.capitalize() for w in words)
+    words = " ".join(w.capitalize() for w in sorted(t for t in vocab if t.isalpha())[:50])
+    probe = "AD-KD compares Token MAPS, doesn't it? Überprüfung 123. " + words
     if teacher_tokenizer(probe)["input_ids"] != student_tokenizer(probe)["input_ids"]:
         raise SystemExit(f"error: {names}: tokenizers split text differently (casing or "
                          "normalisation); AD-KD compares per-token maps and needs one tokenizer")
 
 
 def check_tokenizer_fits(tokenizer, config, name, flag):
-    """A folder without tokenizer files still gives a tokenizer: a few special tokens that turn
-    every word into one unknown id. Refuse one far smaller than the embedding matrix, or with
-    special ids outside it."""
+    """A folder without tokenizer files still gives a tokenizer: a few special tokens, each word one
+    unknown id. Refuse one far smaller than the embedding matrix or with special ids past it."""
     rows, special = getattr(config, "vocab_size", None), max(tokenizer.all_special_ids, default=0)
     if rows is not None and (2 * len(tokenizer) < rows or special >= rows):
         raise SystemExit(f"error: {flag} {name}: its tokenizer ({len(tokenizer)} tokens, special "
@@ -819,16 +809,19 @@ def prepare(args, task):
     --resume, the models' names, tokenizers and position limits, the data (downloaded when
     absent). Then it locks the stage folders. Returns (tokenizer, data)."""
     saved = load_teacher_outputs(args.teacher_outputs)  # None: no such file (yet)
-    set_top_k(args, task, saved.meta["width"] if saved else teacher_width(args))
+    training = args.epochs > 0 or args.teacher_only
+    source = ((args.teacher, "--teacher") if args.teacher else
+              (args.teacher_model, "--teacher-model"))  # the model whose maps the student matches
+    teachers = [source] if training and not saved else []  # saved: no teacher is loaded
+    width = pretrained(AutoConfig, *teachers[0]).hidden_size if teachers else None
+    set_top_k(args, task, saved.meta["width"] if saved else width)
     if task.files:
         shown = ("lr", "batch_size", "epochs", "alpha", "beta", "temperature", "top_k",
                  "anneal_temperature", "teacher_lr", "teacher_batch_size", "teacher_epochs")
         say("own data, no Table 5 row (README): "
             + " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in shown))
-    training = args.epochs > 0 or args.teacher_only
     check_output_dir(args, training)
     check_run_folders(args, training)
-    teachers = [teacher_source(args)] if training and not saved else []  # saved: no teacher
     models = [(args.student, "--student")] + teachers
     tokenizer, *others = [pretrained(AutoTokenizer, name, flag) for name, flag in models]
     for (name, flag), own in zip(models, [tokenizer, *others]):
@@ -971,12 +964,6 @@ def read_data(args, task, tokenizer, training):
                               test={split: (test[split], encoded[split]) for split in test})
 
 
-def weights_bytes(name):
-    """Bytes of a local model folder's weight files (0 for a hub name)."""
-    files = Path(name).glob("*")  # none where no such folder is
-    return sum(f.stat().st_size for f in files if f.suffix in (".safetensors", ".bin"))
-
-
 def check_output_dir(args, training):
     """Training and --predict write into --output-dir: its nearest existing folder must be one
     this process can write in. A checkpoint is the weights plus AdamW's two moments; best/ is
@@ -991,9 +978,10 @@ def check_output_dir(args, training):
         raise SystemExit(f"error: --output-dir {args.output_dir}: {folder} is not writable")
     if not training:
         return
-    stages = stage_dirs(args, training)
-    needed = sum(4 * weights_bytes(args.teacher_model if a.stage == "teacher" else args.student)
-                 for _, a in stages)
+    models = [args.teacher_model if a.stage == "teacher" else args.student
+              for _, a in stage_dirs(args, training)]
+    needed = sum(4 * f.stat().st_size for name in models for f in Path(name).glob("*")
+                 if f.suffix in (".safetensors", ".bin"))  # none where no such folder is
     free = shutil.disk_usage(folder).free
     if needed > free:
         raise SystemExit(f"error: --output-dir {args.output_dir}: {free / 2**20:.0f} MiB free, "
@@ -1047,15 +1035,13 @@ class TeacherCache:
 
     @staticmethod
     def key_for(teacher, features, config):
-        """A digest of the teacher's weights, the token ids and the teacher's IG settings in the
-        step's ADKDConfig."""
+        """A digest of the teacher's weights, the token ids and its IG settings (ADKDConfig)."""
         digest = hashlib.sha256(weights_digest(teacher).encode())
         for feature in features:
             digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes())
             digest.update(np.asarray(feature.get("token_type_ids", []), dtype=np.int64).tobytes())
-        settings = {"m": config.teacher_ig_steps, "top_k": config.top_k,
-                    "baseline": config.baseline}
-        digest.update(json.dumps(settings, sort_keys=True).encode())
+        digest.update(json.dumps({"m": config.teacher_ig_steps, "top_k": config.top_k,
+                                  "baseline": config.baseline}, sort_keys=True).encode())
         return digest.hexdigest()
 
     def checksum(self):
@@ -1114,8 +1100,7 @@ class TeacherCache:
         self.filled[indices] = True
 
     def teacher_fn(self, indices):
-        """distillation_step's teacher_fn for these examples: served from the cache, or
-        computed by the teacher and stored."""
+        """distillation_step's teacher_fn for these examples: cached, or computed and stored."""
         def serve(teacher, inputs, config):
             cached = self.lookup(indices, inputs["input_ids"].shape[1])
             if cached is not None:
@@ -1229,11 +1214,47 @@ def weights_digest(model):
     return digest.hexdigest()
 
 
+# ------------------------------------------------------------------- the loop's optimizer and order
+def make_optimizer(model, lr, weight_decay, warmup, total_steps):
+    """AdamW (no weight decay on biases and LayerNorm) with linear warm-up, then linear decay."""
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if not n.endswith(no_decay)],
+               "weight_decay": weight_decay},
+              {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def fit_beta_on_first_batches(student, teacher, features, config, args, teacher_fn_for=None,
+                              batches=10):
+    """--beta-remedy fit: fit_beta on epoch 1's first `batches` batches, before any update.
+    teacher_fn_for(indices): a cache's teacher_fn for those examples (None: the teacher)."""
+    order, size = epoch_order(len(features), args.seed, 0), args.batch_size
+    chunks = [order[i:i + size] for i in range(0, min(batches * size, len(order)), size)]
+    inputs = [{k: v.to(args.device) for k, v in glue_data.collate(
+        [features[i] for i in chunk], config.pad_token_id).items()} for chunk in chunks]
+    state = rng_state()  # the fit draws dropout masks; training then draws as without it
+    beta = fit_beta(student, teacher, inputs, config, args.attr_ratio,
+                    [teacher_fn_for(chunk) for chunk in chunks] if teacher_fn_for else None)
+    set_rng_state(state)
+    student.zero_grad(set_to_none=True)
+    say(f"--beta-remedy fit: beta {config.beta:g} -> {beta:.4g} (beta * L_attr's gradient "
+        f"{args.attr_ratio:g}x the larger logit term's on {len(chunks)} batches)")
+    return beta
+
+
+def epoch_order(count, seed, epoch):
+    """An epoch's order of the training examples: it depends on (seed, epoch) alone, so a
+    resumed run sees the same batches."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+
+
 # --------------------------------------------------------------------- run folders and checkpoints
 class RunFiles:
-    """One training stage's folder: settings.json, log.jsonl, last/ (all --resume needs:
-    weights, optimizer, scheduler, RNG, step), best/ (best dev checkpoint), done.json.
-    Only rank 0 writes."""
+    """One training stage's folder: settings.json, log.jsonl, last/ (all --resume needs: weights,
+    optimizer, scheduler, RNG, step), best/ (best dev checkpoint), done.json. Only rank 0 writes."""
 
     def __init__(self, output_dir, args, tokenizer, steps_per_epoch):
         self.dir, self.args, self.tokenizer = Path(output_dir), args, tokenizer
@@ -1246,7 +1267,12 @@ class RunFiles:
         step, best = 0, {"metric": -math.inf, "metrics": None, "step": 0}
         checkpoint = find_checkpoint(self.last_dir) if self.args.resume else None
         if checkpoint is not None:
-            state = load_trainer_state(checkpoint / "trainer_state.pt")
+            try:  # weights_only: unpickling more than tensors and plain containers could run code
+                state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+            except pickle.UnpicklingError:
+                raise SystemExit(f"error: {checkpoint / 'trainer_state.pt'} holds more than "
+                                 "tensors and plain containers (or is damaged); refused unread, "
+                                 "as loading it could run code") from None
             reloaded = AutoModelForSequenceClassification.from_pretrained(
                 checkpoint, attn_implementation=ATTENTION)
             student.load_state_dict(reloaded.state_dict())
@@ -1267,15 +1293,29 @@ class RunFiles:
                 path = self.dir / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "settings.json").write_text(json.dumps(stage_settings(self.args),
-                                                               indent=1))
+            (self.dir / "settings.json").write_text(json.dumps(stage_settings(self.args), indent=1))
         self.norms = [r["grad_norm"] for r in read_log(self.log_path) if "grad_norm" in r]
         self.log({"step": step, "started": time.time()})  # epoch wall times are read from it
         return step, best
 
     def log(self, record):
-        if self.rank == 0:
-            write_log(self.log_path, record)
+        try:
+            if self.rank == 0:
+                with open(self.log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise write_failed(self.log_path, error) from None
+
+    def fitted_beta(self, student, teacher, cache, features, config):
+        """beta; with --beta-remedy fit, fit_beta_on_first_batches' (logged; --resume reads it)"""
+        if self.args.beta_remedy != "fit":
+            return config.beta
+        logged = [r["fitted_beta"] for r in read_log(self.log_path) if "fitted_beta" in r]
+        if not logged:
+            logged = [fit_beta_on_first_batches(student, teacher, features, config, self.args,
+                                                cache.teacher_fn if cache else None)]
+            self.log({"step": 0, "fitted_beta": logged[0]})
+        return logged[0]
 
     def log_losses(self, step, scheduler, temperature, loss, terms, norms):
         self.log({"step": step, "epoch": step / self.steps_per_epoch,
@@ -1286,7 +1326,8 @@ class RunFiles:
         if len(self.norms) == 10 and (ratio := attr_dominance(self.norms)) is not None:
             self.log({"step": step, "warning": {"attr_dominance": ratio, "logged_steps": 10}})
             say(f"warning: beta*L_attr's gradient is {ratio:.1f}x max(CE's, KD's) (median, 10 "
-                f"logged steps): CE and KD get ~1/{ratio:.0f} of each clipped update; lower --beta")
+                f"logged steps): CE and KD get ~1/{ratio:.0f} of each clipped update; lower --beta"
+                " or pass --beta-remedy fit")
 
     def record_evaluation(self, student, step, metrics, best, main_metric):
         """Log a dev evaluation; save best/ when it improves (a NaN never does)."""
@@ -1318,7 +1359,11 @@ class RunFiles:
     def finish(self, student, best):
         """Check the replicas, write done.json, drop what no later step can use: the
         optimizer state (and the teacher's last weights). Returns `best`."""
-        check_replicas(student, self)
+        if world()[1] > 1:  # DDP keeps the replicas equal; check it rather than trust it
+            digests = gather_objects(weights_digest(student))
+            if len(set(digests)) > 1:
+                raise RuntimeError(f"ranks ended with different weights: {digests}")
+            self.log({"step": -1, "ranks": world()[1], "weights_sha256": digests[0]})
         if best["metrics"] is None:
             raise SystemExit(f"error: no dev evaluation in {self.dir} gave a finite score; its "
                              f"final weights are in {self.last_dir}")
@@ -1337,8 +1382,7 @@ def save_model_atomically(model, tokenizer, directory, trainer_state=None):
     """Write a save_pretrained folder (plus trainer state) next to its target, then rename it
     into place: an interruption never leaves a half-written checkpoint where a good one was."""
     directory = Path(directory)
-    temporary = directory.with_name(directory.name + ".tmp")
-    previous = directory.with_name(directory.name + ".old")
+    temporary, previous = Path(f"{directory}.tmp"), Path(f"{directory}.old")
     shutil.rmtree(temporary, ignore_errors=True)
     try:
         model.save_pretrained(temporary)
@@ -1365,18 +1409,8 @@ def write_failed(path, error):
 def find_checkpoint(directory):
     """The checkpoint at `directory`, or the copy a crash mid-rename left beside it."""
     directory = Path(directory)
-    for candidate in (directory, directory.with_name(directory.name + ".old")):
-        if (candidate / "trainer_state.pt").exists():
-            return candidate
-    return None
-
-
-def write_log(path, record):
-    try:
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    except OSError as error:
-        raise write_failed(path, error) from None
+    candidates = (directory, directory.with_name(directory.name + ".old"))
+    return next((c for c in candidates if (c / "trainer_state.pt").exists()), None)
 
 
 def read_log(path):
@@ -1394,18 +1428,8 @@ def read_log(path):
     return records
 
 
-def load_trainer_state(path):
-    """torch.load with weights_only: a file holding more than tensors and plain containers is
-    refused unread, since unpickling it could run code."""
-    try:
-        return torch.load(path, weights_only=True)
-    except pickle.UnpicklingError:
-        raise SystemExit(f"error: {path} holds more than tensors and plain containers (or is "
-                         "damaged); refused unread, as loading it could run code") from None
-
-
 def rng_state():
-    """Every generator's state, as tensors and plain containers (see load_trainer_state)."""
+    """Every generator's state, as tensors and plain containers (RunFiles.start loads them)."""
     name, key, *rest = np.random.get_state()
     state = {"python": random.getstate(), "numpy": (name, key.tolist(), *rest),
              "torch": torch.get_rng_state()}
@@ -1437,9 +1461,8 @@ def check_finite(terms, step, last_dir, device):
     for (name, value), ok in zip(terms.items(), finite):
         if not ok:
             last = last_dir if Path(last_dir).exists() else "not written yet"
-            raise FloatingPointError(f"step {step}: loss term '{name}' is {value.item()}; "
-                                     f"stopped before the update, the last good checkpoint is "
-                                     f"{last}")
+            raise FloatingPointError(f"step {step}: loss term '{name}' is {value.item()}; stopped "
+                                     f"before the update, the last good checkpoint is {last}")
 
 
 def term_gradients(terms, config, model, measure):
@@ -1462,21 +1485,23 @@ def term_norms(term_grads, model):
     """{term: gradient norm} from term_gradients, after loss.backward() filled .grad."""
     if term_grads is None:
         return {}
-    def norm(tensors):
-        return float(torch.linalg.vector_norm(torch.stack(
-            [torch.linalg.vector_norm(t.float()) for t in tensors if t is not None] or
-            [torch.zeros(())])))
-    norms = {name: norm(grads) for name, grads in term_grads["grads"].items()}
-    if term_grads["derived"] is not None:
-        rest = []
-        for index, p in enumerate(term_grads["parameters"]):
-            g = torch.zeros_like(p) if p.grad is None else p.grad.clone()
-            for grads in term_grads["grads"].values():
-                if grads[index] is not None:
-                    g -= grads[index]
-            rest.append(g)
-        norms[term_grads["derived"]] = norm(rest)
+    norms = {name: norm_of(grads) for name, grads in term_grads["grads"].items()}
+    if term_grads["derived"] is not None:  # the loss's gradient less the other terms'
+        rest = [torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                for p in term_grads["parameters"]]
+        for grads in term_grads["grads"].values():
+            for g, grad in zip(rest, grads):
+                if grad is not None:
+                    g -= grad
+        norms[term_grads["derived"]] = norm_of(rest)
     return dict(sorted(norms.items()))
+
+
+def norm_of(tensors):
+    """The L2 norm of several tensors taken as one vector (None entries skipped)."""
+    return float(torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(t.float()) for t in tensors if t is not None] or
+        [torch.zeros(())])))
 
 
 def attr_dominance(norms, threshold=2.0):
@@ -1581,16 +1606,6 @@ def all_reduce_sum(tensor, device):
     return on_device.to(tensor.device)
 
 
-def check_replicas(student, run):
-    """DDP keeps the replicas equal; check it rather than trust it."""
-    if world()[1] == 1:
-        return
-    digests = gather_objects(weights_digest(student))
-    if len(set(digests)) > 1:
-        raise RuntimeError(f"ranks ended with different weights: {digests}")
-    run.log({"step": -1, "ranks": world()[1], "weights_sha256": digests[0]})
-
-
 # -------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def predict_logits(model, features, batch_size, pad_token_id, device):
@@ -1679,9 +1694,8 @@ def attribution_gap(student, teacher_dev, config, args):
     example and per view}: 0 for equal maps, at most 2. What AD-KD trains for."""
     if teacher_dev is None:
         return {}
-    student_maps = dev_maps(student, teacher_dev["features"], config, args.eval_batch_size,
-                            teacher=False)
-    gaps = map_gaps(teacher_dev["maps"], student_maps)
+    gaps = map_gaps(teacher_dev["maps"], dev_maps(student, teacher_dev["features"], config,
+                                                  args.eval_batch_size, teacher=False))
     totals = gather_objects((sum(gaps), len(gaps)))
     return {"attribution_gap": sum(t for t, _ in totals) / max(1, sum(n for _, n in totals))}
 
@@ -1716,14 +1730,8 @@ def say(*message):
 
 
 # ----------------------------------------------------------------- explain: maps of a checkpoint
-# Readable names for the tasks whose TSV labels are digits.
-CLASS_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
-               "mrpc": ("not paraphrase", "paraphrase"), "qqp": ("not duplicate", "duplicate")}
-
-
 def shown_views(maps, scores, class_names):
-    """(view, label) pairs worth showing: a binary task's two maps are equal, so one stands
-    for both."""
+    """(view, label) pairs to show: a binary task's two maps are equal, so one stands for both."""
     if not torch.isfinite(scores).all():
         return []
     if len(maps) == 2 and torch.allclose(maps[0], maps[1], atol=1e-6):
@@ -1745,12 +1753,10 @@ def explanation_html(examples, class_names):
         body.append(f"<h3>{html.escape(title)}</h3><table>")
         for name, tokens, maps, scores, _ in rows:
             views = shown_views(maps, scores, class_names)
-            if not views:
-                body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>predictions are not "
-                            "finite</td><td></td></tr>")
-            for view, label in views:
-                body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>{html.escape(label)}"
-                            f"</td><td>{shade(tokens, maps[view])}</td></tr>")
+            cells = [(html.escape(label), shade(tokens, maps[view])) for view, label in views]
+            for label, shaded in cells or [("predictions are not finite", "")]:
+                body.append(f"<tr><td><b>{html.escape(name)}</b></td><td>{label}</td>"
+                            f"<td>{shaded}</td></tr>")
         body.append("</table>")
     return ("<!doctype html><meta charset='utf-8'><title>AD-KD attribution maps</title><style>"
             "body{font-family:sans-serif}td{padding:3px 8px;vertical-align:top}"
@@ -1825,11 +1831,10 @@ def faithfulness(model, features, special_ids, config, *, reference=None, random
 
 
 def agreement(result, reference, is_regression):
-    """How two faithfulness() results on the same examples agree: the fraction with the same
-    predicted class (regression: the mean absolute difference of the scores), the mean
-    Spearman correlation of the two maps of the reference's class over the real tokens (left
-    out where either is constant there, e.g. under two real tokens) and the mean overlap of
-    their top 20 % real tokens (rounded up)."""
+    """How two faithfulness() results on the same examples agree: the share with the same predicted
+    class (regression: the scores' mean absolute difference), the mean Spearman correlation of the
+    two maps of the reference's class over the real tokens (skipped where either is constant, as
+    under two real tokens) and the mean overlap of their top 20 % real tokens (rounded up)."""
     rhos, overlaps = [], []
     for own, theirs, view, real in zip(result["maps"], reference["maps"], reference["views"],
                                        reference["real"]):
@@ -1864,19 +1869,16 @@ EXPLAIN_FLAGS = [("checkpoints and examples", [
     ("faithfulness of the maps on --dev, one row per model", [
         flag("--faithfulness", "run", action="store_true", help="ERASER's comprehensiveness "
              "and sufficiency (AOPC) beside random orders' and agreement with the first model"),
-        flag("--random-orders", "run", ">= 1", type=int, default=3,
-             help="random orders averaged"),
+        flag("--random-orders", "run", ">= 1", type=int, default=3, help="random orders averaged"),
         flag("--json", "run", help="also write the rows to this JSON file")]),
     (OWN_DATA_FLAGS[0], [row for row in OWN_DATA_FLAGS[1]  # not those of test files or metrics
                          if row[0] not in ("--test-file", "--metric", "--id-column")])]
 
 
 def explain_args(argv):
-    p = argparse.ArgumentParser(prog="adkd.py explain", formatter_class=HelpFormatter,
-                                description="print (and draw) the per-class token attribution "
-                                "maps of one or more checkpoints, or measure how faithful they "
-                                "are (--faithfulness)")
-    add_flags(p, EXPLAIN_FLAGS)
+    p = make_parser(EXPLAIN_FLAGS, prog="adkd.py explain", description="print (and draw) the "
+                    "per-class token attribution maps of one or more checkpoints, or measure how "
+                    "faithful they are (--faithfulness)")
     args = p.parse_args(argv, argparse.Namespace(test_file=None, metric=None, id_column=None))
     args.ig_steps = (8 if args.faithfulness else 32) if args.ig_steps is None else args.ig_steps
     check_bounds(args, EXPLAIN_FLAGS)
@@ -1907,9 +1909,8 @@ def explain_config(args, task, tokenizer):
 
 
 def explain_model(model, tokenizer, examples, args, task):
-    """Per example, a model's (tokens, maps, class scores, completeness) (dev_maps). Each
-    example is encoded alone (a --text may be one sentence where dev rows are pairs), without
-    its label (a --text has none)."""
+    """Per example, a model's (tokens, maps, class scores, completeness) (dev_maps), each encoded
+    alone (a --text may be one sentence where dev rows are pairs), unlabelled as a --text is."""
     features = [{**glue_data.encode([example], tokenizer, args.max_length)[0], "label": None}
                 for example in examples]
     explained = dev_maps(model.to(args.device), features, explain_config(args, task, tokenizer),
@@ -1935,7 +1936,7 @@ def explain_main(argv):
     saved = pretrained(AutoConfig, models[0][1], "--model").id2label  # e.g. own labels no, yes
     named = len(saved) == task.num_labels and not {*saved.values()} & {*task.labels, "LABEL_0"}
     class_names = (["score"] if task.is_regression else [saved[i] for i in range(len(saved))]
-                   if named else list(CLASS_NAMES.get(task.name, task.labels)))
+                   if named else list(glue_data.CLASS_NAMES.get(task.name, task.labels)))
     explained = [explain_model(model, tokenizer, examples, args, task)
                  for _, tokenizer, model in loaded]
     pages = []

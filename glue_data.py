@@ -105,6 +105,10 @@ TASKS = {
                     text_a_column="sentence1", text_b_column="sentence2", label_column="label"),
 }
 
+# Readable names for the tasks whose TSV labels are digits (adkd.py explain shows them).
+CLASS_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
+               "mrpc": ("not paraphrase", "paraphrase"), "qqp": ("not duplicate", "duplicate")}
+
 
 @dataclass
 class Example:

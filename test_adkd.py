@@ -767,6 +767,26 @@ def test_portable_teacher_fn_serves_teacher_outputs_without_the_teacher(outputs_
         assert set(terms) == set(terms_file) == ({"ce", "kd", "attr"} if beta else {"ce", "kd"})
 
 
+def test_the_bench_measures_a_file_rows_attribution_gap_from_the_files_dev_maps(
+        outputs_run, workspace, monkeypatch):
+    """bench/run.py's rows distilled from --teacher-outputs have no teacher to load: their dev
+    attribution gap reads the teacher's dev maps from the file, and equals the teacher's."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "bench"))
+    import run as bench_run
+    outputs = adkd.load_teacher_outputs(outputs_run["path"])
+    task = get_task("mrpc")
+    dev = glue_data.encode(glue_data.read_split(workspace["data"], task, "dev"),
+                           workspace["tokenizer"], 24)
+    teacher = adkd.load_model(outputs_run["root"] / "with_teacher" / "teacher" / "best", task)
+    student = adkd.load_model(outputs_run["root"] / "with_teacher" / "student" / "best", task)
+    top_k = outputs.meta["top_k"]
+    from_file = bench_run.attribution_gap(bench_run.file_dev_maps(outputs, len(dev)), student,
+                                          task, dev, 0, top_k)
+    assert from_file == pytest.approx(
+        bench_run.attribution_gap(teacher, student, task, dev, 0, top_k), rel=1e-5)
+    assert 0 < from_file < 2
+
+
 # ------------------------------------------------------------------------------ models & guards
 def test_load_model_uses_an_attention_with_double_backward(tmp_path):
     # saved with the library default (SDPA)
@@ -1788,6 +1808,102 @@ def test_hf_trainer_warns_once_when_beta_drowns_ce_and_kd(workspace, tmp_path, c
             ratio = flagged[0]["attr_dominance"]
             assert flagged[0]["step"] == 10 and "loss" in flagged[0] and ratio > 10
             assert f"{ratio:.1f}x" in said[0] and "lower beta (--beta)" in said[0]
+
+
+# ----- the beta remedy: --beta-remedy fit lowers beta once, before training (issue 36)
+def weighted_ratios(student, teacher, batches, config):
+    """beta*L_attr's gradient norm / the larger logit term's, per batch, computed here."""
+    weights = {"ce": 1 - config.alpha, "kd": config.alpha, "attr": config.beta}
+    ratios = []
+    for batch in batches:
+        terms = adkd.distillation_step(student, teacher, batch, config)[1]
+        norm = {}
+        for name, value in terms.items():
+            grads = torch.autograd.grad(weights[name] * value, list(student.parameters()),
+                                        retain_graph=True, allow_unused=True)
+            norm[name] = torch.cat([g.flatten() for g in grads if g is not None]).norm().item()
+        ratios.append(norm["attr"] / max(norm["ce"], norm["kd"]))
+    return ratios
+
+
+def test_fit_beta_brings_attr_gradient_to_the_ratio_and_never_raises_beta():
+    teacher, student = tiny_bert(seed=0), tiny_bert(seed=1, hidden=16)
+    batches = [dict(zip(("input_ids", "attention_mask", "token_type_ids"), random_batch(
+        seed=seed)), labels=torch.tensor([0, 1, 1])) for seed in range(3)]
+    config = adkd.ADKDConfig(beta=1e5, top_k=None)
+    before = np.median(weighted_ratios(student, teacher, batches, config))
+    assert before > 10  # beta * L_attr drowns CE and KD here
+    for ratio in (1.0, 0.25):
+        fitted = adkd.fit_beta(student, teacher, batches, config, ratio=ratio)
+        assert fitted == pytest.approx(1e5 * ratio / before, rel=1e-4)
+        after = weighted_ratios(student, teacher, batches, dataclasses.replace(config, beta=fitted))
+        assert np.median(after) == pytest.approx(ratio, rel=1e-4)
+    small = dataclasses.replace(config, beta=1e5 * 0.5 / before)  # already below the ratio
+    assert adkd.fit_beta(student, teacher, batches, small) == small.beta
+    assert adkd.fit_beta(student, teacher, batches, dataclasses.replace(config, beta=0.0)) == 0.0
+
+
+def test_beta_remedy_fit_trains_with_the_fitted_beta_logs_it_and_quiets_the_warning(
+        pipeline, workspace, tmp_path, capsys):
+    teacher = str(pipeline["output"] / "teacher" / "best")
+    capsys.readouterr()
+    adkd.main(cli(workspace, tmp_path / "fit", "--teacher", teacher, "--log-every", "1",
+                  "--beta", "1e5", "--beta-remedy", "fit"))
+    said = capsys.readouterr().out
+    records = adkd.read_log(tmp_path / "fit" / "student" / "log.jsonl")
+    fitted = [r["fitted_beta"] for r in records if "fitted_beta" in r]
+    assert len(fitted) == 1 and 0 < fitted[0] < 1e5 / 10
+    assert f"--beta-remedy fit: beta 100000 -> {fitted[0]:.4g}" in said
+    first = next(r for r in records if "loss" in r)  # the loss it trained on has the fitted beta
+    assert first["loss"] == pytest.approx(0.1 * first["ce"] + 0.9 * first["kd"]
+                                          + fitted[0] * first["attr"], rel=1e-5)
+    assert printed_warnings(capsys) == [] and beta_log(tmp_path / "fit")[0] == []
+    norms = beta_log(tmp_path / "fit")[1]
+    assert adkd.attr_dominance(norms[:10], threshold=0) < 2  # without it: above 10 (test above)
+
+
+def test_beta_remedy_fit_is_not_fitted_again_on_resume(pipeline, workspace, tmp_path,
+                                                        monkeypatch):
+    teacher = str(pipeline["output"] / "teacher" / "best")
+    args = ["--teacher", teacher, "--beta", "1e5", "--beta-remedy", "fit", "--save-every", "2",
+            "--log-every", "1"]
+    # 6 batches fit beta (48 training rows, batch 8); the 11th call is step 5's
+    run_straight_and_interrupted(workspace, tmp_path, monkeypatch, args, crash_at=11)
+    adkd.main(cli(workspace, tmp_path / "resumed", *args, "--resume"))
+
+    def records(run):  # wall-clock stamps aside
+        return [{k: v for k, v in r.items() if k != "time"}
+                for r in adkd.read_log(tmp_path / run / "student" / "log.jsonl")
+                if "started" not in r]
+    assert sum("fitted_beta" in r for r in records("resumed")) == 1
+    assert records("resumed") == records("straight")
+
+
+def test_hf_trainer_fits_beta_on_the_batches_adkd_fits_on(pipeline, workspace, tmp_path,
+                                                           monkeypatch, capsys):
+    hf, teacher = hf_example(), str(pipeline["output"] / "teacher" / "best")
+    seen, real_fit = {}, adkd.fit_beta
+
+    def fit(student, teacher, batches, *rest):
+        seen.setdefault(run, [b["input_ids"].clone() for b in batches])
+        return real_fit(student, teacher, batches, *rest)
+    monkeypatch.setattr(adkd, "fit_beta", fit)
+    run = "adkd"
+    adkd.main(cli(workspace, tmp_path / "adkd", "--teacher", teacher, "--beta", "1e5",
+                  "--beta-remedy", "fit", "--max-steps", "1"))
+    run = "trainer"
+    capsys.readouterr()
+    hf.main(["--task", "mrpc", "--data-dir", workspace["data"], "--output-dir",
+             str(tmp_path / "trainer"), "--teacher", teacher, "--student",
+             workspace["student_base"], "--max-length", "24", "--batch-size", "8", "--max-steps",
+             "12", "--eval-every", "12", "--log-every", "1", "--device", "cpu", "--glue-subset",
+             "--beta", "1e5", "--beta-remedy", "fit"])
+    said = capsys.readouterr().out
+    assert len(seen["adkd"]) == 6 and all(  # 48 rows at batch 8: 6 batches, the same ones
+        torch.equal(a, b) for a, b in zip(seen["adkd"], seen["trainer"], strict=True))
+    fitted = float(re.search(r"--beta-remedy fit: beta 100000 -> (\S+) ", said).group(1))
+    assert 0 < fitted < 1e4  # lowered; its dropout masks are the Trainer's, so not adkd's value
+    assert "warning:" not in said
 
 
 # ------------------------------------------------------------ the Hugging Face Trainer example

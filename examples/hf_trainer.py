@@ -83,7 +83,7 @@ class ADKDTrainer(Trainer):
             if self.is_world_process_zero():
                 print(f"warning: beta*L_attr's gradient is {ratio:.1f}x max(CE's, KD's) (median, "
                       f"{len(self.norms)} logged batches): CE and KD get ~1/{ratio:.0f} of each "
-                      "clipped update; lower beta (--beta)", flush=True)
+                      "clipped update; lower beta (--beta), or --beta-remedy fit", flush=True)
         super().log(logs, *args, **kwargs)
 
 
@@ -165,6 +165,10 @@ def main(argv=None):
         compute_metrics=dev_metrics, callbacks=[AnnealTemperature(), SaveEvery()], teacher=teacher,
         adkd_config=config, teacher_fn=cached_teacher() if args.teacher_cache else teacher_outputs)
     trainer.beta_window = 10 if args.grad_norms else 0  # --no-grad-norms: no norms, no warning
+    if args.beta_remedy == "fit":  # on adkd.py's first batches; --resume fits again, alike
+        config.beta = adkd.fit_beta_on_first_batches(
+            trainer.model, trainer.teacher, data.train, config, args,
+            teacher_fn_for=lambda chunk: trainer.teacher_fn)
     trainer.train(resume_from_checkpoint=args.resume or None)
     trainer.save_model()  # the best checkpoint, into --output-dir
     trainer.save_state()
