@@ -95,7 +95,8 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for task in rowtable.TASKS:
         rows = [row for row in rowtable.task_rows(task) if row.meta.get("key") == "adkd"
-                and (row.stage_dir / "log.jsonl").exists()]
+                and (row.stage_dir / "log.jsonl").exists()
+                and "--beta-remedy" not in row.argv]  # the remedy's rows: bench/beta_remedy.py
         shares = class_shares(task) if rows else []
         for row in rows:
             ratio, one_class, epochs = row_reading(row.stage_dir / "log.jsonl", shares,

@@ -878,6 +878,7 @@ def write_results(path):
     for task in rowtable.TASKS:
         lines += task_section(task)
     lines += ["## Choosing β: when the warning fires", ""] + pasted("beta_warning")
+    lines += ["## Choosing β: the remedy, `--beta-remedy fit`", ""] + pasted("beta_remedy")
     Path(path).write_text("\n".join(lines).replace("\n\n\n", "\n\n"))
     print(f"wrote {path}")
 

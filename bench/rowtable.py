@@ -35,6 +35,9 @@ FULL_EPOCHS = {"mrpc": 10, "stsb": 8, "rte": 12}  # the public student scripts' 
 FULL_TEACHER = {"mrpc": (5, 8), "stsb": (4, 4), "rte": (4, 16)}  # teacher (epochs, batch)
 BETA_SWEEP = ("rte", 10.0, (0.1, 1.0))  # task, its Table 5 beta (row adkd-s1), betas beside it
 KD_FORMS = ("mrpc", ("rkl", "js", "tvd"))  # task, --kd-loss forms beside soft_ce (full setup)
+# --beta-remedy, seed 1 of the full setup; the screen's other candidates (ramp, cap) are a patch
+# and their records: bench/beta_remedy.py, bench/notes/beta_remedy.md
+BETA_REMEDIES = ("fit",)
 # The paper's shape: all-mpnet-base-v2 (12 x 768) as the teacher, its layers 0, 2, ..., 10 as the
 # 6 x 768 student (bench/get_mpnet.py makes both). Student epochs per task: PAPER_EPOCHS.
 MPNET_TEACHER = BENCH / "models" / "all-mpnet-base-v2"
@@ -43,8 +46,13 @@ PAPER_EPOCHS = {"mrpc": 7, "rte": 6}  # the measured plans: bench/notes/<task>_p
 # A paper-shape student epoch is 20-40 min of one core: a checkpoint every 50 steps (a few
 # minutes) loses little when a session ends mid-epoch.
 PAPER_SAVE_EVERY = 50
+# The retest at the paper's shape (issue 37): MRPC students distilled from the committed outputs
+# of the retrained teacher (no teacher weights needed), with the beta remedy, and at beta = 1.
+PAPER_OUTPUTS = RUNS / "mrpc" / "paper" / "teacher_outputs_m1.pt"
+PAPER_REMEDY = "fit"
 PAPER_COMPLETENESS_EXAMPLES = 32  # m = 32 IG of a 12-layer teacher: 8x MiniLM's cost per example
-GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms", "paper", "paper_ft")
+GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms", "beta_remedy", "paper",
+          "paper_ft", "paper_retest")
 DEFAULT_GROUPS = ("main", "ablation")
 MINILM = "$MINILM"  # stands in a row's argv for the all-MiniLM-L6-v2 folder until it runs
 
@@ -79,10 +87,12 @@ class Row:
 
     @property
     def teacher_dir(self):
-        """The checkpoint of the teacher this row is measured against (its own, for a teacher)."""
+        """The checkpoint of the teacher this row is measured against (its own, for a teacher);
+        for a row distilled from --teacher-outputs, that file."""
         if self.kind == "teacher":
             return self.stage_dir / "best"
-        return Path(self.argv[self.argv.index("--teacher") + 1])
+        flag = "--teacher" if "--teacher" in self.argv else "--teacher-outputs"
+        return Path(self.argv[self.argv.index(flag) + 1])
 
     @property
     def student_model(self):
@@ -192,12 +202,32 @@ def task_rows(task):
                                                           "--teacher-cache-path", str(full_cache)],
                         (full_teacher.name, reference.name), epochs, full_teacher, ("kd_forms",),
                         key="adkd", method=f"AD-KD, logit term {form}", kd_form=form)
+        if task in ("mrpc", "rte"):
+            reference = next(r for r in rows if r.name == f"adkd-e{epochs}-s1")
+            for remedy in BETA_REMEDIES:
+                student(f"adkd-e{epochs}-{remedy}-s1", 1, [
+                    "--beta-remedy", remedy, "--teacher-cache-path", str(full_cache)],
+                    (full_teacher.name, reference.name), epochs, full_teacher,
+                    ("beta_remedy",), key="adkd", method=f"AD-KD, --beta-remedy {remedy}",
+                    beta_remedy=remedy)
     if task in PAPER_EPOCHS:  # 12 x 768 MPNet teacher, 6 x 768 student; ft seeds 2-3: paper_ft
         teacher("teacher-paper", base / "paper", *FULL_TEACHER[task], ("paper",), MPNET_TEACHER,
                 MPNET_STUDENT, completeness_examples=PAPER_COMPLETENESS_EXAMPLES)
         methods(f"-paper-e{PAPER_EPOCHS[task]}", PAPER_EPOCHS[task], rows[-1],
                 base / "teacher_cache_paper_m1.pt", "paper", ft_seeds=SEEDS[:1],
                 row_flags=("--save-every", str(PAPER_SAVE_EVERY)))
+        if task == "mrpc":
+            retest = [(f"adkd-paper-e{PAPER_EPOCHS[task]}-{PAPER_REMEDY}-s{seed}", seed,
+                       ["--beta-remedy", PAPER_REMEDY], f"AD-KD, --beta-remedy {PAPER_REMEDY}")
+                      for seed in SEEDS] + [(f"adkd-paper-e{PAPER_EPOCHS[task]}-beta1-s1", 1,
+                                             ["--beta", "1"], "AD-KD β = 1")]
+            for name, seed, extra, method in retest:
+                rows.append(Row(name, common(MPNET_STUDENT) + [
+                    "--teacher-outputs", str(PAPER_OUTPUTS), "--output-dir", str(base / name),
+                    "--seed", str(seed), "--epochs", str(PAPER_EPOCHS[task]), *extra,
+                    "--save-every", str(PAPER_SAVE_EVERY)], seed=seed, groups=("paper_retest",),
+                    meta=dict(key="adkd", method=method, epochs=PAPER_EPOCHS[task],
+                              teacher="teacher_outputs_m1.pt")))
     return rows
 
 

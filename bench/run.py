@@ -22,11 +22,17 @@ Groups (--rows takes groups or row names, comma-separated; default: main,ablatio
   kd_forms  MRPC, seed 1, the full setup: AD-KD with the logit term as reverse KL, Jensen-Shannon
             and total variation (adkd-e10-rkl-s1, ...) beside adkd-e10-s1 (soft_ce, the default);
             python bench/run.py mrpc --rows kd_forms
+  beta_remedy  MRPC, RTE, seed 1, the full setup: AD-KD with --beta-remedy fit (beta lowered
+            once so beta*L_attr's gradient starts level with the logit terms'), adkd-e<E>-fit-s1;
+            the screen it won: bench/notes/beta_remedy.md
   paper     MRPC, RTE at the paper's shape: all-mpnet-base-v2 (12 x 768) fine-tuned by the public
             teacher recipe (row teacher-paper), its layers 0, 2, ..., 10 as a 6 x 768 student
             (bench/get_mpnet.py), Table 5's values (K = 768 on MRPC); AD-KD and vanilla KD
             seeds 1-3, fine-tuned seed 1 (seeds 2-3: group paper_ft). Rows teacher-paper,
             adkd-paper-e<E>-s<seed>, ...; the epochs and their cost: bench/notes/<task>_paper.md
+  paper_retest  MRPC at the paper's shape from the committed teacher outputs
+            (bench/runs/mrpc/paper/teacher_outputs_m1.pt, no teacher weights needed): AD-KD with
+            --beta-remedy fit seeds 1-3 (adkd-paper-e7-fit-s<seed>) and at beta = 1, seed 1
 
 Each row is one `adkd.py` command run in its own process (one torch thread, --jobs rows at a
 time, across all the tasks named), which then measures on dev what the row's checkpoint does: the
@@ -107,13 +113,23 @@ def completeness_error(model, task, features, pad_token_id, steps):
 def attribution_gap(teacher, student, task, features, pad_token_id, top_k):
     """Eq. 11 between the teacher's and the student's maps (m = 1, the teacher's top-K),
     averaged over the dev examples and divided by the number of views: 0 for equal maps, at
-    most 2. The same measure adkd.py logs at each evaluation."""
+    most 2. The same measure adkd.py logs at each evaluation. `teacher`: the model, or its
+    dev maps (file_dev_maps)."""
     import adkd
     config = adkd.ADKDConfig(top_k=top_k, is_regression=task.is_regression,
                              pad_token_id=pad_token_id)
-    gaps = adkd.map_gaps(adkd.dev_maps(teacher, features, config, 32, teacher=True),
-                         adkd.dev_maps(student, features, config, 32, teacher=False))
+    teacher_maps = teacher if isinstance(teacher, list) else adkd.dev_maps(
+        teacher, features, config, 32, teacher=True)
+    gaps = adkd.map_gaps(teacher_maps, adkd.dev_maps(student, features, config, 32,
+                                                     teacher=False))
     return sum(gaps) / len(gaps)
+
+
+def file_dev_maps(outputs, count):
+    """The teacher's maps on the first `count` dev examples, read from a --teacher-outputs file
+    (after its train examples): (views, tokens) each, as adkd.dev_maps gives them."""
+    start, offsets = outputs.meta["dev_start"], outputs.offsets
+    return [outputs.maps[:, offsets[i]:offsets[i + 1]] for i in range(start, start + count)]
 
 
 def dev_history(log_path):
@@ -169,7 +185,8 @@ def execute(row, task, threads=1):
     tokenizer = AutoTokenizer.from_pretrained(row.student_model)
     spec, features = dev_features(task, tokenizer)
     pad = tokenizer.pad_token_id
-    teacher = adkd.load_model(row.teacher_dir, spec).eval()
+    outputs = adkd.load_teacher_outputs(row.teacher_dir) if "--teacher-outputs" in argv else None
+    teacher = None if outputs else adkd.load_model(row.teacher_dir, spec).eval()
     timed = rowtable.timed_epochs(stage / "log.jsonl")
     # The seed it trained with: a teacher row passes no --seed and trains with adkd.py's default.
     seed = adkd.parse_args(argv).seed
@@ -197,10 +214,12 @@ def execute(row, task, threads=1):
         result["completeness_m1_same_examples"] = completeness_error(teacher, spec, few, pad, 1)
         result["completeness_examples_m32"] = len(few)
     else:
-        width = teacher.config.hidden_size
+        width = outputs.meta["width"] if outputs else teacher.config.hidden_size
         top_k = adkd.scaled_top_k(spec.name, width)
         student = adkd.load_model(stage / "best", spec).eval()
-        result["attribution_gap"] = attribution_gap(teacher, student, spec, features, pad, top_k)
+        teacher_maps = file_dev_maps(outputs, len(features)) if outputs else teacher
+        result["attribution_gap"] = attribution_gap(teacher_maps, student, spec, features, pad,
+                                                    top_k)
     result["measure_s"] = round(time.time() - measure_start, 1)
     (row.out / "row.json").write_text(json.dumps(result, indent=1))
     lock.unlink()
