@@ -546,7 +546,59 @@ def paper_section(task, rows, metrics):
         regimes += ["", f"Answering train's majority class for every dev example scores dev "
                     f"{metrics[0]} {majority[metrics[0]]:.1f}: a student near it has learned "
                     "little."]
-    return lines + regimes + [""] + pasted(f"{task}_paper")
+    return lines + regimes + [""] + pasted(f"{task}_paper") + retest_table(task, rows, metrics)
+
+
+def retest_table(task, rows, metrics):
+    """The paper-shape retest (issue 37), read from the logs so that a row in progress shows
+    its epochs so far: per row, the beta it trained with, dev by epoch, the epochs it answered
+    one class from the first, best and last epoch, L_attr's gradient over the larger logit
+    term's per epoch, the attribution gap and the last epoch against vanilla KD's, same seed."""
+    retest = [(row, r) for row, r in rows.values() if "paper_retest" in row.groups]
+    if not retest:
+        return []
+    majority, metric = majority_class(task), metrics[0]
+    shares = (majority["accuracy"] / 100, 1 - majority["accuracy"] / 100) if majority else ()
+    vanilla = {row.seed: row for row, _ in method_rows(rows, "paper", "vanilla")}
+    earlier = [(row, r) for row, r in method_rows(rows, "paper", "adkd")]
+    lines = [f"**Retest at the paper's shape** (`python bench/run.py {task} --rows "
+             f"paper_retest`): AD-KD from the committed teacher outputs, with `--beta-remedy "
+             f"fit` and at β = 1, beside the β = 10 rows above, read from the logs (dev "
+             f"{metric} per epoch; one class: epochs from the first that answered one class; "
+             "attr ÷ logit: the median per epoch of L_attr's gradient norm over the larger "
+             "logit term's; gap: the dev attribution gap at the last epoch; vs vanilla KD: "
+             f"the last epoch's {metric} minus vanilla KD's at that epoch, same seed).", "",
+             f"| row | β trained with | epochs | dev {metric} by epoch | one class | best (epoch) "
+             "| attr ÷ logit by epoch | gap | vs vanilla KD |", "|---" * 9 + "|"]
+    for row, result in earlier + retest:
+        log_path = row.stage_dir / "log.jsonl"
+        if not log_path.exists():
+            lines.append(f"| {row.name} | not started |  |  |  |  |  |  |  |")
+            continue
+        records = rowtable.log_records(log_path)
+        fitted = [r["fitted_beta"] for r in records if "fitted_beta" in r]
+        beta = fitted[0] if fitted else json.loads((row.stage_dir / "settings.json").read_text())[
+            "beta"]
+        dev = {round(r["epoch"]): r["dev"] for r in records if "dev" in r}
+        scores = [100 * dev[e][metric] for e in sorted(dev)]
+        one_class = next((i for i, e in enumerate(sorted(dev)) if not any(
+            abs(dev[e]["accuracy"] - share) < 1e-9 for share in shares)), len(dev))
+        best = max(range(len(scores)), key=scores.__getitem__) if scores else None
+        shares_by_epoch = [attr_share(m) for m in grad_norms_by_epoch(log_path).values()]
+        other = vanilla.get(row.seed)
+        other_dev = dev_by_epoch(other.stage_dir / "log.jsonl", metric) if other else {}
+        last = max(dev) if dev else None
+        versus = f"{scores[-1] - other_dev[last]:+.1f}" if last in other_dev else "–"
+        state = "" if result else " (running)"
+        lines.append(
+            f"| {row.name}{state} | {beta:.3g} | {len(dev)} / {row.meta['epochs']} | "
+            + " ".join(f"{v:.1f}" for v in scores) + f" | {one_class} | "
+            + (f"{scores[best]:.1f} ({sorted(dev)[best]})" if scores else "–") + " | "
+            + " ".join("–" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.2g}"
+                       for v in shares_by_epoch) + " | "
+            + (f"{dev[last]['attribution_gap']:.3f}" if dev and "attribution_gap" in dev[last]
+               else "–") + f" | {versus} |")
+    return lines + [""]
 
 
 def reproduction_line(teacher):

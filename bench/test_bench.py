@@ -1072,3 +1072,30 @@ def test_the_committed_mrpc_paper_teacher_outputs_load_whole():
     assert meta["dev_start"] == 3668 and len(outputs.filled) == 3668 + 408
     assert outputs.maps.shape[0] == 2  # one view per class
     assert meta["dev_metrics"]["f1"] == pytest.approx(0.9204, abs=1e-4)
+
+
+def test_the_paper_retest_table_reads_rows_in_progress_from_their_logs(tmp_path, monkeypatch):
+    """Issue 37's retest: per row the beta it trained with (the fitted one), dev by epoch, the
+    epochs on one class, attr ÷ logit per epoch, the gap and the last epoch against vanilla KD
+    of the same seed, for a row still running too."""
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
+    majority = report.majority_class("mrpc")
+    if majority is None:
+        pytest.skip("no MRPC data beside the repository")
+    fit = rows[f"adkd-paper-e7-{rowtable.PAPER_REMEDY}-s1"]
+    write_log(fit.stage_dir / "log.jsonl", [
+        {"step": 0, "started": 0.0}, {"step": 0, "fitted_beta": 0.2},
+        {"step": 10, "epoch": 10 / 230, "grad_norm": {"attr": 2.0, "ce": 1.0, "kd": 0.5}},
+        {"step": 230, "epoch": 1.0, "dev": {"f1": 0.812, "accuracy": majority["accuracy"] / 100,
+                                            "attribution_gap": 0.4}, "time": 1.0},
+        {"step": 240, "epoch": 240 / 230, "grad_norm": {"attr": 0.1, "ce": 1.0, "kd": 0.5}},
+        {"step": 460, "epoch": 2.0, "dev": {"f1": 0.83, "accuracy": 0.7,
+                                            "attribution_gap": 0.3}, "time": 2.0}])
+    (fit.stage_dir / "settings.json").write_text(json.dumps({"beta": 10.0}))
+    write_log(rows["vanilla-paper-e7-s1"].stage_dir / "log.jsonl",
+              dev_log([(1, 0.82), (2, 0.85)], "f1"))
+    text = "\n".join(report.retest_table("mrpc", report.load("mrpc"), ("f1", "accuracy")))
+    assert (f"| {fit.name} (running) | 0.2 | 2 / 7 | 81.2 83.0 | 1 | 83.0 (2) | 2 0.1 | 0.300 "
+            "| -2.0 |") in text
+    assert "| adkd-paper-e7-beta1-s1 | not started |" in text
