@@ -29,6 +29,7 @@ SCREEN = [
     ("rte", "adkd-e12-cap-s1", "cap"), ("rte", "adkd-e12-fit-s1", "fit"),
     ("rte", "vanilla-e12-s1", "vanilla KD"),
     ("mrpc", "adkd-e10-s1", "none"), ("mrpc", "adkd-e10-fit-s1", "fit"),
+    ("mrpc", "adkd-e10-fit-r2-s1", "fit, --attr-ratio 2"),
     ("mrpc", "vanilla-e10-s1", "vanilla KD"),
     ("mrpc", "adkd-paper-e7-s1", "none"), ("mrpc", "adkd-paper-e7-fit-s1", "fit"),
     ("mrpc", "adkd-paper-e7-beta1-s1", "β = 1"), ("mrpc", "vanilla-paper-e7-s1", "vanilla KD"),

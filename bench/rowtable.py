@@ -37,7 +37,7 @@ BETA_SWEEP = ("rte", 10.0, (0.1, 1.0))  # task, its Table 5 beta (row adkd-s1), 
 KD_FORMS = ("mrpc", ("rkl", "js", "tvd"))  # task, --kd-loss forms beside soft_ce (full setup)
 # --beta-remedy, seed 1 of the full setup; the screen's other candidates (ramp, cap) are a patch
 # and their records: bench/beta_remedy.py, bench/notes/beta_remedy.md
-BETA_REMEDIES = ("fit",)
+BETA_REMEDIES = (("fit", 1.0),)  # (--beta-remedy, --attr-ratio); MRPC also tries ratio 2
 # The paper's shape: all-mpnet-base-v2 (12 x 768) as the teacher, its layers 0, 2, ..., 10 as the
 # 6 x 768 student (bench/get_mpnet.py makes both). Student epochs per task: PAPER_EPOCHS.
 MPNET_TEACHER = BENCH / "models" / "all-mpnet-base-v2"
@@ -204,12 +204,14 @@ def task_rows(task):
                         key="adkd", method=f"AD-KD, logit term {form}", kd_form=form)
         if task in ("mrpc", "rte"):
             reference = next(r for r in rows if r.name == f"adkd-e{epochs}-s1")
-            for remedy in BETA_REMEDIES:
-                student(f"adkd-e{epochs}-{remedy}-s1", 1, [
-                    "--beta-remedy", remedy, "--teacher-cache-path", str(full_cache)],
+            for remedy, ratio in BETA_REMEDIES + ((("fit", 2.0),) if task == "mrpc" else ()):
+                suffix, extra = ("", []) if ratio == 1 else (f"-r{ratio:g}", [
+                    "--attr-ratio", f"{ratio:g}"])
+                student(f"adkd-e{epochs}-{remedy}{suffix}-s1", 1, [
+                    "--beta-remedy", remedy, *extra, "--teacher-cache-path", str(full_cache)],
                     (full_teacher.name, reference.name), epochs, full_teacher,
                     ("beta_remedy",), key="adkd", method=f"AD-KD, --beta-remedy {remedy}",
-                    beta_remedy=remedy)
+                    beta_remedy=remedy, attr_ratio=ratio)
     if task in PAPER_EPOCHS:  # 12 x 768 MPNet teacher, 6 x 768 student; ft seeds 2-3: paper_ft
         teacher("teacher-paper", base / "paper", *FULL_TEACHER[task], ("paper",), MPNET_TEACHER,
                 MPNET_STUDENT, completeness_examples=PAPER_COMPLETENESS_EXAMPLES)
