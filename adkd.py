@@ -335,14 +335,14 @@ def fit_beta(student, teacher, batches, config, ratio=1.0, teacher_fns=None):
     `batches` at the student's present weights in train mode. teacher_fns: one per batch."""
     parameters = [p for p in student.parameters() if p.requires_grad]
     weights = term_weights(config.alpha, config.beta, config.use_ce, config.use_kd)
-    ratios = []
+    norms = []
     for batch, teacher_fn in zip(batches, teacher_fns or [teacher_outputs] * len(batches)):
         terms = distillation_step(student, teacher, batch, config, teacher_fn)[1]
-        norms = {name: norm_of(torch.autograd.grad(weights[name] * value, parameters,
-                                                   retain_graph=True, allow_unused=True))
-                 for name, value in terms.items()}
-        ratios.append(norms.get("attr", 0.0) / max(norms.get("ce", 0), norms.get("kd", 0), 1e-12))
-    return config.beta * min(1.0, ratio / max(float(np.median(ratios)), 1e-12))
+        norms.append({name: norm_of(torch.autograd.grad(weights[name] * value, parameters,
+                                                        retain_graph=True, allow_unused=True))
+                      for name, value in terms.items()})
+    median = attr_dominance(norms, threshold=0.0)  # the warning's R; None: no L_attr (beta = 0)
+    return config.beta if median is None else config.beta * min(1.0, ratio / median)
 
 
 # ---------------------------------------------------------------------------- the training loop

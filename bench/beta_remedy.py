@@ -44,12 +44,11 @@ def reading(task, folder, shares):
         return None
     records = adkd.read_log(log)
     settings = json.loads((log.parent / "settings.json").read_text())
-    fitted = [r["fitted_beta"] for r in records if "fitted_beta" in r]
-    beta = fitted[0] if fitted else settings["beta"]
+    beta = rowtable.trained_beta(log.parent)
     ratio = adkd.attr_dominance(beta_threshold.first_window(records, 10), threshold=0.0)
     dev = beta_threshold.dev_by_epoch(records)
     epochs = sorted(dev)
-    one_class = beta_threshold.one_class_epochs([dev[e] for e in epochs], shares)
+    one_class = rowtable.one_class_epochs([dev[e] for e in epochs], shares)
     scores = [100 * dev[e][METRIC[task]] for e in epochs]
     best = max(range(len(scores)), key=lambda i: scores[i], default=None)
     return {"beta": beta, "R": ratio, "one_class": one_class, "epochs": len(epochs),

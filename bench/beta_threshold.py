@@ -39,22 +39,6 @@ def dev_by_epoch(records):
             if "dev" in r and float(r.get("epoch", 0.5)).is_integer()}
 
 
-def one_class_epochs(dev_scores, class_shares):
-    """How many epochs from the first in a row the dev accuracy equalled one class's share of
-    dev; a regression task (no shares) counts the epochs whose Pearson is NaN (constant
-    predictions)."""
-    count = 0
-    for dev in dev_scores:
-        if class_shares:
-            one = any(abs(dev.get("accuracy", -1) - share) < 1e-9 for share in class_shares)
-        else:
-            one = math.isnan(dev.get("pearson", 0.0))
-        if not one:
-            break
-        count += 1
-    return count
-
-
 def class_shares(task):
     """Each class's share of the task's dev labels (none for a regression task)."""
     spec = glue_data.get_task(task)
@@ -71,7 +55,7 @@ def row_reading(log_path, shares, window):
     records = adkd.read_log(log_path)
     ratio = adkd.attr_dominance(first_window(records, window), threshold=0.0)
     dev = dev_by_epoch(records)
-    return ratio, one_class_epochs([dev[e] for e in sorted(dev)], shares), len(dev)
+    return ratio, rowtable.one_class_epochs([dev[e] for e in sorted(dev)], shares), len(dev)
 
 
 def separation(readings, stall_epochs):

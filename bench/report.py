@@ -560,7 +560,6 @@ def retest_table(task, rows, metrics):
     majority, metric = majority_class(task), metrics[0]
     shares = (majority["accuracy"] / 100, 1 - majority["accuracy"] / 100) if majority else ()
     vanilla = {row.seed: row for row, _ in method_rows(rows, "paper", "vanilla")}
-    earlier = [(row, r) for row, r in method_rows(rows, "paper", "adkd")]
     lines = [f"**Retest at the paper's shape** (`python bench/run.py {task} --rows "
              f"paper_retest`): AD-KD from the committed teacher outputs, with `--beta-remedy "
              f"fit` and at β = 1, beside the β = 10 rows above, read from the logs (dev "
@@ -570,19 +569,15 @@ def retest_table(task, rows, metrics):
              f"the last epoch's {metric} minus vanilla KD's at that epoch, same seed).", "",
              f"| row | β trained with | epochs | dev {metric} by epoch | one class | best (epoch) "
              "| attr ÷ logit by epoch | gap | vs vanilla KD |", "|---" * 9 + "|"]
-    for row, result in earlier + retest:
+    for row, result in method_rows(rows, "paper", "adkd") + retest:
         log_path = row.stage_dir / "log.jsonl"
         if not log_path.exists():
             lines.append(f"| {row.name} | not started |  |  |  |  |  |  |  |")
             continue
-        records = rowtable.log_records(log_path)
-        fitted = [r["fitted_beta"] for r in records if "fitted_beta" in r]
-        beta = fitted[0] if fitted else json.loads((row.stage_dir / "settings.json").read_text())[
-            "beta"]
-        dev = {round(r["epoch"]): r["dev"] for r in records if "dev" in r}
+        beta = rowtable.trained_beta(row.stage_dir)
+        dev = {round(r["epoch"]): r["dev"] for r in rowtable.log_records(log_path) if "dev" in r}
         scores = [100 * dev[e][metric] for e in sorted(dev)]
-        one_class = next((i for i, e in enumerate(sorted(dev)) if not any(
-            abs(dev[e]["accuracy"] - share) < 1e-9 for share in shares)), len(dev))
+        one_class = rowtable.one_class_epochs([dev[e] for e in sorted(dev)], shares)
         best = max(range(len(scores)), key=scores.__getitem__) if scores else None
         shares_by_epoch = [attr_share(m) for m in grad_norms_by_epoch(log_path).values()]
         other = vanilla.get(row.seed)

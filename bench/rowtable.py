@@ -7,6 +7,8 @@ them, so the bench's imports run one way (bench/test_bench.py checks that no ben
 imports back into a module that imports it). The groups and what they train: python
 bench/run.py --help.
 """
+import json
+import math
 import os
 import shlex
 import sys
@@ -256,6 +258,28 @@ def parse_selectors(text):
 def log_records(log_path):
     import adkd
     return adkd.read_log(log_path)  # [] for no file; a cut-off last line is dropped
+
+
+def trained_beta(stage_dir):
+    """The beta a student stage trained with: --beta-remedy fit's (logged), else its setting."""
+    fitted = [r["fitted_beta"] for r in log_records(stage_dir / "log.jsonl") if "fitted_beta" in r]
+    return fitted[0] if fitted else json.loads((stage_dir / "settings.json").read_text())["beta"]
+
+
+def one_class_epochs(dev_scores, class_shares):
+    """How many epochs from the first in a row the dev accuracy equalled one class's share of
+    dev; a regression task (no shares) counts the epochs whose Pearson is NaN (constant
+    predictions)."""
+    count = 0
+    for dev in dev_scores:
+        if class_shares:
+            one = any(abs(dev.get("accuracy", -1) - share) < 1e-9 for share in class_shares)
+        else:
+            one = math.isnan(dev.get("pearson", 0.0))
+        if not one:
+            break
+        count += 1
+    return count
 
 
 def epoch_seconds(log_path):

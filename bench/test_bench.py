@@ -1046,7 +1046,7 @@ def test_beta_threshold_reads_each_rows_window_and_epochs_on_one_class(tmp_path,
         in printed
     assert beta_threshold.main(["--window", "2", "--threshold", "5"]) == readings
     assert "on the wrong side of T = 5: mrpc/adkd-e10-s1" in capsys.readouterr().out
-    assert beta_threshold.one_class_epochs([{"pearson": math.nan}, {"pearson": 0.3}], []) == 1
+    assert rowtable.one_class_epochs([{"pearson": math.nan}, {"pearson": 0.3}], []) == 1
 
 
 def test_a_rerun_compares_its_training_record_without_the_beta_warning(tmp_path):

@@ -68,7 +68,7 @@ class ADKDTrainer(Trainer):
         for name, value in terms.items():
             grads = torch.autograd.grad(weights[name] * value, parameters, retain_graph=True,
                                         allow_unused=True)
-            norms[name] = torch.stack([g.norm() for g in grads if g is not None]).norm().item()
+            norms[name] = adkd.norm_of(grads)
         return norms
 
     def log(self, logs, *args, **kwargs):
