@@ -1,6 +1,6 @@
 """AD-KD inside the Hugging Face Trainer: `ADKDTrainer` is a Trainer whose training loss is
 Eq. 12, computed by adkd.py's `distillation_step`. Copy the class into your own Trainer script;
-it needs Part I of adkd.py and its `attr_dominance` (the beta warning) only.
+it needs Part I of adkd.py, `attr_dominance` (the beta warning) and `norm_of` only.
 
     pip install -r examples/requirements.txt     # accelerate, which the Trainer needs
     python examples/hf_trainer.py --teacher runs/mrpc/teacher/best \
@@ -24,7 +24,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
-from adkd import attr_dominance, distillation_step, teacher_outputs, term_weights  # noqa: E402
+from adkd import (attr_dominance, distillation_step, norm_of, teacher_outputs,  # noqa: E402
+                  term_weights)
 
 
 class ADKDTrainer(Trainer):
@@ -68,7 +69,7 @@ class ADKDTrainer(Trainer):
         for name, value in terms.items():
             grads = torch.autograd.grad(weights[name] * value, parameters, retain_graph=True,
                                         allow_unused=True)
-            norms[name] = adkd.norm_of(grads)
+            norms[name] = norm_of(grads)
         return norms
 
     def log(self, logs, *args, **kwargs):
