@@ -328,7 +328,7 @@ def distillation_step(student, teacher, batch, config, teacher_fn=teacher_output
         use_kd=config.use_kd, is_regression=config.is_regression)
 
 
-def fit_beta(student, teacher, batches, config, ratio=1.0, teacher_fns=None):
+def fit_beta(student, teacher, batches, config, ratio=2.0, teacher_fns=None):
     """Table 5's beta was tuned on the authors' student: with another, beta * L_attr's gradient
     can drown CE's and KD's (README, "choosing beta"). Returns beta lowered (never raised) so
     that beta * L_attr's gradient norm is `ratio` times the larger of CE's and KD's, median over
@@ -532,7 +532,7 @@ FLAGS = [("task, data and models", [
              "Jensen-Shannon, total variation (f-DISTILL)"),
         flag("--beta-remedy", "student", choices=["fit"], help="fit: lower beta once, before "
              "training, to --attr-ratio x the logit terms' gradient (README, choosing beta)"),
-        flag("--attr-ratio", "student", "> 0", type=float, default=1.0, help="beta * L_attr's "
+        flag("--attr-ratio", "student", "> 0", type=float, default=2.0, help="beta * L_attr's "
              "gradient norm / max(CE's, KD's) that --beta-remedy fit aims at"),
         flag("--attr-reduction", "student", choices=["entries", "batch"], default="entries",
              help="L_attr at the public code's scale (Table 5's beta) or per batch (Eq. 11)"),
@@ -735,7 +735,7 @@ def teacher_stage_args(args):
 
 
 # Settings added after runs were started: a settings.json without one was run at this value.
-ADDED_SETTINGS = {"grad_accum": 1, "beta_remedy": None, "attr_ratio": 1.0}
+ADDED_SETTINGS = {"grad_accum": 1, "beta_remedy": None, "attr_ratio": 2.0}
 
 
 def stage_settings(args):
@@ -1246,8 +1246,7 @@ def fit_beta_on_first_batches(student, teacher, features, config, args, teacher_
 
 
 def epoch_order(count, seed, epoch):
-    """An epoch's order of the training examples: it depends on (seed, epoch) alone, so a
-    resumed run sees the same batches."""
+    """The order of an epoch's examples: (seed, epoch) alone fix it, so --resume sees the same."""
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
 
 
@@ -1323,11 +1322,12 @@ class RunFiles:
                   "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
                   "grad_norm": norms})
         self.norms.append(norms)  # the beta warning's window and T: bench/notes/beta_warning.md
-        if len(self.norms) == 10 and (ratio := attr_dominance(self.norms)) is not None:
+        aim = self.args.attr_ratio if self.args.beta_remedy else 1.0  # warn if R passes 2 * aim
+        if len(self.norms) == 10 and (ratio := attr_dominance(self.norms, 2 * aim)) is not None:
             self.log({"step": step, "warning": {"attr_dominance": ratio, "logged_steps": 10}})
             say(f"warning: beta*L_attr's gradient is {ratio:.1f}x max(CE's, KD's) (median, 10 "
                 f"logged steps): CE and KD get ~1/{ratio:.0f} of each clipped update; lower --beta"
-                " or pass --beta-remedy fit")
+                + (" or --attr-ratio" if self.args.beta_remedy else " or pass --beta-remedy fit"))
 
     def record_evaluation(self, student, step, metrics, best, main_metric):
         """Log a dev evaluation; save best/ when it improves (a NaN never does)."""

@@ -1807,7 +1807,7 @@ def test_hf_trainer_warns_once_when_beta_drowns_ce_and_kd(workspace, tmp_path, c
         if flagged:
             ratio = flagged[0]["attr_dominance"]
             assert flagged[0]["step"] == 10 and "loss" in flagged[0] and ratio > 10
-            assert f"{ratio:.1f}x" in said[0] and "lower beta (--beta)" in said[0]
+            assert f"{ratio:.1f}x" in said[0] and "lower --beta" in said[0]
 
 
 # ----- the beta remedy: --beta-remedy fit lowers beta once, before training (issue 36)
@@ -1833,8 +1833,9 @@ def test_fit_beta_brings_attr_gradient_to_the_ratio_and_never_raises_beta():
     config = adkd.ADKDConfig(beta=1e5, top_k=None)
     before = np.median(weighted_ratios(student, teacher, batches, config))
     assert before > 10  # beta * L_attr drowns CE and KD here
-    for ratio in (1.0, 0.25):
-        fitted = adkd.fit_beta(student, teacher, batches, config, ratio=ratio)
+    for ratio in (2.0, 0.25):  # 2: the default
+        fitted = adkd.fit_beta(student, teacher, batches, config,
+                               **({} if ratio == 2 else {"ratio": ratio}))
         assert fitted == pytest.approx(1e5 * ratio / before, rel=1e-4)
         after = weighted_ratios(student, teacher, batches, dataclasses.replace(config, beta=fitted))
         assert np.median(after) == pytest.approx(ratio, rel=1e-4)
@@ -1859,7 +1860,26 @@ def test_beta_remedy_fit_trains_with_the_fitted_beta_logs_it_and_quiets_the_warn
                                           + fitted[0] * first["attr"], rel=1e-5)
     assert printed_warnings(capsys) == [] and beta_log(tmp_path / "fit")[0] == []
     norms = beta_log(tmp_path / "fit")[1]
-    assert adkd.attr_dominance(norms[:10], threshold=0) < 2  # without it: above 10 (test above)
+    assert adkd.attr_dominance(norms[:10], threshold=0) < 4  # without it: above 10 (test above)
+
+
+@pytest.mark.parametrize("remedy, ratio, warns", [(None, 2.0, True), ("fit", 2.0, False),
+                                                  ("fit", 1.0, True)])
+def test_after_beta_remedy_fit_the_warning_waits_for_twice_the_ratio_it_fitted(
+        tmp_path, capsys, remedy, ratio, warns):
+    """The fit aims R at --attr-ratio (default 2, the warning's own T): a run warns only when
+    R has left that aim behind, 2 x the ratio, and then names --attr-ratio."""
+    run = adkd.RunFiles(tmp_path, argparse.Namespace(beta_remedy=remedy, attr_ratio=ratio),
+                        None, steps_per_epoch=10)
+    run.norms, scheduler = [], argparse.Namespace(get_last_lr=lambda: [1e-5])
+    for step in range(1, 12):  # R = 3: above T = 2, below 2 x 2
+        run.log_losses(step, scheduler, 1.0, torch.tensor(1.0), {},
+                       {"attr": 3.0, "ce": 1.0, "kd": 0.5})
+    said = printed_warnings(capsys)
+    logged = [r for r in adkd.read_log(tmp_path / "log.jsonl") if "warning" in r]
+    assert len(said) == len(logged) == warns
+    if said:
+        assert said[0].endswith("or --attr-ratio" if remedy else "or pass --beta-remedy fit")
 
 
 def test_beta_remedy_fit_is_not_fitted_again_on_resume(pipeline, workspace, tmp_path,

@@ -5,10 +5,11 @@ they answered one class for epochs. Three remedies were run on the committed row
 (seed 1, the full setup): ramp (beta rises linearly from 0 over epoch 1), cap (each step,
 beta*L_attr's gradient scaled down to the larger logit term's norm before clipping) and fit
 (adkd.py --beta-remedy fit: beta lowered once, before training, so that on the first 10
-batches the median of that ratio is 1). ramp and cap are not in adkd.py; they are the patch
-bench/notes/beta_remedy_screen.patch. This prints, per row: the beta it trained with, R (the
-median ratio over its first 10 logged steps, as the warning reads it), the epochs it answered
-one class from the first, dev per epoch, its best and last epoch.
+batches the median of that ratio is --attr-ratio; 1 and 2, the default, were run). ramp and
+cap are not in adkd.py; they are the patch bench/notes/beta_remedy_screen.patch. This prints,
+per row: the beta it trained with, R (the median ratio over its first 10 logged steps, as the
+warning reads it), the epochs it answered one class from the first, dev per epoch, its best
+and last epoch.
 
     python bench/beta_remedy.py
 """
@@ -26,12 +27,15 @@ import adkd  # noqa: E402
 # (task, row folder, remedy): the committed row without a remedy, the candidates, vanilla KD.
 SCREEN = [
     ("rte", "adkd-e12-s1", "none"), ("rte", "adkd-e12-ramp-s1", "ramp"),
-    ("rte", "adkd-e12-cap-s1", "cap"), ("rte", "adkd-e12-fit-s1", "fit"),
+    ("rte", "adkd-e12-cap-s1", "cap"), ("rte", "adkd-e12-fit-s1", "fit, --attr-ratio 1"),
+    ("rte", "adkd-e12-fit-r2-s1", "fit, --attr-ratio 2"),
     ("rte", "vanilla-e12-s1", "vanilla KD"),
-    ("mrpc", "adkd-e10-s1", "none"), ("mrpc", "adkd-e10-fit-s1", "fit"),
+    ("mrpc", "adkd-e10-s1", "none"), ("mrpc", "adkd-e10-fit-s1", "fit, --attr-ratio 1"),
     ("mrpc", "adkd-e10-fit-r2-s1", "fit, --attr-ratio 2"),
     ("mrpc", "vanilla-e10-s1", "vanilla KD"),
-    ("mrpc", "adkd-paper-e7-s1", "none"), ("mrpc", "adkd-paper-e7-fit-s1", "fit"),
+    ("mrpc", "adkd-paper-e7-s1", "none"),
+    ("mrpc", "adkd-paper-e7-fit-s1", "fit, --attr-ratio 1"),
+    ("mrpc", "adkd-paper-e7-fit-r2-s1", "fit, --attr-ratio 2"),
     ("mrpc", "adkd-paper-e7-beta1-s1", "β = 1"), ("mrpc", "vanilla-paper-e7-s1", "vanilla KD"),
 ]
 METRIC = {"rte": "accuracy", "mrpc": "f1"}

@@ -562,10 +562,11 @@ def retest_table(task, rows, metrics):
     vanilla = {row.seed: row for row, _ in method_rows(rows, "paper", "vanilla")}
     lines = [f"**Retest at the paper's shape** (`python bench/run.py {task} --rows "
              f"paper_retest`): AD-KD from the committed teacher outputs, with `--beta-remedy "
-             f"fit` and at β = 1, beside the β = 10 rows above, read from the logs (dev "
-             f"{metric} per epoch; one class: epochs from the first that answered one class; "
-             "attr ÷ logit: the median per epoch of L_attr's gradient norm over the larger "
-             "logit term's; gap: the dev attribution gap at the last epoch; vs vanilla KD: "
+             f"fit` (`--attr-ratio` in the row's name: r2 is 2, none is 1) and at β = 1, "
+             f"beside the β = 10 rows above, read from the logs (dev {metric} per epoch; "
+             "one class: epochs from the first that answered one class; attr ÷ logit: the "
+             "median per epoch of L_attr's gradient norm over the larger logit term's; gap: "
+             "the dev attribution gap at the last epoch; vs vanilla KD: "
              f"the last epoch's {metric} minus vanilla KD's at that epoch, same seed).", "",
              f"| row | β trained with | epochs | dev {metric} by epoch | one class | best (epoch) "
              "| attr ÷ logit by epoch | gap | vs vanilla KD |", "|---" * 9 + "|"]

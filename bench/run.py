@@ -23,8 +23,9 @@ Groups (--rows takes groups or row names, comma-separated; default: main,ablatio
             and total variation (adkd-e10-rkl-s1, ...) beside adkd-e10-s1 (soft_ce, the default);
             python bench/run.py mrpc --rows kd_forms
   beta_remedy  MRPC, RTE, seed 1, the full setup: AD-KD with --beta-remedy fit (beta lowered
-            once so beta*L_attr's gradient starts level with the logit terms'), adkd-e<E>-fit-s1;
-            the screen it won: bench/notes/beta_remedy.md
+            once so beta*L_attr's gradient starts at --attr-ratio x the logit terms'), ratio 1
+            (adkd-e<E>-fit-s1) and 2, the default (adkd-e<E>-fit-r2-s1); the screen it won:
+            bench/notes/beta_remedy.md
   paper     MRPC, RTE at the paper's shape: all-mpnet-base-v2 (12 x 768) fine-tuned by the public
             teacher recipe (row teacher-paper), its layers 0, 2, ..., 10 as a 6 x 768 student
             (bench/get_mpnet.py), Table 5's values (K = 768 on MRPC); AD-KD and vanilla KD
@@ -32,7 +33,8 @@ Groups (--rows takes groups or row names, comma-separated; default: main,ablatio
             adkd-paper-e<E>-s<seed>, ...; the epochs and their cost: bench/notes/<task>_paper.md
   paper_retest  MRPC at the paper's shape from the committed teacher outputs
             (bench/runs/mrpc/paper/teacher_outputs_m1.pt, no teacher weights needed): AD-KD with
-            --beta-remedy fit seeds 1-3 (adkd-paper-e7-fit-s<seed>) and at beta = 1, seed 1
+            --beta-remedy fit --attr-ratio 2 seeds 1-3 (adkd-paper-e7-fit-r2-s<seed>); seed 1
+            also at ratio 1 (adkd-paper-e7-fit-s1) and at beta = 1 (adkd-paper-e7-beta1-s1)
 
 Each row is one `adkd.py` command run in its own process (one torch thread, --jobs rows at a
 time, across all the tasks named), which then measures on dev what the row's checkpoint does: the

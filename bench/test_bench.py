@@ -1083,7 +1083,7 @@ def test_the_paper_retest_table_reads_rows_in_progress_from_their_logs(tmp_path,
     majority = report.majority_class("mrpc")
     if majority is None:
         pytest.skip("no MRPC data beside the repository")
-    fit = rows[f"adkd-paper-e7-{rowtable.PAPER_REMEDY}-s1"]
+    fit = rows["adkd-paper-e7-fit-r2-s1"]
     write_log(fit.stage_dir / "log.jsonl", [
         {"step": 0, "started": 0.0}, {"step": 0, "fitted_beta": 0.2},
         {"step": 10, "epoch": 10 / 230, "grad_norm": {"attr": 2.0, "ce": 1.0, "kd": 0.5}},

@@ -36,6 +36,7 @@ class ADKDTrainer(Trainer):
     backward passes each), as adkd.py logs them: it warns when beta*L_attr's drowns CE and KD."""
 
     beta_window = 10  # logging steps whose gradient norms decide the beta warning (0: none)
+    warn_above = 2.0  # its T; after fit_beta at ratio R, 2 R (adkd.py's rule)
 
     def __init__(self, *args, teacher, adkd_config, teacher_fn=teacher_outputs, **kwargs):
         super().__init__(*args, **kwargs)
@@ -79,12 +80,14 @@ class ADKDTrainer(Trainer):
             logs.update({name: total / self.term_batches for name, total in self.term_sums.items()})
             self.term_sums, self.term_batches = {}, 0
         window_ends = self.state.global_step == self.beta_window * self.state.logging_steps
-        if "loss" in logs and window_ends and (ratio := attr_dominance(self.norms)) is not None:
+        ratio = attr_dominance(self.norms, self.warn_above) if window_ends else None
+        if "loss" in logs and ratio is not None:
             logs["attr_dominance"] = ratio
             if self.is_world_process_zero():
                 print(f"warning: beta*L_attr's gradient is {ratio:.1f}x max(CE's, KD's) (median, "
                       f"{len(self.norms)} logged batches): CE and KD get ~1/{ratio:.0f} of each "
-                      "clipped update; lower beta (--beta), or --beta-remedy fit", flush=True)
+                      "clipped update; lower --beta (or --attr-ratio), or --beta-remedy fit",
+                      flush=True)
         super().log(logs, *args, **kwargs)
 
 
@@ -170,6 +173,7 @@ def main(argv=None):
         config.beta = adkd.fit_beta_on_first_batches(
             trainer.model, trainer.teacher, data.train, config, args,
             teacher_fn_for=lambda chunk: trainer.teacher_fn)
+        trainer.warn_above = 2 * args.attr_ratio
     trainer.train(resume_from_checkpoint=args.resume or None)
     trainer.save_model()  # the best checkpoint, into --output-dir
     trainer.save_state()
