@@ -1601,7 +1601,7 @@ def all_reduce_sum(tensor, device):
     """Sum a CPU tensor over ranks (nccl needs it on the GPU for the trip)."""
     if world()[1] == 1:
         return tensor
-    on_device = tensor.to(device)
+    on_device = tensor.to(device, copy=True)  # on the CPU .to() would hand back `tensor` itself
     dist.all_reduce(on_device)
     return on_device.to(tensor.device)
 

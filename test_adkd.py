@@ -3665,8 +3665,10 @@ def test_two_process_ddp_with_grad_accum_matches_a_single_process_run(
     student = save_tiny(tmp_path / "student_nodropout", workspace["tokenizer"], hidden=16, layers=1,
                         seed=1, dropout=0.0)
     def args(out):
+        # --beta-remedy fit: every rank caches the teacher on the fit's batches, so the merge
+        # sees examples filled twice (it doubled their logits once; β stays 10 here)
         a = cli(workspace, out, "--teacher", teacher, "--attr-reduction", "batch",
-                "--ig-steps", "2", "--predict")
+                "--ig-steps", "2", "--predict", "--beta-remedy", "fit")
         a[a.index("--student") + 1] = student
         return a
     adkd.main(args(tmp_path / "single"))
@@ -3687,6 +3689,9 @@ def test_two_process_ddp_with_grad_accum_matches_a_single_process_run(
         torch.testing.assert_close(ddp[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
     cache = torch.load(tmp_path / "ddp" / "student" / "teacher_cache.pt", weights_only=True)
     assert bool(cache["filled"].all())  # the ranks' halves were merged
+    single_cache = torch.load(tmp_path / "single" / "student" / "teacher_cache.pt",
+                              weights_only=True)
+    torch.testing.assert_close(cache["logits"], single_cache["logits"])
     assert (tmp_path / "ddp" / "predictions" / "MRPC.tsv").read_text() == \
         (tmp_path / "single" / "predictions" / "MRPC.tsv").read_text()
     single_log = (tmp_path / "single" / "student" / "log.jsonl").read_text().splitlines()
