@@ -62,7 +62,7 @@ def resumable(compute, parts):
         else:
             start = time.time()
             result = compute(model, features, special_ids, config, desc=desc, **kwargs)
-            result["summary"]["wall_s"] = round(time.time() - start, 1)
+            result["summary"]["wall_s"] = time.time() - start  # rounded once, in the total
             parts.mkdir(parents=True, exist_ok=True)
             torch.save({"key": key, "result": result}, part)
         if reference is not None:
@@ -95,7 +95,7 @@ def measure(task, group, threads=2, ig_steps=8):
         adkd.faithfulness = compute
     record = json.loads(path.read_text())
     wall_s = sum(model.pop("wall_s", 0) for model in record["models"])
-    record.update(group=group, torch_threads=threads, wall_s=round(wall_s, 1),
+    record.update(group=group, torch_threads=threads, wall_s=round(wall_s, 2),
                   command=f"python bench/faithfulness.py {task} --group {group}",
                   explain_command="python adkd.py explain " + " ".join(map(rowtable.shown, argv)))
     for model in record["models"]:
