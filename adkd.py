@@ -435,8 +435,7 @@ def main(argv=None):
             f"tau={args.temperature} K={args.top_k} m={args.ig_steps} "
             f"(teacher m={args.teacher_ig_steps})")
         seed_everything(args.seed)
-        train(student, tokenizer, task, data.train, data.dev, output_dir / "student", args,
-              teacher)
+        train(student, tokenizer, task, data.train, data.dev, output_dir / "student", args, teacher)
     if data.training:
         student = load_model(output_dir / "student" / "best", task, "--output-dir")
     metrics = evaluate(student.to(args.device), task, data.dev, args.eval_batch_size,
@@ -860,8 +859,8 @@ def stage_dirs(args, training):
 
 
 def check_run_folders(args, training):
-    """A folder with a run in it is continued only with --resume, and only with the settings
-    it was started with (stage_settings; a flag FLAGS files under "run" may change)."""
+    """A folder with a run is continued only with --resume and the settings it was started with
+    (stage_settings): a flag FLAGS files under "run" may change; --teacher-outputs is --teacher."""
     for folder, arguments in stage_dirs(args, training):
         if not any((folder / name).exists() for name in ("log.jsonl", "last", "last.old", "best")):
             continue
@@ -874,8 +873,9 @@ def check_run_folders(args, training):
             continue  # nothing resumable: the stage starts fresh with the flags given now
         saved = {**ADDED_SETTINGS, **json.loads(saved_path.read_text())}
         now = {**ADDED_SETTINGS, **stage_settings(arguments)}
+        keys = (set(saved) | set(now)) - ({"teacher"} if now.get("teacher_outputs") else set())
         changed = [f"--{k.replace('_', '-')} ({saved.get(k)} -> {now.get(k)})" for k in
-                   sorted(set(saved) | set(now)) if not same_setting(saved.get(k), now.get(k))]
+                   sorted(keys) if not same_setting(saved.get(k), now.get(k))]
         if changed:
             raise SystemExit(f"error: --resume: {folder} was started with other settings: "
                              f"{', '.join(changed)}; resume with the same flags or choose "

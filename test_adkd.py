@@ -694,6 +694,26 @@ def test_student_from_teacher_outputs_equals_the_run_with_the_teacher(outputs_ru
             assert a["dev"] == pytest.approx(b["dev"], rel=1e-4)
 
 
+def test_a_student_from_teacher_outputs_resumes_where_it_stopped(outputs_run, workspace,
+                                                                   tmp_path):
+    """The file stands for --teacher: a run from it records no teacher folder, one whose
+    teacher stage wrote it records that stage's folder, and both resume (a resume once
+    compared --teacher with the teacher stage's folder and refused the first)."""
+    extra = ["--teacher-outputs", str(outputs_run["path"]), "--log-every", "1",
+             "--save-every", "1"]
+    interrupted_run(workspace, tmp_path / "killed", 4, *extra)
+    assert adkd.find_checkpoint(tmp_path / "killed" / "student" / "last") is not None
+    metrics = adkd.main(cli(workspace, tmp_path / "killed", *extra, "--resume"))
+    assert metrics == outputs_run["metrics"]
+    logged = [[r for r in student_records(run) if len(r) > 1]  # not the (re)start marks
+              for run in (tmp_path / "killed", outputs_run["root"] / "with_teacher")]
+    assert logged[0] == logged[1]
+    written = outputs_run["root"] / "with_teacher"
+    assert adkd.main(cli(workspace, written, *extra, "--resume")) == metrics
+    with pytest.raises(SystemExit, match="--beta"):
+        adkd.main(cli(workspace, tmp_path / "killed", *extra, "--resume", "--beta", "1"))
+
+
 def test_teacher_outputs_from_a_teacher_folder_in_one_command(outputs_run, workspace):
     """--teacher-only with --teacher FOLDER writes the file, identical to the one the teacher
     stage wrote; nothing is trained."""
