@@ -2,6 +2,7 @@
 
     python bench/faithfulness.py mrpc                 # group full: the MiniLM full-length rows
     python bench/faithfulness.py mrpc --group paper   # the 12 x 768 -> 6 x 768 rows
+    python bench/faithfulness.py mrpc --group paper_retest  # its retest's best seed-1 student
 
 Measures, on every dev example, the teacher and the seed-1 students (fine-tuned, vanilla KD,
 AD-KD) of the group: ERASER's comprehensiveness and sufficiency AOPC of each model's own map
@@ -27,12 +28,40 @@ METHOD_KEYS = ("ft", "vanilla", "adkd")
 
 
 def group_rows(task, group):
-    """The group's teacher and seed-1 student rows, teacher first."""
+    """The group's teacher and seed-1 student rows, teacher first. paper_retest: the paper
+    teacher (the retrained one whose outputs the retest distilled) and the retest's finished
+    seed-1 row with the best dev score."""
     rows = [row for row in rowtable.task_rows(task) if group in row.groups]
+    if group == "paper_retest":
+        teacher = [row for row in rowtable.task_rows(task) if row.name == "teacher-paper"]
+        done = [row for row in rows if row.seed == 1 and (row.stage_dir / "done.json").exists()]
+        if not done:
+            raise SystemExit(f"error: no seed-1 row of {group} has finished: python "
+                             f"bench/run.py {task} --rows {group}")
+        return teacher + [max(done, key=best_dev)]
     teacher = [row for row in rows if row.kind == "teacher"]
     students = [next(row for row in rows if row.seed == 1 and row.meta.get("key") == key)
                 for key in METHOD_KEYS]
     return teacher + students
+
+
+def best_dev(row):
+    """The dev metrics of a finished stage's best checkpoint (its done.json)."""
+    return json.loads((row.stage_dir / "done.json").read_text())["metric"]
+
+
+def retest_teacher_dev(teacher):
+    """The dev scores of the teacher whose outputs the retest distilled (the file's), once the
+    weights on this disk are shown to be that teacher's: a clone's paper/teacher/done.json is
+    the first teacher's record, and the first teacher's weights taught the committed rows."""
+    import adkd
+    from transformers import AutoModelForSequenceClassification
+    meta = adkd.load_teacher_outputs(rowtable.PAPER_OUTPUTS).meta
+    model = AutoModelForSequenceClassification.from_pretrained(teacher.stage_dir / "best")
+    if adkd.weights_digest(model) != meta["teacher_weights"]:
+        raise SystemExit(f"error: {teacher.stage_dir / 'best'} is not the teacher that wrote "
+                         f"{rowtable.shown(rowtable.PAPER_OUTPUTS)}")
+    return meta["dev_metrics"]
 
 
 def json_path(task, group):
@@ -81,6 +110,9 @@ def measure(task, group, threads=2, ig_steps=8):
         raise SystemExit(f"error: no weights on this disk for {', '.join(absent)}: "
                          f"python bench/run.py {task} --rows {','.join(absent)} --retrain")
     torch.set_num_threads(threads)
+    devs = [json.loads((row.stage_dir / "done.json").read_text()).get("metrics") for row in rows]
+    if group == "paper_retest":
+        devs[0] = retest_teacher_dev(rows[0])
     path = json_path(task, group)
     path.parent.mkdir(exist_ok=True)
     argv = ["--faithfulness", "--task", task, "--data-dir", str(rowtable.GLUE), "--dev", "all",
@@ -98,8 +130,8 @@ def measure(task, group, threads=2, ig_steps=8):
     record.update(group=group, torch_threads=threads, wall_s=round(wall_s, 2),
                   command=f"python bench/faithfulness.py {task} --group {group}",
                   explain_command="python adkd.py explain " + " ".join(map(rowtable.shown, argv)))
-    for model in record["models"]:
-        model["path"] = rowtable.shown(model["path"])
+    for model, dev in zip(record["models"], devs):  # the dev scores of these very weights
+        model["path"], model["dev"] = rowtable.shown(model["path"]), dev
     path.write_text(json.dumps(record, indent=1) + "\n")
     shutil.rmtree(parts, ignore_errors=True)
     return record
@@ -109,10 +141,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=sorted(rowtable.FULL_EPOCHS))
-    parser.add_argument("--group", default="full", choices=("full", "paper"))
+    parser.add_argument("--group", default="full", choices=("full", "paper", "paper_retest"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
-    if args.group == "paper" and args.task not in rowtable.PAPER_EPOCHS:
+    if args.group.startswith("paper") and args.task not in rowtable.PAPER_EPOCHS:
         parser.error(f"{args.task} has no paper-shape rows")
     measure(args.task, args.group, args.threads)
     print(f"wrote {json_path(args.task, args.group)}")

@@ -12,6 +12,7 @@ the data, and the bench's) it imports the standard library only: the figure is S
 hand and the machine line's package versions come from their metadata. So it needs
 requirements.txt's packages and nothing else.
 """
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -482,14 +483,23 @@ def faithfulness_table(task, rows, group):
              f"| row | dev {metric} | attribution gap | comprehensiveness (random) | sufficiency "
              "(random) | same prediction | Spearman | top-20 % overlap |",
              "|---|---|---|---|---|---|---|---|"]
+    if group == "paper_retest":
+        lines[0] = ("The retest's best seed-1 student beside the teacher whose outputs it "
+                    "distilled (the retrained one, with its own dev scores). "
+                    + lines[0].split("? ", 1)[1])
     for model in record["models"]:
         row, result = rows[model["model"]]
+        result = result or {}
+        dev = model.get("dev") or result["dev"]  # the scores of the weights measured
         label = teacher_label(row) if row.kind == "teacher" else f"{row.meta['method']}, s1"
+        if group == "paper_retest" and row.kind == "teacher":
+            label = label.replace("teacher", "teacher, retrained,", 1)
         agree = [f"{model[key]:.3f}" if key in model else "–"
                  for key in ("same_prediction", "spearman", "top20_overlap")]
-        gap = f"{result['attribution_gap']:.3f}" if "attribution_gap" in result else "–"
+        gap = dev.get("attribution_gap", result.get("attribution_gap"))
+        gap = "–" if gap is None else f"{gap:.3f}"
         lines.append(
-            f"| {label} | {100 * result['dev'][metric]:.1f} | {gap} | "
+            f"| {label} | {100 * dev[metric]:.1f} | {gap} | "
             f"{model['comprehensiveness']:.3f} ({model['comprehensiveness_random']:.3f}) | "
             f"{model['sufficiency']:.3f} ({model['sufficiency_random']:.3f}) | "
             + " | ".join(agree) + " |")
@@ -594,7 +604,34 @@ def retest_table(task, rows, metrics):
                        for v in shares_by_epoch) + " | "
             + (f"{dev[last]['attribution_gap']:.3f}" if dev and "attribution_gap" in dev[last]
                else "–") + f" | {versus} |")
-    return lines + [""]
+    return (lines + [""] + retest_verdict(task, rows, retest, metric)
+            + faithfulness_table(task, rows, "paper_retest"))
+
+
+def retest_verdict(task, rows, retest, metric):
+    """The retest's remedy rows (PAPER_REMEDY) paired seed by seed with the vanilla KD rows, at
+    the best epoch (verdict's wording) and at the last, beside β = 10's pairs and the paper's."""
+    remedy, ratio = rowtable.PAPER_REMEDY
+    prefix = f"adkd-paper-e{rowtable.PAPER_EPOCHS[task]}-{remedy}-r{ratio:g}-s"
+    pairs = {row.name: (row, r) for row, r in method_rows(rows, "paper", "vanilla")}
+    pairs.update({row.name: (dataclasses.replace(row, groups=("paper",)), r)
+                  for row, r in retest if row.name.startswith(prefix)})
+    last = paired_stats(pairs, "paper", metric, lambda r: r["dev_history"][-1][metric])
+    if last["n"] == 0:
+        return []
+    ten = paired_stats(rows, "paper", metric)
+    best = [r["dev"][metric] for row, r in pairs.values() if r and row.meta["key"] == "adkd"]
+    line = verdict(task, pairs, metric, "paper")[0].replace(
+        "**Paired by seed, AD-KD", f"**The retest, paired by seed: AD-KD with `--beta-remedy "
+        f"{remedy} --attr-ratio {ratio:g}`", 1)
+    each = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(last["seeds"], last["differences"]))
+    return [line + f" At the last epoch: {each}" + (f" (mean {last['mean']:+.1f})" if
+            last["n"] > 1 else "") + f". Its best {metric}: {spread(best)}, where β = 10 "
+            "without a remedy (the rows above), against the same vanilla KD rows: "
+            + ", ".join(f"s{s} {d:+.1f}" for s, d in zip(ten["seeds"], ten["differences"]))
+            + f"; the paper's Table 1: AD-KD {PAPER['adkd'][task]}, vanilla KD "
+            f"{PAPER['vanilla'][task]} ({PAPER['adkd'][task] - PAPER['vanilla'][task]:+.1f}).",
+            ""]
 
 
 def reproduction_line(teacher):

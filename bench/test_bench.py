@@ -794,6 +794,50 @@ def test_faithfulness_bench_measures_the_seed_1_rows_and_the_report_tables_them(
     assert report.faithfulness_table("mrpc", results, "paper") == []  # not measured: no table
 
 
+def test_faithfulness_of_the_retest_measures_its_best_seed_1_student_and_its_own_teacher(
+        tmp_path, monkeypatch):
+    """--group paper_retest: the paper teacher, then the finished seed-1 retest row with the
+    best dev score; the teacher's weights must be the ones that wrote the committed outputs
+    (their digest), and its dev scores are the file's, not the first teacher's record."""
+    import types
+    import faithfulness
+    from transformers import AutoModelForSequenceClassification
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(faithfulness, "OUT", tmp_path / "faithfulness")
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
+    with pytest.raises(SystemExit, match="no seed-1 row of paper_retest has finished"):
+        faithfulness.group_rows("mrpc", "paper_retest")
+    for name, f1 in (("adkd-paper-e7-fit-r2-s1", 0.89), ("adkd-paper-e7-beta1-s1", 0.9),
+                     ("adkd-paper-e7-fit-r2-s2", 0.95), ("teacher-paper", 0.913)):
+        save_tiny_bert(rows[name].stage_dir / "best", 0)
+        (rows[name].stage_dir / "done.json").write_text(
+            json.dumps({"metric": f1, "metrics": {"f1": f1, "attribution_gap": 0.25}}))
+    chosen = faithfulness.group_rows("mrpc", "paper_retest")
+    assert [row.name for row in chosen] == ["teacher-paper", "adkd-paper-e7-beta1-s1"]
+    model = AutoModelForSequenceClassification.from_pretrained(chosen[0].stage_dir / "best")
+    digest = adkd.weights_digest(model)
+    outputs = types.SimpleNamespace(meta={"teacher_weights": digest, "dev_metrics": {"f1": 0.92}})
+    monkeypatch.setattr(adkd, "load_teacher_outputs", lambda path: outputs)
+
+    def explain_main(argv):  # stands for adkd.py explain --faithfulness
+        Path(argv[argv.index("--json") + 1]).write_text(json.dumps(
+            {"task": "mrpc", "ig_steps": 8, "random_orders": 3, "max_length": 128, "models": [
+                {"model": arg.split("=")[0], "path": arg.split("=")[1], "examples": 408,
+                 "comprehensiveness": 0.4, "comprehensiveness_random": 0.1, "sufficiency": 0.05,
+                 "sufficiency_random": 0.2} for arg in argv if "=" in arg]}))
+    monkeypatch.setattr(adkd, "explain_main", explain_main)
+    record = faithfulness.measure("mrpc", "paper_retest", threads=1)
+    assert [m["dev"]["f1"] for m in record["models"]] == [0.92, 0.9]
+    lines = report.faithfulness_table("mrpc", report.load("mrpc"), "paper_retest")
+    assert lines[0].startswith("The retest's best seed-1 student beside the teacher whose")
+    assert any(line.startswith("| teacher, retrained, (all-mpnet-base-v2") and "| 92.0 | – |"
+               in line for line in lines)
+    assert any(line.startswith("| AD-KD β = 1, s1 | 90.0 | 0.250 |") for line in lines)
+    outputs.meta["teacher_weights"] = "0" * 64  # weights on disk: another teacher
+    with pytest.raises(SystemExit, match="is not the teacher that wrote"):
+        faithfulness.measure("mrpc", "paper_retest", threads=1)
+
+
 def save_tiny_bert(folder, seed):
     """A checkpoint folder: a tiny random BERT (2 layers, 32 wide, made non-linear by a large
     init) and its tokenizer, on a 12-word uncased vocabulary."""
@@ -821,7 +865,7 @@ def test_faithfulness_bench_continues_after_a_stop_with_the_same_numbers(tmp_pat
     rows = faithfulness.group_rows("mrpc", "paper")
     for seed, row in enumerate(rows):
         save_tiny_bert(row.stage_dir / "best", seed)
-        (row.stage_dir / "done.json").write_text("{}")
+        (row.stage_dir / "done.json").write_text(json.dumps({"metrics": {"f1": seed / 10}}))
     computed, measured = [], adkd.faithfulness
 
     class Stopped(Exception):  # stands for a session's end (KeyboardInterrupt would stop pytest)
@@ -846,9 +890,10 @@ def test_faithfulness_bench_continues_after_a_stop_with_the_same_numbers(tmp_pat
     adkd.explain_main(["--faithfulness", "--task", "mrpc", "--data-dir", str(rowtable.GLUE),
                        "--dev", "all", "--ig-steps", "8", "--json", str(whole)] + [
         arg for row in rows for arg in ("--model", f"{row.name}={row.stage_dir / 'best'}")])
-    assert [{k: v for k, v in model.items() if k != "path"} for model in record["models"]] == [
-        {k: v for k, v in model.items() if k != "path"}
-        for model in json.loads(whole.read_text())["models"]]
+    assert [{k: v for k, v in model.items() if k not in ("path", "dev")}
+            for model in record["models"]] == [{k: v for k, v in model.items() if k != "path"}
+                                               for model in json.loads(whole.read_text())["models"]]
+    assert [model["dev"] for model in record["models"]] == [{"f1": i / 10} for i in range(4)]
     assert "spearman" in record["models"][3] and record["wall_s"] > 0
 
 
@@ -1099,3 +1144,33 @@ def test_the_paper_retest_table_reads_rows_in_progress_from_their_logs(tmp_path,
     assert (f"| {fit.name} (running) | 0.2 | 2 / 7 | 81.2 83.0 | 1 | 83.0 (2) | 2 0.1 | 0.300 "
             "| -2.0 |") in text
     assert "| adkd-paper-e7-beta1-s1 | not started |" in text
+
+
+def test_the_retest_verdict_pairs_the_remedy_rows_with_vanilla_kd_at_best_and_last(
+        tmp_path, monkeypatch):
+    """The generated verdict: the remedy rows (seeds 1-2 finished here) paired with vanilla KD
+    of the same seed at the best and at the last epoch, beside β = 10's pairs and the paper's;
+    the ratio-1 and β = 1 seed-1 rows stay out of the pairing."""
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
+
+    def finish(name, seed, scores):
+        history = [{"epoch": float(e), "f1": f} for e, f in enumerate(scores, 1)]
+        write_log(rows[name].stage_dir / "log.jsonl", dev_log(enumerate(scores, 1), "f1"))
+        (rows[name].stage_dir / "settings.json").write_text(json.dumps({"beta": 10.0}))
+        (rows[name].out / "row.json").write_text(json.dumps(
+            {"seed": seed, "dev": {"f1": max(scores)}, "dev_history": history}))
+    for seed, (vanilla, ten, fit) in enumerate([((0.85, 0.88), (0.81, 0.82), (0.88, 0.87)),
+                                                ((0.86, 0.87), (0.81, 0.84), (0.85, 0.89))], 1):
+        finish(f"vanilla-paper-e7-s{seed}", seed, vanilla)
+        finish(f"adkd-paper-e7-s{seed}", seed, ten)
+        finish(f"adkd-paper-e7-fit-r2-s{seed}", seed, fit)
+    finish("adkd-paper-e7-beta1-s1", 1, (0.5, 0.99))  # would change s1's pair if it counted
+    if report.majority_class("mrpc") is None:
+        pytest.skip("no MRPC data beside the repository")
+    text = "\n".join(report.retest_table("mrpc", report.load("mrpc"), ("f1", "accuracy")))
+    assert ("**The retest, paired by seed: AD-KD with `--beta-remedy fit --attr-ratio 2` − "
+            "vanilla KD in dev f1 (points): s1 +0.0, s2 +2.0; mean +1.0") in text
+    assert "At the last epoch: s1 -1.0, s2 +2.0 (mean +0.5). Its best f1: 88.5 ± 0.7" in text
+    assert "β = 10 without a remedy (the rows above), against the same vanilla KD rows: " \
+        "s1 -6.0, s2 -3.0; the paper's Table 1: AD-KD 91.2, vanilla KD 89.4 (+1.8)." in text
