@@ -1236,8 +1236,8 @@ def fit_beta_on_first_batches(student, teacher, features, config, args, teacher_
     inputs = [{k: v.to(args.device) for k, v in glue_data.collate(
         [features[i] for i in chunk], config.pad_token_id).items()} for chunk in chunks]
     state = rng_state()  # the fit draws dropout masks; training then draws as without it
-    beta = fit_beta(student, teacher, inputs, config, args.attr_ratio,
-                    [teacher_fn_for(chunk) for chunk in chunks] if teacher_fn_for else None)
+    beta = gather_objects(fit_beta(student, teacher, inputs, config, args.attr_ratio, [
+        teacher_fn_for(chunk) for chunk in chunks] if teacher_fn_for else None))[0]  # rank 0's
     set_rng_state(state)
     student.zero_grad(set_to_none=True)
     say(f"--beta-remedy fit: beta {config.beta:g} -> {beta:.4g} (beta * L_attr's gradient "

@@ -1883,6 +1883,22 @@ def test_beta_remedy_fit_trains_with_the_fitted_beta_logs_it_and_quiets_the_warn
     assert adkd.attr_dominance(norms[:10], threshold=0) < 4  # without it: above 10 (test above)
 
 
+def test_under_ddp_every_rank_trains_with_rank_0s_fitted_beta(pipeline, workspace, tmp_path,
+                                                                monkeypatch):
+    """Each rank fits beta on the same batches, and rounding on a GPU could give each its own:
+    the ranks take rank 0's. Here this process plays rank 1 of two, rank 0 having fitted 0.25."""
+    real_gather = adkd.gather_objects
+    monkeypatch.setattr(adkd, "gather_objects", lambda obj: [0.25, obj] if isinstance(
+        obj, float) else real_gather(obj))
+    adkd.main(cli(workspace, tmp_path / "fit", "--teacher", str(pipeline["output"] / "teacher"
+                  / "best"), "--log-every", "1", "--beta", "1e5", "--beta-remedy", "fit"))
+    records = adkd.read_log(tmp_path / "fit" / "student" / "log.jsonl")
+    assert [r["fitted_beta"] for r in records if "fitted_beta" in r] == [0.25]
+    first = next(r for r in records if "loss" in r)
+    assert first["loss"] == pytest.approx(0.1 * first["ce"] + 0.9 * first["kd"]
+                                          + 0.25 * first["attr"], rel=1e-5)
+
+
 @pytest.mark.parametrize("remedy, ratio, warns", [(None, 2.0, True), ("fit", 2.0, False),
                                                   ("fit", 1.0, True)])
 def test_after_beta_remedy_fit_the_warning_waits_for_twice_the_ratio_it_fitted(
