@@ -493,7 +493,7 @@ def faithfulness_table(task, rows, group):
         dev = model.get("dev") or result["dev"]  # the scores of the weights measured
         label = teacher_label(row) if row.kind == "teacher" else f"{row.meta['method']}, s1"
         if group == "paper_retest" and row.kind == "teacher":
-            label = label.replace("teacher", "teacher, retrained,", 1)
+            label = label.replace("teacher", "teacher, retrained", 1)
         agree = [f"{model[key]:.3f}" if key in model else "–"
                  for key in ("same_prediction", "spearman", "top20_overlap")]
         gap = dev.get("attribution_gap", result.get("attribution_gap"))
