@@ -31,23 +31,24 @@ def group_rows(task, group):
     """The group's teacher and seed-1 student rows, teacher first. paper_retest: the paper
     teacher (the retrained one whose outputs the retest distilled) and the retest's finished
     seed-1 row with the best dev score."""
-    rows = [row for row in rowtable.task_rows(task) if group in row.groups]
+    every = rowtable.task_rows(task)
+    rows = [row for row in every if group in row.groups]
     if group == "paper_retest":
-        teacher = [row for row in rowtable.task_rows(task) if row.name == "teacher-paper"]
+        teacher = [row for row in every if row.name == "teacher-paper"]
         done = [row for row in rows if row.seed == 1 and (row.stage_dir / "done.json").exists()]
         if not done:
             raise SystemExit(f"error: no seed-1 row of {group} has finished: python "
                              f"bench/run.py {task} --rows {group}")
-        return teacher + [max(done, key=best_dev)]
+        return teacher + [max(done, key=lambda row: done_record(row)["metric"])]
     teacher = [row for row in rows if row.kind == "teacher"]
     students = [next(row for row in rows if row.seed == 1 and row.meta.get("key") == key)
                 for key in METHOD_KEYS]
     return teacher + students
 
 
-def best_dev(row):
-    """The dev metrics of a finished stage's best checkpoint (its done.json)."""
-    return json.loads((row.stage_dir / "done.json").read_text())["metric"]
+def done_record(row):
+    """A finished stage's done.json: its best checkpoint's main dev metric and all of them."""
+    return json.loads((row.stage_dir / "done.json").read_text())
 
 
 def retest_teacher_dev(teacher):
@@ -110,7 +111,7 @@ def measure(task, group, threads=2, ig_steps=8):
         raise SystemExit(f"error: no weights on this disk for {', '.join(absent)}: "
                          f"python bench/run.py {task} --rows {','.join(absent)} --retrain")
     torch.set_num_threads(threads)
-    devs = [json.loads((row.stage_dir / "done.json").read_text()).get("metrics") for row in rows]
+    devs = [done_record(row).get("metrics") for row in rows]
     if group == "paper_retest":
         devs[0] = retest_teacher_dev(rows[0])
     path = json_path(task, group)
