@@ -595,7 +595,7 @@ def retest_table(task, rows, metrics):
         other_dev = dev_by_epoch(other.stage_dir / "log.jsonl", metric) if other else {}
         last = max(dev) if dev else None
         versus = f"{scores[-1] - other_dev[last]:+.1f}" if last in other_dev else "–"
-        state = "" if result else " (running)"
+        state = "" if result else " (unfinished)"
         lines.append(
             f"| {row.name}{state} | {beta:.3g} | {len(dev)} / {row.meta['epochs']} | "
             + " ".join(f"{v:.1f}" for v in scores) + f" | {one_class} | "

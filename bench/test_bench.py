@@ -1141,7 +1141,7 @@ def test_the_paper_retest_table_reads_rows_in_progress_from_their_logs(tmp_path,
     write_log(rows["vanilla-paper-e7-s1"].stage_dir / "log.jsonl",
               dev_log([(1, 0.82), (2, 0.85)], "f1"))
     text = "\n".join(report.retest_table("mrpc", report.load("mrpc"), ("f1", "accuracy")))
-    assert (f"| {fit.name} (running) | 0.2 | 2 / 7 | 81.2 83.0 | 1 | 83.0 (2) | 2 0.1 | 0.300 "
+    assert (f"| {fit.name} (unfinished) | 0.2 | 2 / 7 | 81.2 83.0 | 1 | 83.0 (2) | 2 0.1 | 0.300 "
             "| -2.0 |") in text
     assert "| adkd-paper-e7-beta1-s1 | not started |" in text
 
