@@ -52,6 +52,7 @@ PAPER_SAVE_EVERY = 50
 # of the retrained teacher (no teacher weights needed), with the beta remedy, and at beta = 1.
 PAPER_OUTPUTS = RUNS / "mrpc" / "paper" / "teacher_outputs_m1.pt"
 PAPER_REMEDY = ("fit", 2.0)  # (--beta-remedy, --attr-ratio); seed 1 also at ratio 1
+PAPER_RETEST_SEEDS = SEEDS  # AD-KD with the remedy and vanilla KD, both from the file
 PAPER_COMPLETENESS_EXAMPLES = 32  # m = 32 IG of a 12-layer teacher: 8x MiniLM's cost per example
 GROUPS = ("main", "ablation", "full", "rte_beta", "kd_forms", "beta_remedy", "paper",
           "paper_ft", "paper_retest")
@@ -223,19 +224,23 @@ def task_rows(task):
         if task == "mrpc":
             remedy, ratio = PAPER_REMEDY
             fit = ["--beta-remedy", remedy, "--attr-ratio"]
-            retest = [(f"adkd-paper-e{PAPER_EPOCHS[task]}-{remedy}-r{ratio:g}-s{seed}", seed,
-                       fit + [f"{ratio:g}"],
+            epochs = PAPER_EPOCHS[task]
+            retest = [(f"adkd-paper-e{epochs}-{remedy}-r{ratio:g}-s{seed}", seed,
+                       fit + [f"{ratio:g}"], "adkd",
                        f"AD-KD, --beta-remedy {remedy} --attr-ratio {ratio:g}")
-                      for seed in SEEDS] + [
-                (f"adkd-paper-e{PAPER_EPOCHS[task]}-{remedy}-s1", 1, fit + ["1"],
+                      for seed in PAPER_RETEST_SEEDS] + [
+                (f"adkd-paper-e{epochs}-{remedy}-s1", 1, fit + ["1"], "adkd",
                  f"AD-KD, --beta-remedy {remedy} --attr-ratio 1"),
-                (f"adkd-paper-e{PAPER_EPOCHS[task]}-beta1-s1", 1, ["--beta", "1"], "AD-KD β = 1")]
-            for name, seed, extra, method in retest:
+                (f"adkd-paper-e{epochs}-beta1-s1", 1, ["--beta", "1"], "adkd", "AD-KD β = 1")]
+            # vanilla KD from the same file: the AD-KD rows' pairs, one teacher for both
+            retest += [(f"vanilla-paper-e{epochs}-file-s{seed}", seed, ["--beta", "0"],
+                        "vanilla", "vanilla KD") for seed in PAPER_RETEST_SEEDS]
+            for name, seed, extra, key, method in retest:
                 rows.append(Row(name, common(MPNET_STUDENT) + [
                     "--teacher-outputs", str(PAPER_OUTPUTS), "--output-dir", str(base / name),
-                    "--seed", str(seed), "--epochs", str(PAPER_EPOCHS[task]), *extra,
+                    "--seed", str(seed), "--epochs", str(epochs), *extra,
                     "--save-every", str(PAPER_SAVE_EVERY)], seed=seed, groups=("paper_retest",),
-                    meta=dict(key="adkd", method=method, epochs=PAPER_EPOCHS[task],
+                    meta=dict(key=key, method=method, epochs=epochs,
                               teacher="teacher_outputs_m1.pt")))
     return rows
 
