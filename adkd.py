@@ -15,44 +15,24 @@ Equation numbers are the paper's; the README restates every equation.
     python adkd.py --task mrpc --data-dir glue_data      # fine-tune the teacher, then distil
     python adkd.py explain --task mrpc --model runs/mrpc/student/best --text "A sentence." "Pair."
 """
-import argparse
-import atexit
-import contextlib
-import dataclasses
-import hashlib
-import html
-import json
-import math
-import os
-import pickle
-import random
-import shutil
-import socket
-import sys
-import time
-from pathlib import Path
-
-import numpy as np
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
-                          get_linear_schedule_with_warmup)
-
-import glue_data
-
 # ==================================================================================================
 # PART I - AD-KD
 # ==================================================================================================
-# Part I calls these Part II helpers, and no other: parse_args, resolve_config, teacher_stage_args,
-# adkd_config (the command line); prepare, load_model (models, data, every early check);
-# make_optimizer, epoch_order; RunFiles (log.jsonl, checkpoints, --resume, the fitted beta);
-# TeacherCache, frozen_teacher (the teacher cache, or the teacher's saved outputs);
-# GradientSum (--grad-accum), check_finite, norm_of (losses and gradients);
-# evaluate, teacher_dev_maps, attribution_gap, write_predictions (evaluation); world,
-# init_distributed, DistributedModel (several processes); seed_everything, say; explain_main.
+# From this marker to the next one, the method pastes alone into a file of your own (README,
+# "Copy the method"): it imports what it uses and calls nothing outside it. The loop after the
+# next marker runs it with these Part II helpers, and no other: parse_args, resolve_config,
+# teacher_stage_args, adkd_config (the command line); prepare, load_model (models, data, every
+# early check); make_optimizer, epoch_order; RunFiles (log.jsonl, checkpoints, --resume, the
+# fitted beta); TeacherCache, frozen_teacher (the teacher cache, or the teacher's saved outputs);
+# GradientSum (--grad-accum), check_finite (losses); evaluate, teacher_dev_maps, attribution_gap,
+# write_predictions (evaluation); world, init_distributed, DistributedModel (several processes);
+# seed_everything, say; explain_main.
+import dataclasses
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 # ------------------------------------------------------------------------------- hyperparameters
 # The paper's Table 5 (K for a 768-wide teacher) and the public student scripts' epochs and
@@ -330,7 +310,7 @@ def distillation_step(student, teacher, batch, config, teacher_fn=teacher_output
 
 def fit_beta(student, teacher, batches, config, ratio=2.0, teacher_fns=None):
     """Table 5's beta was tuned on the authors' student: with another, beta * L_attr's gradient
-    can drown CE's and KD's (README, "choosing beta"). Returns beta lowered (never raised) so
+    can drown CE's and KD's (README, "Choosing β"). Returns beta lowered (never raised) so
     that beta * L_attr's gradient norm is `ratio` times the larger of CE's and KD's, median over
     `batches` at the student's present weights in train mode. teacher_fns: one per batch."""
     parameters = [p for p in student.parameters() if p.requires_grad]
@@ -345,6 +325,22 @@ def fit_beta(student, teacher, batches, config, ratio=2.0, teacher_fns=None):
     return config.beta if median is None else config.beta * min(1.0, ratio / median)
 
 
+def norm_of(tensors):
+    """The L2 norm of several tensors taken as one vector (None entries skipped)."""
+    return float(torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(t.float()) for t in tensors if t is not None] or
+        [torch.zeros(())])))
+
+
+def attr_dominance(norms, threshold=2.0):
+    """Median of attr / max(ce, kd) over steps' weighted grad norms if above threshold, else None"""
+    ratios = [n["attr"] / max(n.get("ce", 0), n.get("kd", 0), 1e-12) for n in norms if "attr" in n]
+    return float(np.median(ratios)) if ratios and np.median(ratios) > threshold else None
+
+
+# ==================================================================================================
+# PART I, CONTINUED - THE LOOP: the portable method ends above; below, Part II's plumbing runs it
+# ==================================================================================================
 # ---------------------------------------------------------------------------- the training loop
 def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, teacher=None):
     """Train `student` on Eq. 12; keep the best dev checkpoint in output_dir/best.
@@ -363,8 +359,7 @@ def train(student, tokenizer, task, train_features, dev_sets, output_dir, args, 
     teacher_dev = teacher_dev_maps(teacher, dev_sets, config, args)  # for the attribution gap
     config.beta = run.fitted_beta(student, teacher, cache, train_features, config)  # if asked
     model = student if world_size == 1 else DistributedModel(student)
-    progress = tqdm(total=total_steps, initial=step, desc=Path(output_dir).name,
-                    dynamic_ncols=True, disable=rank != 0)
+    progress = run.progress_bar(total_steps, step)  # its count: the step Ctrl-C reports
     while step < total_steps:
         epoch, batch_in_epoch = divmod(step, steps_per_epoch)
         order = epoch_order(len(train_features), args.seed, epoch)
@@ -450,6 +445,31 @@ def main(argv=None):
 # ==================================================================================================
 # PART II - PLUMBING. A first reading can stop here: nothing below changes what is trained.
 # ==================================================================================================
+import argparse
+import atexit
+import contextlib
+import functools
+import hashlib
+import html
+import json
+import os
+import pickle
+import random
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+import huggingface_hub
+from tqdm.auto import tqdm
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
+                          get_linear_schedule_with_warmup)
+
+import glue_data
+
 
 # ---------------------------------------------------------------------------------- configuration
 def per_task(name):
@@ -462,6 +482,9 @@ def per_task(name):
 # tie, 1 is taken (README: "set beta by the gradient norms"); the teacher gets BERT's recipe.
 OWN_DATA_STUDENT = dict(zip(TABLE_5_COLUMNS, (4e-5, 32, 0.9, 1.0, 3.0, 768, 6, False)))
 OWN_DATA_TEACHER = (2e-5, 32, 3)
+HUB_TIMEOUT_S = 5  # the one probe of the hub before a hub name is loaded
+SHOWN_KEYS = 4  # newly initialised weights named in load_model's one line
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 # The flag table: the parser, its --help, the range checks, what --resume compares and what the
@@ -530,7 +553,7 @@ FLAGS = [("task, data and models", [
              default="soft_ce", help="soft cross-entropy (public code); or KL, reverse KL, "
              "Jensen-Shannon, total variation (f-DISTILL)"),
         flag("--beta-remedy", "student", choices=["fit"], help="fit: lower beta once, before "
-             "training, to --attr-ratio x the logit terms' gradient (README, choosing beta)"),
+             "training, to --attr-ratio x the logit terms' gradient (README, 'Choosing β')"),
         flag("--attr-ratio", "student", "> 0", type=float, default=2.0, help="beta * L_attr's "
              "gradient norm / max(CE's, KD's) that --beta-remedy fit aims at"),
         flag("--attr-reduction", "student", choices=["entries", "batch"], default="entries",
@@ -615,10 +638,17 @@ def make_parser(groups, **keywords):
     return parser
 
 
+def command_name():
+    """This program as it was invoked: `adkd` (pip's command) or `python adkd.py`."""
+    name = Path(sys.argv[0]).name
+    return f"python {name}" if name.endswith(".py") else name
+
+
 def parse_args(argv=None):
     description = "AD-KD: fine-tune a teacher on a GLUE task, then distil it into a student."
-    epilog = "Per-class attribution maps of checkpoints: python adkd.py explain --help"
-    return make_parser(FLAGS, description=description, epilog=epilog).parse_args(argv)
+    epilog = f"Per-class attribution maps of checkpoints: {command_name()} explain --help"
+    return make_parser(FLAGS, prog=command_name(), description=description,
+                       epilog=epilog).parse_args(argv)
 
 
 def resolve_config(args, teacher_width=None):
@@ -748,14 +778,31 @@ def stage_settings(args):
 
 
 # -------------------------------------------------------------- models, data and early checks
-def pretrained(loader, name, flag, **kwargs):
-    """loader.from_pretrained(name), or one line naming the flag when it cannot be loaded."""
+@functools.cache
+def hub_reachable():
+    """One request to the hub: huggingface_hub itself retries 5 times with backoff (~30 s)."""
     try:
-        return loader.from_pretrained(name, **kwargs)
+        huggingface_hub.get_session().head(huggingface_hub.constants.ENDPOINT,
+                                           timeout=HUB_TIMEOUT_S)
+        return True
+    except Exception:  # any transport failure (DNS, refused, timed out, proxy): unreachable
+        return False
+
+
+def pretrained(loader, name, flag, **kwargs):
+    """loader.from_pretrained(name), or one line naming the flag when it cannot be loaded.
+    A hub name while the hub cannot be reached loads from the local cache or fails at once."""
+    offline = not (Path(name).expanduser().exists() or huggingface_hub.constants.HF_HUB_OFFLINE
+                   or hub_reachable())
+    try:
+        return loader.from_pretrained(name, **kwargs, **({"local_files_only": True} if offline
+                                                         else {}))
     except (OSError, ValueError) as error:
         reason = (str(error).strip() or type(error).__name__).splitlines()[0][:200]
         if str(name).startswith((".", "/", "~")) and not Path(name).expanduser().exists():
             reason = "no such folder"
+        elif offline:
+            reason = f"{huggingface_hub.constants.ENDPOINT} unreachable, not in the local cache"
         raise SystemExit(f"error: {flag} {name}: cannot load it ({reason}). Give a local folder "
                          "with config.json, weights and tokenizer files, or a hub name with "
                          "network access (HF_HUB_OFFLINE=1 forbids the hub)") from None
@@ -770,11 +817,16 @@ def load_model(name_or_path, task, flag="--student"):
         raise SystemExit(f"error: {flag} {name_or_path} classifies {config.num_labels} labels, "
                          f"task {task.name} has {task.num_labels}")
     labels = task.labels or ("score",)
-    return pretrained(
+    model, loading = pretrained(
         AutoModelForSequenceClassification, name_or_path, flag, num_labels=task.num_labels,
         attn_implementation=ATTENTION, id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
+        label2id={label: i for i, label in enumerate(labels)}, output_loading_info=True,
         problem_type="regression" if task.is_regression else "single_label_classification")
+    new = sorted(loading["missing_keys"])
+    if new:  # a new classifier head, typically: say so in one line
+        say(f"{flag} {name_or_path}: newly initialised: {', '.join(new[:SHOWN_KEYS])}"
+            + (f" and {len(new) - SHOWN_KEYS} more" if len(new) > SHOWN_KEYS else ""))
+    return model
 
 
 def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
@@ -821,7 +873,8 @@ def prepare(args, task):
             + " ".join(f"--{name.replace('_', '-')} {getattr(args, name)}" for name in shown))
     check_output_dir(args, training)
     check_run_folders(args, training)
-    models = [(args.student, "--student")] + teachers
+    # --teacher-only trains no student: the teacher's tokenizer serves, the student is not read
+    models = ([] if args.teacher_only and teachers else [(args.student, "--student")]) + teachers
     tokenizer, *others = [pretrained(AutoTokenizer, name, flag) for name, flag in models]
     for (name, flag), own in zip(models, [tokenizer, *others]):
         config = pretrained(AutoConfig, name, flag)
@@ -1254,6 +1307,7 @@ def epoch_order(count, seed, epoch):
 class RunFiles:
     """One training stage's folder: settings.json, log.jsonl, last/ (all --resume needs: weights,
     optimizer, scheduler, RNG, step), best/ (best dev checkpoint), done.json. Only rank 0 writes."""
+    active = None  # the stage training now, or last: what a Ctrl-C reports
 
     def __init__(self, output_dir, args, tokenizer, steps_per_epoch):
         self.dir, self.args, self.tokenizer = Path(output_dir), args, tokenizer
@@ -1295,7 +1349,14 @@ class RunFiles:
             (self.dir / "settings.json").write_text(json.dumps(stage_settings(self.args), indent=1))
         self.norms = [r["grad_norm"] for r in read_log(self.log_path) if "grad_norm" in r]
         self.log({"step": step, "started": time.time()})  # epoch wall times are read from it
+        self.saved_step = step if checkpoint is not None else None
         return step, best
+
+    def progress_bar(self, total_steps, step):
+        RunFiles.active = self
+        self.progress = tqdm(total=total_steps, initial=step, desc=self.dir.name,
+                             dynamic_ncols=True, disable=self.rank != 0)
+        return self.progress
 
     def log(self, record):
         try:
@@ -1355,6 +1416,7 @@ class RunFiles:
                      "step": step, "best": best, "rng": rng_states}
             save_model_atomically(student, self.tokenizer, self.last_dir, state)
         barrier()
+        self.saved_step = step
 
     def finish(self, student, best):
         """Check the replicas, write done.json, drop what no later step can use: the
@@ -1495,19 +1557,6 @@ def term_norms(term_grads, model):
                     g -= grad
         norms[term_grads["derived"]] = norm_of(rest)
     return dict(sorted(norms.items()))
-
-
-def norm_of(tensors):
-    """The L2 norm of several tensors taken as one vector (None entries skipped)."""
-    return float(torch.linalg.vector_norm(torch.stack(
-        [torch.linalg.vector_norm(t.float()) for t in tensors if t is not None] or
-        [torch.zeros(())])))
-
-
-def attr_dominance(norms, threshold=2.0):
-    """Median of attr / max(ce, kd) over steps' weighted grad norms if above threshold, else None"""
-    ratios = [n["attr"] / max(n.get("ce", 0), n.get("kd", 0), 1e-12) for n in norms if "attr" in n]
-    return float(np.median(ratios)) if ratios and np.median(ratios) > threshold else None
 
 
 class GradientSum:
@@ -1725,8 +1774,19 @@ def write_predictions(model, task, test_sets, args, pad_token_id, output_dir):
 
 
 def say(*message):
+    """Print on rank 0, on a line of its own: tqdm.write lifts a progress bar out of the way."""
     if world()[0] == 0:
-        print(*message, flush=True)
+        tqdm.write(" ".join(map(str, message)))
+        sys.stdout.flush()
+
+
+def stop_interrupted(step=None, checkpoint=None, where=""):
+    """Ctrl-C: one line, no traceback, saying where training stopped and how to go on."""
+    if world()[0] == 0:
+        stopped = "before training started" if step is None else f"at step {step}{where}"
+        print(f"\ninterrupted {stopped}; last checkpoint: {checkpoint or 'none yet'}; "
+              "run the same command with --resume to continue", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 # ----------------------------------------------------------------- explain: maps of a checkpoint
@@ -1876,7 +1936,7 @@ EXPLAIN_FLAGS = [("checkpoints and examples", [
 
 
 def explain_args(argv):
-    p = make_parser(EXPLAIN_FLAGS, prog="adkd.py explain", description="print (and draw) the "
+    p = make_parser(EXPLAIN_FLAGS, prog=f"{command_name()} explain", description="print (and draw) the "
                     "per-class token attribution maps of one or more checkpoints, or measure how "
                     "faithful they are (--faithfulness)")
     args = p.parse_args(argv, argparse.Namespace(test_file=None, metric=None, id_column=None))
@@ -1990,7 +2050,16 @@ def faithfulness_main(args, task, dev, loaded):
 def cli():  # `python adkd.py ...`, and the `adkd` command that `pip install .` makes
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
-    main(sys.argv[1:])
+    # load_model says in one line what a load initialised; transformers' table would repeat it
+    hf_logging.get_logger("transformers.modeling_utils").setLevel(hf_logging.ERROR)
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:
+        run = RunFiles.active
+        if run is None:
+            stop_interrupted()
+        saved = None if run.saved_step is None else f"step {run.saved_step}"
+        stop_interrupted(run.progress.n, saved, f" of {run.dir}")
     if dist.is_initialized():
         barrier()  # no rank tears the group down while another still writes or gathers
         dist.destroy_process_group()

@@ -787,26 +787,6 @@ def test_portable_teacher_fn_serves_teacher_outputs_without_the_teacher(outputs_
         assert set(terms) == set(terms_file) == ({"ce", "kd", "attr"} if beta else {"ce", "kd"})
 
 
-def test_the_bench_measures_a_file_rows_attribution_gap_from_the_files_dev_maps(
-        outputs_run, workspace, monkeypatch):
-    """bench/run.py's rows distilled from --teacher-outputs have no teacher to load: their dev
-    attribution gap reads the teacher's dev maps from the file, and equals the teacher's."""
-    monkeypatch.syspath_prepend(str(Path(__file__).parent / "bench"))
-    import run as bench_run
-    outputs = adkd.load_teacher_outputs(outputs_run["path"])
-    task = get_task("mrpc")
-    dev = glue_data.encode(glue_data.read_split(workspace["data"], task, "dev"),
-                           workspace["tokenizer"], 24)
-    teacher = adkd.load_model(outputs_run["root"] / "with_teacher" / "teacher" / "best", task)
-    student = adkd.load_model(outputs_run["root"] / "with_teacher" / "student" / "best", task)
-    top_k = outputs.meta["top_k"]
-    from_file = bench_run.attribution_gap(bench_run.file_dev_maps(outputs, len(dev)), student,
-                                          task, dev, 0, top_k)
-    assert from_file == pytest.approx(
-        bench_run.attribution_gap(teacher, student, task, dev, 0, top_k), rel=1e-5)
-    assert 0 < from_file < 2
-
-
 # ------------------------------------------------------------------------------ models & guards
 def test_load_model_uses_an_attention_with_double_backward(tmp_path):
     # saved with the library default (SDPA)

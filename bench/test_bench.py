@@ -23,6 +23,8 @@ import glue_data  # noqa: E402
 import report  # noqa: E402
 import rowtable  # noqa: E402
 import run  # noqa: E402
+# a tiny teacher, its --teacher-outputs file and a student distilled from it (fixtures)
+from test_adkd import outputs_run, workspace  # noqa: E402,F401
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -33,6 +35,24 @@ def write_log(path, records):
 
 
 # ---------------------------------------------------------------------------------- bench/run.py
+def test_the_bench_measures_a_file_rows_attribution_gap_from_the_files_dev_maps(
+        outputs_run, workspace):
+    """bench/run.py's rows distilled from --teacher-outputs have no teacher to load: their dev
+    attribution gap reads the teacher's dev maps from the file, and equals the teacher's."""
+    outputs = adkd.load_teacher_outputs(outputs_run["path"])
+    task = glue_data.get_task("mrpc")
+    dev = glue_data.encode(glue_data.read_split(workspace["data"], task, "dev"),
+                           workspace["tokenizer"], 24)
+    teacher = adkd.load_model(outputs_run["root"] / "with_teacher" / "teacher" / "best", task)
+    student = adkd.load_model(outputs_run["root"] / "with_teacher" / "student" / "best", task)
+    top_k = outputs.meta["top_k"]
+    from_file = run.attribution_gap(run.file_dev_maps(outputs, len(dev)), student, task, dev, 0,
+                                    top_k)
+    assert from_file == pytest.approx(
+        run.attribution_gap(teacher, student, task, dev, 0, top_k), rel=1e-5)
+    assert 0 < from_file < 2
+
+
 def bench_imports():
     """{bench module: the bench modules it imports anywhere in its code (a function's own
     imports too)}; the tests are left out."""
