@@ -479,7 +479,7 @@ def per_task(name):
 
 
 # Own data has no Table 5 row: each default is the value most of its tasks use; beta's 1 and 10
-# tie, 1 is taken (README: "set beta by the gradient norms"); the teacher gets BERT's recipe.
+# tie, 1 is taken (README, "Choosing β"); the teacher gets BERT's recipe.
 OWN_DATA_STUDENT = dict(zip(TABLE_5_COLUMNS, (4e-5, 32, 0.9, 1.0, 3.0, 768, 6, False)))
 OWN_DATA_TEACHER = (2e-5, 32, 3)
 HUB_TIMEOUT_S = 5  # the one probe of the hub before a hub name is loaded
@@ -2051,7 +2051,8 @@ def cli():  # `python adkd.py ...`, and the `adkd` command that `pip install .` 
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     # load_model says in one line what a load initialised; transformers' table would repeat it
-    hf_logging.get_logger("transformers.modeling_utils").setLevel(hf_logging.ERROR)
+    hf_logging.get_logger("transformers.modeling_utils").addFilter(
+        lambda record: "LOAD REPORT" not in record.getMessage())
     try:
         main(sys.argv[1:])
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import adkd  # noqa: E402
@@ -174,7 +175,10 @@ def main(argv=None):
             trainer.model, trainer.teacher, data.train, config, args,
             teacher_fn_for=lambda chunk: trainer.teacher_fn)
         trainer.warn_above = 2 * args.attr_ratio
-    trainer.train(resume_from_checkpoint=args.resume or None)
+    try:
+        trainer.train(resume_from_checkpoint=args.resume or None)
+    except KeyboardInterrupt:  # Ctrl-C: one line, as adkd.py says it
+        adkd.stop_interrupted(trainer.state.global_step, get_last_checkpoint(args.output_dir))
     trainer.save_model()  # the best checkpoint, into --output-dir
     trainer.save_state()
     metrics = trainer.evaluate()
