@@ -1919,7 +1919,7 @@ EXPLAIN_FLAGS = [("checkpoints and examples", [
     flag("--text", "run", action="append", nargs="+", default=[], metavar="SENTENCE",
          help="one sentence, or two for a pair task (repeatable)"),
     flag("--dev", "run", nargs="+", default=[], metavar="ROW",
-         help="dev examples by 0-based row, or `all`"),
+         help="dev rows by 0-based number (0 7: rows 0 and 7), or all"),
     shared("--data-dir"),
     shared("--max-length", help="maximum tokens per example (at most the models' positions)"),
     shared("--ig-steps", default=None, help="m of Eq. 2 (default: 32; 8 with --faithfulness)"),
@@ -1936,9 +1936,9 @@ EXPLAIN_FLAGS = [("checkpoints and examples", [
 
 
 def explain_args(argv):
-    p = make_parser(EXPLAIN_FLAGS, prog=f"{command_name()} explain", description="print (and draw) the "
-                    "per-class token attribution maps of one or more checkpoints, or measure how "
-                    "faithful they are (--faithfulness)")
+    p = make_parser(EXPLAIN_FLAGS, prog=f"{command_name()} explain", description="print (and "
+                    "draw) the per-class token attribution maps of one or more checkpoints, or "
+                    "measure how faithful they are (--faithfulness)")
     args = p.parse_args(argv, argparse.Namespace(test_file=None, metric=None, id_column=None))
     args.ig_steps = (8 if args.faithfulness else 32) if args.ig_steps is None else args.ig_steps
     check_bounds(args, EXPLAIN_FLAGS)
