@@ -169,6 +169,26 @@ def test_top_k_drops_exactly_the_smallest_dimensions():
     assert adkd.token_attributions(-attributions, top_k=3).item() == pytest.approx(13.0)
 
 
+def test_student_maps_take_all_dimensions_and_the_teachers_its_top_k_below_the_width():
+    """Eq. 6 against Eq. 4 at K = 4 of 32 (at K = width the two are one): in model_maps and in
+    a distillation step's L_attr, the teacher keeps its top-K dimensions, the student all."""
+    teacher, student = tiny_bert(seed=0, init=0.1), tiny_bert(seed=1, init=0.1)
+    inputs = dict(zip(("input_ids", "attention_mask", "token_type_ids"), random_batch()))
+    mask, config = inputs["attention_mask"], adkd.ADKDConfig(top_k=4)
+    teacher_ig, student_ig = (adkd.integrated_gradients(model, **inputs)[0]
+                              for model in (teacher, student))
+    teacher_maps = adkd.attribution_maps(teacher_ig, mask, top_k=config.top_k)
+    student_maps = adkd.attribution_maps(student_ig, mask)
+    torch.testing.assert_close(adkd.model_maps(teacher, inputs, config, teacher=True)[0],
+                               teacher_maps)
+    torch.testing.assert_close(adkd.model_maps(student, inputs, config)[0], student_maps)
+    attr = adkd.distillation_step(student, teacher, dict(inputs, labels=torch.tensor([0, 1, 1])),
+                                  config)[1]["attr"].item()
+    right = adkd.attribution_loss(teacher_maps, student_maps).item()
+    wrong = adkd.attribution_loss(teacher_maps, adkd.attribution_maps(student_ig, mask, 4)).item()
+    assert attr == pytest.approx(right, rel=1e-5) and wrong != pytest.approx(right, rel=1e-3)
+
+
 def test_normalised_maps_are_unit_per_view_and_zero_on_padding():
     maps = torch.rand(4, 3, 7) + 0.1
     attention_mask = torch.ones(4, 7, dtype=torch.long)
