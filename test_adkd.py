@@ -1264,6 +1264,41 @@ def test_weight_decay_is_off_for_biases_and_every_normalisation_layer_of_each_fa
     assert norms and {names[id(p)] for m in norms for p in m.parameters()} <= kept
 
 
+def test_each_epochs_order_is_a_new_permutation_that_seed_and_epoch_alone_fix():
+    orders = [adkd.epoch_order(50, 42, epoch) for epoch in range(3)]
+    for epoch, order in enumerate(orders):
+        assert sorted(order) == list(range(50)) and order == adkd.epoch_order(50, 42, epoch)
+        assert epoch == 0 or order != orders[epoch - 1]
+
+
+def test_update_k_takes_the_schedules_lr_and_each_epoch_a_new_order_also_when_resumed(
+        pipeline, workspace, tmp_path, monkeypatch):
+    """Update k (from 0) steps at lr * the schedule's factor at k: warm-up from 0 over
+    int(warmup * 12) = 1 update, then linear decay (scheduler.step() after optimizer.step()).
+    Epoch 2 sees epoch 1's rows in another order; resumed mid-epoch, a run redraws its batches."""
+    lrs, batches, real_update, real_step = [], [], torch.optim.AdamW.step, adkd.distillation_step
+
+    def update(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_update(self, *args, **kwargs)
+
+    def step(student, teacher, batch, *args, **kwargs):
+        batches.append([tuple(row[row != 0].tolist()) for row in batch["input_ids"]])
+        return real_step(student, teacher, batch, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", update)
+    monkeypatch.setattr(adkd, "distillation_step", step)
+    extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--save-every", "2",
+             "--beta", "0", "--no-grad-norms"]
+    interrupted_run(workspace, tmp_path, 10, *extra)  # updates 1-9 done, last/ holds step 8
+    adkd.main(cli(workspace, tmp_path, *extra, "--resume"))  # redoes update 9, then 10-12
+    assert lrs[8] == lrs[9] and batches[8] == batches[9]
+    lrs, batches = lrs[:8] + lrs[9:], batches[:8] + batches[9:]
+    assert lrs == pytest.approx([1e-3 * min(k, (12 - k) / 11) for k in range(12)], abs=1e-12)
+    first, second = sum(batches[:6], []), sum(batches[6:], [])
+    assert len(first) == 48 and sorted(first) == sorted(second) and first != second
+
+
 def read_weights(directory):
     model = AutoModelForSequenceClassification.from_pretrained(directory)
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}
