@@ -1637,23 +1637,27 @@ def test_resume_refuses_changed_settings_but_takes_safe_ones_and_a_partial_log_l
     assert [r["step"] for r in records if "started" in r] == [0, 3]
 
 
-def test_teacher_left_in_train_mode_gives_the_same_step_every_call():
+def test_teacher_left_in_train_mode_gives_the_same_outputs_and_step_every_call():
+    """teacher_outputs puts the teacher in eval mode itself. Nothing reseeds torch between the
+    calls compared (building a model would), or repeated dropout masks would hide a teacher
+    left in train mode."""
     task = glue_data.get_task("mnli")
-    teacher = tiny_bert(num_labels=3, seed=0, dropout=0.3, init=0.1).train()  # the caller forgot
+    teacher = tiny_bert(num_labels=3, seed=0, dropout=0.3, init=0.1)
+    student = tiny_bert(num_labels=3, seed=1, init=0.1)
     input_ids, attention_mask, token_type_ids = random_batch()
-    batch = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                 labels=torch.tensor([0, 1, 2]))
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    batch = dict(inputs, labels=torch.tensor([0, 1, 2]))
     config = adkd.adkd_config(step_args(), task, 0)
-    losses = []
-    for _ in range(3):
-        student = tiny_bert(num_labels=3, seed=1, init=0.1)
-        teacher.train()
-        losses.append(adkd.distillation_step(student, teacher, batch, config)[0].item())
-        teacher.train()
-        vanilla = adkd.distillation_step(student, teacher, batch,
-                                         dataclasses.replace(config, beta=0.0))
-        losses.append(vanilla[0].item())
-    assert losses[0::2] == [losses[0]] * 3 and losses[1::2] == [losses[1]] * 3
+    for beta in (config.beta, 0.0):  # maps and logits; vanilla KD's logits alone
+        step_config, outputs, losses = dataclasses.replace(config, beta=beta), [], []
+        for mode in (False, True, True):  # eval, then twice left in train mode by the caller
+            outputs.append(adkd.teacher_outputs(teacher.train(mode), inputs, step_config))
+            teacher.train(mode)
+            losses.append(adkd.distillation_step(student, teacher, batch, step_config)[0].item())
+        for maps, logits in outputs[1:]:
+            torch.testing.assert_close(logits, outputs[0][1], rtol=0, atol=0)
+            assert maps is None if beta == 0 else torch.equal(maps, outputs[0][0])
+        assert losses == [losses[0]] * 3
 
 
 def test_nan_predictions_give_nan_metrics_and_never_the_best_checkpoint(
