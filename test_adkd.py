@@ -1960,6 +1960,24 @@ def test_fit_beta_brings_attr_gradient_to_the_ratio_and_never_raises_beta():
     assert adkd.fit_beta(student, teacher, batches, dataclasses.replace(config, beta=0.0)) == 0.0
 
 
+def test_after_the_beta_fit_a_run_draws_what_a_run_without_the_fit_draws():
+    """The fit runs the student in train mode, drawing dropout masks; it restores every
+    generator, so the masks (and python's and numpy's draws) of training are a run's without it."""
+    teacher, student = tiny_bert(seed=0), tiny_bert(seed=1, hidden=16, dropout=0.3).train()
+    input_ids, attention_mask, token_type_ids = random_batch(batch=4, pad_last=(0, 3, 5, 1))
+    features = features_of(input_ids, attention_mask, token_type_ids, [0, 1, 1, 0])
+    args = argparse.Namespace(seed=0, batch_size=2, device="cpu", attr_ratio=2.0)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+
+    def draws():
+        return student(**inputs).logits.tolist(), random.random(), np.random.rand()
+    adkd.seed_everything(7)
+    without = draws()
+    adkd.seed_everything(7)
+    adkd.fit_beta_on_first_batches(student, teacher, features, adkd.ADKDConfig(beta=1e3), args)
+    assert draws() == without
+
+
 def test_beta_remedy_fit_trains_with_the_fitted_beta_logs_it_and_quiets_the_warning(
         pipeline, workspace, tmp_path, capsys):
     teacher = str(pipeline["output"] / "teacher" / "best")
