@@ -1269,12 +1269,15 @@ def weights_digest(model):
 
 # ------------------------------------------------------------------- the loop's optimizer and order
 def make_optimizer(model, lr, weight_decay, warmup, total_steps):
-    """AdamW (no weight decay on biases and LayerNorm) with linear warm-up, then linear decay."""
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    named = list(model.named_parameters())
-    groups = [{"params": [p for n, p in named if not n.endswith(no_decay)],
+    """AdamW with linear warm-up, then linear decay; no weight decay on biases and normalisation
+    layers, found by class name: families name their parameters apart (LayerNorm, ln_1, norm)."""
+    norms = [m for m in model.modules() if type(m).__name__.endswith("Norm")]  # LlamaRMSNorm too
+    no_decay = {id(p) for m in norms for p in m.parameters()} | {
+        id(p) for n, p in model.named_parameters() if n.endswith("bias")}
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if id(p) not in no_decay],
                "weight_decay": weight_decay},
-              {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0}]
+              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
     return optimizer, scheduler

@@ -26,7 +26,8 @@ import pytest
 import torch
 import tqdm
 from transformers import (AutoModelForSequenceClassification, BertConfig,
-                          BertForSequenceClassification, BertModel, BertTokenizerFast)
+                          BertForSequenceClassification, BertModel, BertTokenizerFast,
+                          GemmaConfig, GPT2Config, LlamaConfig, Qwen2Config)
 
 import adkd
 import glue_data
@@ -170,6 +171,26 @@ def test_top_k_drops_exactly_the_smallest_dimensions():
     assert adkd.token_attributions(attributions, top_k=1).item() == pytest.approx(12.0)
     # Signs do not matter (Eq. 4 takes |IG|).
     assert adkd.token_attributions(-attributions, top_k=3).item() == pytest.approx(13.0)
+
+
+def test_student_maps_take_all_dimensions_and_the_teachers_its_top_k_below_the_width():
+    """Eq. 6 against Eq. 4 at K = 4 of 32 (at K = width the two are one): in model_maps and in
+    a distillation step's L_attr, the teacher keeps its top-K dimensions, the student all."""
+    teacher, student = tiny_bert(seed=0, init=0.1), tiny_bert(seed=1, init=0.1)
+    inputs = dict(zip(("input_ids", "attention_mask", "token_type_ids"), random_batch()))
+    mask, config = inputs["attention_mask"], adkd.ADKDConfig(top_k=4)
+    teacher_ig, student_ig = (adkd.integrated_gradients(model, **inputs)[0]
+                              for model in (teacher, student))
+    teacher_maps = adkd.attribution_maps(teacher_ig, mask, top_k=config.top_k)
+    student_maps = adkd.attribution_maps(student_ig, mask)
+    torch.testing.assert_close(adkd.model_maps(teacher, inputs, config, teacher=True)[0],
+                               teacher_maps)
+    torch.testing.assert_close(adkd.model_maps(student, inputs, config)[0], student_maps)
+    attr = adkd.distillation_step(student, teacher, dict(inputs, labels=torch.tensor([0, 1, 1])),
+                                  config)[1]["attr"].item()
+    right = adkd.attribution_loss(teacher_maps, student_maps).item()
+    wrong = adkd.attribution_loss(teacher_maps, adkd.attribution_maps(student_ig, mask, 4)).item()
+    assert attr == pytest.approx(right, rel=1e-5) and wrong != pytest.approx(right, rel=1e-3)
 
 
 def test_normalised_maps_are_unit_per_view_and_zero_on_padding():
@@ -1190,6 +1211,77 @@ def test_explain_faithfulness_prints_and_writes_one_row_per_model(workspace, tmp
                        workspace["teacher_base"], "--data-dir", workspace["data"], *extra])
 
 
+# ----------------------------------------------------------- the loop's optimizer, lr and order
+DECAY_FAMILIES = {"gpt2": GPT2Config, "llama": LlamaConfig, "qwen2": Qwen2Config,
+                  "gemma": GemmaConfig}  # with "bert": LayerNorm and RMSNorm, encoder and decoders
+
+
+def decay_family_model(family):
+    """A tiny random sequence classifier of `family` ("bert" or one of DECAY_FAMILIES)."""
+    if family == "bert":
+        return tiny_bert()
+    decoder = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                   num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+    if family == "gpt2":  # GPT-2 names its sizes its own way
+        decoder = dict(n_embd=16, n_layer=1, n_head=2, n_positions=32)
+    torch.manual_seed(0)
+    config = DECAY_FAMILIES[family](vocab_size=len(VOCAB), num_labels=2, pad_token_id=0,
+                                    bos_token_id=2, eos_token_id=3, **decoder)
+    return AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+
+
+@pytest.mark.parametrize("family", ["bert", *DECAY_FAMILIES])
+def test_weight_decay_is_off_for_biases_and_every_normalisation_layer_of_each_family(family):
+    """Norm layers are found by module type: BERT's parameter names (LayerNorm.weight) never
+    match GPT-2's ln_1, Llama's input_layernorm or norm. In these families the 1-D parameters
+    are exactly the biases and the norms' gains; every matrix, embeddings included, decays."""
+    model = decay_family_model(family)
+    optimizer, _ = adkd.make_optimizer(model, 1e-3, 0.01, 0.1, 10)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed, kept = ({names[id(p)] for p in group["params"]} for group in optimizer.param_groups)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.01, 0.0]
+    assert decayed | kept == set(names.values()) and not decayed & kept
+    assert kept == {n for n, p in model.named_parameters() if p.ndim == 1}
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)
+             or type(m).__name__.endswith("RMSNorm")]
+    assert norms and {names[id(p)] for m in norms for p in m.parameters()} <= kept
+
+
+def test_each_epochs_order_is_a_new_permutation_that_seed_and_epoch_alone_fix():
+    orders = [adkd.epoch_order(50, 42, epoch) for epoch in range(3)]
+    for epoch, order in enumerate(orders):
+        assert sorted(order) == list(range(50)) and order == adkd.epoch_order(50, 42, epoch)
+        assert epoch == 0 or order != orders[epoch - 1]
+
+
+def test_update_k_takes_the_schedules_lr_and_each_epoch_a_new_order_also_when_resumed(
+        pipeline, workspace, tmp_path, monkeypatch):
+    """Update k (from 0) steps at lr * the schedule's factor at k: warm-up from 0 over
+    int(warmup * 12) = 1 update, then linear decay (scheduler.step() after optimizer.step()).
+    Epoch 2 sees epoch 1's rows in another order; resumed mid-epoch, a run redraws its batches."""
+    lrs, batches, real_update, real_step = [], [], torch.optim.AdamW.step, adkd.distillation_step
+
+    def update(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_update(self, *args, **kwargs)
+
+    def step(student, teacher, batch, *args, **kwargs):
+        batches.append([tuple(row[row != 0].tolist()) for row in batch["input_ids"]])
+        return real_step(student, teacher, batch, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", update)
+    monkeypatch.setattr(adkd, "distillation_step", step)
+    extra = ["--teacher", str(pipeline["output"] / "teacher" / "best"), "--save-every", "2",
+             "--beta", "0", "--no-grad-norms"]
+    interrupted_run(workspace, tmp_path, 10, *extra)  # updates 1-9 done, last/ holds step 8
+    adkd.main(cli(workspace, tmp_path, *extra, "--resume"))  # redoes update 9, then 10-12
+    assert lrs[8] == lrs[9] and batches[8] == batches[9]
+    lrs, batches = lrs[:8] + lrs[9:], batches[:8] + batches[9:]
+    assert lrs == pytest.approx([1e-3 * min(k, (12 - k) / 11) for k in range(12)], abs=1e-12)
+    first, second = sum(batches[:6], []), sum(batches[6:], [])
+    assert len(first) == 48 and sorted(first) == sorted(second) and first != second
+
+
 def read_weights(directory):
     model = AutoModelForSequenceClassification.from_pretrained(directory)
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}
@@ -1528,23 +1620,27 @@ def test_resume_refuses_changed_settings_but_takes_safe_ones_and_a_partial_log_l
     assert [r["step"] for r in records if "started" in r] == [0, 3]
 
 
-def test_teacher_left_in_train_mode_gives_the_same_step_every_call():
+def test_teacher_left_in_train_mode_gives_the_same_outputs_and_step_every_call():
+    """teacher_outputs puts the teacher in eval mode itself. Nothing reseeds torch between the
+    calls compared (building a model would), or repeated dropout masks would hide a teacher
+    left in train mode."""
     task = glue_data.get_task("mnli")
-    teacher = tiny_bert(num_labels=3, seed=0, dropout=0.3, init=0.1).train()  # the caller forgot
+    teacher = tiny_bert(num_labels=3, seed=0, dropout=0.3, init=0.1)
+    student = tiny_bert(num_labels=3, seed=1, init=0.1)
     input_ids, attention_mask, token_type_ids = random_batch()
-    batch = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                 labels=torch.tensor([0, 1, 2]))
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    batch = dict(inputs, labels=torch.tensor([0, 1, 2]))
     config = adkd.adkd_config(step_args(), task, 0)
-    losses = []
-    for _ in range(3):
-        student = tiny_bert(num_labels=3, seed=1, init=0.1)
-        teacher.train()
-        losses.append(adkd.distillation_step(student, teacher, batch, config)[0].item())
-        teacher.train()
-        vanilla = adkd.distillation_step(student, teacher, batch,
-                                         dataclasses.replace(config, beta=0.0))
-        losses.append(vanilla[0].item())
-    assert losses[0::2] == [losses[0]] * 3 and losses[1::2] == [losses[1]] * 3
+    for beta in (config.beta, 0.0):  # maps and logits; vanilla KD's logits alone
+        step_config, outputs, losses = dataclasses.replace(config, beta=beta), [], []
+        for mode in (False, True, True):  # eval, then twice left in train mode by the caller
+            outputs.append(adkd.teacher_outputs(teacher.train(mode), inputs, step_config))
+            teacher.train(mode)
+            losses.append(adkd.distillation_step(student, teacher, batch, step_config)[0].item())
+        for maps, logits in outputs[1:]:
+            torch.testing.assert_close(logits, outputs[0][1], rtol=0, atol=0)
+            assert maps is None if beta == 0 else torch.equal(maps, outputs[0][0])
+        assert losses == [losses[0]] * 3
 
 
 def test_nan_predictions_give_nan_metrics_and_never_the_best_checkpoint(
@@ -2055,6 +2151,24 @@ def test_fit_beta_brings_attr_gradient_to_the_ratio_and_never_raises_beta():
     small = dataclasses.replace(config, beta=1e5 * 0.5 / before)  # already below the ratio
     assert adkd.fit_beta(student, teacher, batches, small) == small.beta
     assert adkd.fit_beta(student, teacher, batches, dataclasses.replace(config, beta=0.0)) == 0.0
+
+
+def test_after_the_beta_fit_a_run_draws_what_a_run_without_the_fit_draws():
+    """The fit runs the student in train mode, drawing dropout masks; it restores every
+    generator, so the masks (and python's and numpy's draws) of training are a run's without it."""
+    teacher, student = tiny_bert(seed=0), tiny_bert(seed=1, hidden=16, dropout=0.3).train()
+    input_ids, attention_mask, token_type_ids = random_batch(batch=4, pad_last=(0, 3, 5, 1))
+    features = features_of(input_ids, attention_mask, token_type_ids, [0, 1, 1, 0])
+    args = argparse.Namespace(seed=0, batch_size=2, device="cpu", attr_ratio=2.0)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+
+    def draws():
+        return student(**inputs).logits.tolist(), random.random(), np.random.rand()
+    adkd.seed_everything(7)
+    without = draws()
+    adkd.seed_everything(7)
+    adkd.fit_beta_on_first_batches(student, teacher, features, adkd.ADKDConfig(beta=1e3), args)
+    assert draws() == without
 
 
 def test_beta_remedy_fit_trains_with_the_fitted_beta_logs_it_and_quiets_the_warning(
