@@ -910,11 +910,33 @@ def test_faithfulness_bench_continues_after_a_stop_with_the_same_numbers(tmp_pat
     adkd.explain_main(["--faithfulness", "--task", "mrpc", "--data-dir", str(rowtable.GLUE),
                        "--dev", "all", "--ig-steps", "8", "--json", str(whole)] + [
         arg for row in rows for arg in ("--model", f"{row.name}={row.stage_dir / 'best'}")])
-    assert [{k: v for k, v in model.items() if k not in ("path", "dev")}
+    added = {"path", "dev", "per_example"} | {m + faithfulness.INTERVAL
+                                               for m in faithfulness.MEASURES}
+    assert [{k: v for k, v in model.items() if k not in added}
             for model in record["models"]] == [{k: v for k, v in model.items() if k != "path"}
                                                for model in json.loads(whole.read_text())["models"]]
     assert [model["dev"] for model in record["models"]] == [{"f1": i / 10} for i in range(4)]
+    for model in record["models"][2:]:  # measured whole in the second run: every example kept
+        for measure in faithfulness.MEASURES:
+            own, random = (model["per_example"][measure + suffix] for suffix in ("", "_random"))
+            assert len(own) == 5 and sum(own) / 5 == pytest.approx(model[measure], abs=1e-6)
+            assert sum(random) / 5 == pytest.approx(model[f"{measure}_random"], abs=1e-6)
+            low, high = model[measure + faithfulness.INTERVAL]
+            assert low <= model[measure] - model[f"{measure}_random"] + 1e-6 and low <= high
+            assert high >= model[measure] - model[f"{measure}_random"] - 1e-6
     assert "spearman" in record["models"][3] and record["wall_s"] > 0
+
+
+def test_bootstrap_interval_of_a_mean_on_tiny_numbers():
+    """faithfulness.bootstrap_interval: resampled means of the examples, their 2.5th and 97.5th
+    percentiles. Two examples 0 and 1 resample to means 0, 0.5 and 1 (1/4, 1/2, 1/4)."""
+    import faithfulness
+    assert faithfulness.bootstrap_interval([0.3] * 5) == pytest.approx([0.3, 0.3])
+    assert faithfulness.bootstrap_interval([0.0, 1.0]) == pytest.approx([0.0, 1.0])
+    low, high = faithfulness.bootstrap_interval([0.0, 0.1, 0.2, 0.3, 0.4] * 20)
+    assert low < 0.2 < high and high - low == pytest.approx(2 * 1.96 * 0.1414 / 10, rel=0.1)
+    assert faithfulness.bootstrap_interval([1, 2, 5], seed=3) == \
+        faithfulness.bootstrap_interval([1, 2, 5], seed=3)  # seeded: the record reproduces
 
 
 # ------------------------------------------------------------------------ bench/completeness.py
@@ -1055,6 +1077,9 @@ def test_diagnose_at_start_writes_its_norms_without_the_rows_own_weights(tmp_pat
     assert record["command"].startswith("python bench/diagnose.py mrpc adkd-tiny")
     assert record["batches"] == diagnose.AT_START_BATCHES and list(record["at_start"]) == [
         "adkd-tiny"]  # the row whose teacher is absent is skipped
+    teacher = adkd.AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher")
+    assert record["teacher"] == {"adkd-tiny": {  # the teacher it measured against (issue 47)
+        "path": str(tmp_path / "teacher"), "weights_digest": adkd.weights_digest(teacher)}}
     norms = record["at_start"]["adkd-tiny"]
     assert set(norms) == {"all", "head", "embeddings"}
     assert set(norms["all"]) == {"ce", "kd", "attr"}
