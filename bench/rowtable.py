@@ -149,6 +149,24 @@ def repo_relative(value):
     return value
 
 
+def from_root(value):
+    """A path a record holds, on this disk: relative ones from the repository root, MINILM the
+    package's folder."""
+    if value == MINILM:
+        return Path(minilm_folder())
+    return ROOT / value
+
+
+def settings_row(task, folder):
+    """A Row for a student folder that no row of the table names (a screen's patch rows), made
+    from its settings.json: its output folder and the teacher it distilled."""
+    settings = json.loads((RUNS / task / folder / "student" / "settings.json").read_text())
+    flag = "--teacher-outputs" if settings.get("teacher_outputs") else "--teacher"
+    return Row(folder, ["--output-dir", str(RUNS / task / folder), flag,
+                        str(from_root(settings[flag[2:].replace("-", "_")]))],
+               seed=settings["seed"], groups=())
+
+
 def relative_settings(path):
     """Rewrites a stage's settings.json with repo_relative paths (indented as adkd.py writes
     it; numbers and every other value untouched); returns whether anything changed. A stage
