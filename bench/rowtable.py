@@ -286,15 +286,14 @@ def task_rows(task):
             remedy, ratio = PAPER_REMEDY
             fit = ["--beta-remedy", remedy, "--attr-ratio"]
             epochs = PAPER_EPOCHS[task]
-            retest = [(f"adkd-paper-e{epochs}-{remedy}-r{ratio:g}-s{seed}", seed,
-                       fit + [f"{ratio:g}"], "adkd",
+            retest = [(retest_pair(seed, epochs)[0], seed, fit + [f"{ratio:g}"], "adkd",
                        f"AD-KD, --beta-remedy {remedy} --attr-ratio {ratio:g}")
                       for seed in PAPER_RETEST_SEEDS] + [
                 (f"adkd-paper-e{epochs}-{remedy}-s1", 1, fit + ["1"], "adkd",
                  f"AD-KD, --beta-remedy {remedy} --attr-ratio 1"),
                 (f"adkd-paper-e{epochs}-beta1-s1", 1, ["--beta", "1"], "adkd", "AD-KD β = 1")]
             # vanilla KD from the same file: the AD-KD rows' pairs, one teacher for both
-            retest += [(f"vanilla-paper-e{epochs}-file-s{seed}", seed, ["--beta", "0"],
+            retest += [(retest_pair(seed, epochs)[1], seed, ["--beta", "0"],
                         "vanilla", "vanilla KD") for seed in PAPER_RETEST_SEEDS]
             for name, seed, extra, key, method in retest:
                 rows.append(Row(name, common(MPNET_STUDENT) + [
@@ -304,6 +303,14 @@ def task_rows(task):
                     meta=dict(key=key, method=method, epochs=epochs,
                               teacher="teacher_outputs_m1.pt")))
     return rows
+
+
+def retest_pair(seed, epochs):
+    """The retest's pair of one seed, one teacher for both (PAPER_OUTPUTS, the same batches):
+    (AD-KD with PAPER_REMEDY, vanilla KD)."""
+    remedy, ratio = PAPER_REMEDY
+    return (f"adkd-paper-e{epochs}-{remedy}-r{ratio:g}-s{seed}",
+            f"vanilla-paper-e{epochs}-file-s{seed}")
 
 
 def select(rows, selectors):

@@ -35,7 +35,8 @@ Groups (--rows takes groups or row names, comma-separated; default: main,ablatio
   paper_retest  MRPC at the paper's shape from the committed teacher outputs
             (bench/runs/mrpc/paper/teacher_outputs_m1.pt, no teacher weights needed): AD-KD with
             --beta-remedy fit --attr-ratio 2 seeds 1-3 (adkd-paper-e7-fit-r2-s<seed>); seed 1
-            also at ratio 1 (adkd-paper-e7-fit-s1) and at beta = 1 (adkd-paper-e7-beta1-s1)
+            also at ratio 1 (adkd-paper-e7-fit-s1) and at beta = 1 (adkd-paper-e7-beta1-s1);
+            vanilla KD from the same file, the fit rows' pairs (vanilla-paper-e7-file-s<seed>)
 
 Each row is one `adkd.py` command run in its own process (one torch thread, --jobs rows at a
 time, across all the tasks named), which then measures on dev what the row's checkpoint does: the
