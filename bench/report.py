@@ -732,7 +732,7 @@ def retest_table(task, rows, metrics):
         lines.append(
             f"| {row.name}{state} | {short_record(task, teacher[row.name])} | {beta:.3g} | "
             f"{len(dev)} / {row.meta['epochs']} | "
-            + " ".join(f"{v:.1f}" for v in scores) + f" | {one_class} | "
+            + " ".join(f"{v:.1f}" for v in scores) + f" | {one_class if dev else '–'} | "
             + (f"{scores[best]:.1f} ({sorted(dev)[best]})" if scores else "–") + " | "
             + " ".join("–" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.2g}"
                        for v in shares_by_epoch) + " | "
