@@ -7,9 +7,11 @@ beta*L_attr's gradient scaled down to the larger logit term's norm before clippi
 (adkd.py --beta-remedy fit: beta lowered once, before training, so that on the first 10
 batches the median of that ratio is --attr-ratio; 1 and 2, the default, were run). ramp and
 cap are not in adkd.py; they are the patch bench/notes/beta_remedy_screen.patch. This prints,
-per row: the beta it trained with, R (the median ratio over its first 10 logged steps, as the
-warning reads it), the epochs it answered one class from the first, dev per epoch, its best
-and last epoch.
+per row: the teacher record it distilled (bench/teachers.py), the beta it trained with, R (the
+median ratio over its first 10 logged steps, as the warning reads it), the epochs it answered
+one class from the first, dev per epoch, its best and last epoch; then which rows of one
+teacher row distilled different records of it. bench/report.py pastes the same table into
+RESULTS.md.
 
     python bench/beta_remedy.py
 """
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import beta_threshold  # noqa: E402
 import rowtable  # noqa: E402  (puts the repository root on sys.path)
+import teachers  # noqa: E402
 
 import adkd  # noqa: E402
 
@@ -37,14 +40,15 @@ SCREEN = [
     ("mrpc", "adkd-paper-e7-fit-s1", "fit, --attr-ratio 1"),
     ("mrpc", "adkd-paper-e7-fit-r2-s1", "fit, --attr-ratio 2"),
     ("mrpc", "adkd-paper-e7-beta1-s1", "β = 1"), ("mrpc", "vanilla-paper-e7-s1", "vanilla KD"),
+    ("mrpc", "vanilla-paper-e7-file-s1", "vanilla KD"),  # the fit rows' teacher (issue 47)
 ]
 METRIC = {"rte": "accuracy", "mrpc": "f1"}
 
 
 def reading(task, folder, shares):
-    """One row's line of the table, or None when its log is not on this disk."""
+    """One row's line of the table, or None when its log or settings are not on this disk."""
     log = rowtable.RUNS / task / folder / "student" / "log.jsonl"
-    if not log.exists():
+    if not (log.exists() and (log.parent / "settings.json").exists()):
         return None
     records = adkd.read_log(log)
     settings = json.loads((log.parent / "settings.json").read_text())
@@ -61,23 +65,68 @@ def reading(task, folder, shares):
             "last": scores[-1] if scores else None}
 
 
-def main():
-    print(f"| task | row | remedy | β trained with | R | epochs in one class from the first / "
-          "evaluated (of planned) | dev per epoch | best (epoch) | last |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    shares = {}
+def screen_row(task, folder):
+    """The Row of a screened folder: the table's, or one made from its settings.json (the
+    patch's ramp and cap rows are not in the table); None when its records are absent."""
+    named = {row.name: row for row in rowtable.task_rows(task)}.get(folder)
+    if named:
+        return named
+    present = (rowtable.RUNS / task / folder / "student" / "settings.json").exists()
+    return rowtable.settings_row(task, folder) if present else None
+
+
+def shares_or_none(task):
+    """Each class's share of dev, or None without the task's data (the column says –)."""
+    try:
+        return beta_threshold.class_shares(task)
+    except OSError:
+        return None
+
+
+def table():
+    """The screen's table as markdown lines, and under it the rows whose teacher records
+    differ within one teacher row: their differences mix the remedy with the teacher."""
+    lines = ["| task | row | teacher | remedy | β trained with | R | epochs in one class from "
+             "the first / evaluated (of planned) | dev per epoch | best (epoch) | last |",
+             "|---" * 10 + "|"]
+    shares, distilled = {}, {}
     for task, folder, remedy in SCREEN:
-        shares.setdefault(task, beta_threshold.class_shares(task))
-        row = reading(task, folder, shares[task])
-        if row is None:
-            print(f"| {task} | {folder} | {remedy} | not on this disk |  |  |  |  |  |")
+        if task not in shares:
+            shares[task] = shares_or_none(task)
+        row = screen_row(task, folder)
+        teacher = row and teachers.teacher_of(row, rowtable.task_rows(task))
+        name = teacher.name if teacher else "–"
+        if teacher:
+            owner = teacher.folder.parent if teacher.folder.name == teachers.RETRAIN else \
+                teacher.folder
+            distilled.setdefault((task, owner), {}).setdefault(teacher, []).append(folder)
+        found = row and reading(task, folder, shares[task] or [])
+        if not found:
+            lines.append(f"| {task} | {folder} | {name} | {remedy} | not on this disk |"
+                         + "  |" * 5)
             continue
-        ratio = "—" if row["R"] is None else f"{row['R']:.3g}"
-        best = "—" if row["best"] is None else f"{row['best'][0]:.1f} ({row['best'][1]})"
-        last = "—" if row["last"] is None else f"{row['last']:.1f}"
-        print(f"| {task} | {folder} | {remedy} | {row['beta']:.3g} | {ratio} | "
-              f"{row['one_class']} / {row['epochs']} (of {row['planned']}) | "
-              f"{' '.join(f'{s:.1f}' for s in row['scores'])} | {best} | {last} |")
+        ratio = "—" if found["R"] is None else f"{found['R']:.3g}"
+        best = "—" if found["best"] is None else f"{found['best'][0]:.1f} ({found['best'][1]})"
+        last = "—" if found["last"] is None else f"{found['last']:.1f}"
+        one_class = found["one_class"] if shares[task] is not None else "–"
+        lines.append(f"| {task} | {folder} | {name} | {remedy} | {found['beta']:.3g} | {ratio} | "
+                     f"{one_class} / {found['epochs']} (of {found['planned']}) | "
+                     f"{' '.join(f'{s:.1f}' for s in found['scores'])} | {best} | {last} |")
+    for (task, _), by_record in distilled.items():
+        metric = METRIC[task]
+        if len(by_record) > 1:
+            lines += ["", f"**{task}: rows of one teacher row distilled different records:** "
+                      + "; ".join(f"{', '.join(folders)} distilled {t.label(metric)}"
+                                  for t, folders in by_record.items())
+                      + ". Their differences mix the remedy with the change of teacher."]
+        else:
+            [(teacher, folders)] = by_record.items()
+            lines += ["", f"{task}: {', '.join(folders)} distilled {teacher.label(metric)}."]
+    return lines
+
+
+def main():
+    print("\n".join(table()))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ over its logged steps of each weighted term's gradient norm (Eq. 12) and of each
 training term (CE, KD, L_attr). With --at-start it also measures, on the first training batches
 and at the student's initial weights, each term's gradient norm over all weights, over the
 classifier head alone and over the embeddings; it needs the row's teacher weights and initial
-student, not the row's own weights, and --json writes those numbers to a file. A row whose
+student, not the row's own weights, and --json writes those numbers to a file, with the
+teacher's path and weights digest. A row whose
 weights are not on this disk (a fresh clone, or a row stopped before it finished) gets what its
 committed log.jsonl holds, and a line saying what was skipped.
 
@@ -28,7 +29,7 @@ import torch  # noqa: E402
 import adkd  # noqa: E402
 import glue_data  # noqa: E402
 import report  # noqa: E402
-from rowtable import GLUE, RUNS, shown, timed_epochs  # noqa: E402
+from rowtable import GLUE, RUNS, from_root, shown, timed_epochs  # noqa: E402
 
 
 def training_terms(record):
@@ -56,12 +57,29 @@ def majority_share(model_dir, task, features, tokenizer):
 
 
 AT_START_BATCHES = 5  # --at-start: the median over this many first batches
+PATH_SETTINGS = ("student", "teacher")  # the models a row's settings.json names
+
+
+def on_disk(settings):
+    """A row's settings with its model paths (from the repository root in a committed record)
+    as paths on this disk."""
+    return {key: str(from_root(value)) if key in PATH_SETTINGS and value else value
+            for key, value in settings.items()}
+
+
+def teacher_identity(path):
+    """What an --at-start record says of the teacher it measured against: where its weights
+    were read and their digest (adkd.weights_digest), which a teacher record's teacher.json
+    can be matched with."""
+    from transformers import AutoModelForSequenceClassification
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    return {"path": shown(path), "weights_digest": adkd.weights_digest(model)}
 
 
 def at_start(row_dir, task, train_features, tokenizer, batches=AT_START_BATCHES):
     """Per-term gradient norms at the student's initial weights on the first batches of
     epoch 0, as train() would see them: all weights, the classifier head, the embeddings."""
-    settings = json.loads((row_dir / "student" / "settings.json").read_text())
+    settings = on_disk(json.loads((row_dir / "student" / "settings.json").read_text()))
     args, _ = adkd.resolve_config(adkd.stage_args(adkd.parse_args(["--task", task.name]),
                                                   **settings))
     config = adkd.adkd_config(args, task, tokenizer.pad_token_id)
@@ -107,11 +125,12 @@ def main(argv=None):
     dev_examples = glue_data.read_split(folder, task, "dev")
     train_examples = glue_data.read_split(folder, task, "train")
     at_start_norms = {}  # row name -> {group: {term: median norm}}
+    teachers = {}  # row name -> teacher_identity
     for name in options.rows:
         row_dir = RUNS / options.task / name
         log_path = row_dir / "student" / "log.jsonl"
         records = adkd.read_log(log_path)
-        settings = json.loads((row_dir / "student" / "settings.json").read_text())
+        settings = on_disk(json.loads((row_dir / "student" / "settings.json").read_text()))
         print(f"\n== {options.task}/{name}: beta={settings['beta']} alpha={settings['alpha']} "
               f"lr={settings['lr']}")
         for record in records:
@@ -147,6 +166,7 @@ def main(argv=None):
             continue
         tokenizer = AutoTokenizer.from_pretrained(settings["student"])  # the initial student's
         train = glue_data.encode(train_examples, tokenizer, 128)
+        teachers[name] = teacher_identity(teacher)
         norms = at_start_norms.setdefault(name, {})
         for (group, term), value in sorted(at_start(row_dir, task, train, tokenizer).items()):
             print(f"at start, {group}: {term} {value:.4f}")
@@ -154,7 +174,7 @@ def main(argv=None):
     if options.json:
         command = "python bench/diagnose.py " + " ".join(map(shown, argv or sys.argv[1:]))
         record = {"task": options.task, "command": command, "batches": AT_START_BATCHES,
-                  "at_start": at_start_norms}
+                  "teacher": teachers, "at_start": at_start_norms}
         Path(options.json).write_text(json.dumps(record, indent=1) + "\n")
         print(f"wrote {options.json}")
 

