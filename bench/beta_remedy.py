@@ -40,7 +40,7 @@ SCREEN = [
     ("mrpc", "adkd-paper-e7-fit-s1", "fit, --attr-ratio 1"),
     ("mrpc", "adkd-paper-e7-fit-r2-s1", "fit, --attr-ratio 2"),
     ("mrpc", "adkd-paper-e7-beta1-s1", "β = 1"), ("mrpc", "vanilla-paper-e7-s1", "vanilla KD"),
-    ("mrpc", "vanilla-paper-e7-file-s1", "vanilla KD"),  # the fit rows' teacher (issue 47)
+    ("mrpc", "vanilla-paper-e7-file-s1", "vanilla KD"),  # the fit rows' teacher
 ]
 METRIC = {"rte": "accuracy", "mrpc": "f1"}
 

@@ -559,7 +559,7 @@ def measured_record(row, dev, metric):
 
 def minus_random(model, measure):
     """A measure minus its random orders' mean, with its 95 % bootstrap interval over the dev
-    examples where the record holds one (bench/faithfulness.py, issue 47 on)."""
+    examples where the record holds one (bench/faithfulness.py writes them)."""
     import faithfulness
     difference = model[measure] - model[f"{measure}_random"]
     interval = model.get(measure + faithfulness.INTERVAL)
@@ -586,12 +586,12 @@ def faithfulness_table(task, rows, group):
              "p(c) when the top k % of real tokens are removed; higher is better) and sufficiency "
              "(the fall when only they are kept; lower is better), AOPC over k ∈ {1, 5, 10, 20, "
              f"50}} %, each beside the mean of {record['random_orders']} random orders and minus "
-             "it; agreement with the teacher (README, `explain --faithfulness`). "
+             "it; agreement with the teacher (README, 'Maps and faithfulness: `explain`'). "
              + (f"In brackets: the {100 * faithfulness.LEVEL:.0f} % bootstrap interval over the "
                 "dev examples. " if bounded else
                 "One model per row (seed 1): each difference from random is a point estimate "
                 "over the dev examples with no interval, as this record holds no per-example "
-                "values (bench/faithfulness.py keeps them, and the interval, from issue 47 on), "
+                "values (bench/faithfulness.py's later records keep them, and the interval), "
                 "so it does not say how far the maps beat random beyond these numbers. ")
              + f"`{record['command']}` ({record['wall_s'] / 60:.0f} min, "
              f"{record['torch_threads']} torch thread{'s' * (record['torch_threads'] > 1)}), "

@@ -1,4 +1,4 @@
-"""The teachers the rows distil, told apart by their records (issue 47: one teacher per
+"""The teachers the rows distil, told apart by their records (one teacher per
 comparison).
 
 A teacher row's record is its row.json (bench/runs/<task>/<folder>/row.json, its log in
