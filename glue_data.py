@@ -60,7 +60,9 @@ class TaskSpec:
     label_column: str | None = None
     headerless_columns: tuple | None = None  # column names for labelled files that lack a header
     files: tuple = ()  # own data: (split, path) pairs; a GLUE task reads <folder>/<split>.tsv
-    id_column: str | None = None  # own data: the test column that names a prediction
+    # the test column that names each prediction, found by name as every column is: GLUE's index
+    # (QQP's id); own data's --id-column, None for the row's line number
+    id_column: str | None = "index"
 
     @property
     def main_metric(self) -> str:
@@ -93,7 +95,7 @@ TASKS = {
                      text_b_column="sentence2", label_column="score"),
     "qqp": TaskSpec(name="qqp", folder="QQP", metrics=("f1", "accuracy"),
                     submission_names=("QQP",), text_a_column="question1",
-                    text_b_column="question2", label_column="is_duplicate"),
+                    text_b_column="question2", label_column="is_duplicate", id_column="id"),
     "mnli": TaskSpec(name="mnli", folder="MNLI", labels=("contradiction", "entailment", "neutral"),
                      dev_splits=("dev_matched", "dev_mismatched"),
                      test_splits=("test_matched", "test_mismatched"),
@@ -182,6 +184,8 @@ def read_split(data_dir, task, split, skip_bad_rows=False, report=warnings.warn,
     if standard_rows and not get_task(task).files:
         _check_row_count(get_task(task), path, len(examples) + len(skipped),
                          " (--glue-subset reads a sample knowingly)")
+    if not examples:  # a GLUE test file with no rows (own files are refused so when read)
+        raise GlueFormatError(f"{path}: no data rows; a submission would be empty")
     return examples
 
 
@@ -426,7 +430,7 @@ def _column_indices(spec, header, has_labels, path) -> dict:
               "id": None if has_labels else spec.id_column}
     if has_labels or (spec.files and spec.label_column in header):  # own test files may have one
         wanted["label"] = spec.label_column
-    columns = {} if has_labels or spec.files else {"id": 0}  # GLUE test files: the index first
+    columns = {}
     for role, name in wanted.items():
         if name is None:
             continue

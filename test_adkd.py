@@ -3350,6 +3350,36 @@ def test_a_regression_score_must_be_a_decimal_number_finite_in_float32(tmp_path,
     assert message.startswith(f"error: {dev}:2: score ")
 
 
+# ----- submissions never silently wrong: the second round of malformed inputs (issue 49)
+def glue_test_file(root, task, rows):
+    """The synthetic task under root, its test file replaced by rows."""
+    return write_tsv(make_task(root, task), "test.tsv", rows)
+
+
+def test_a_glue_test_files_ids_are_found_by_the_headers_name_or_the_file_refused(tmp_path):
+    glue_test_file(tmp_path, "rte", [["sentence1", "index", "sentence2"],
+                                     ["A cat.", "7", "A dog."], ["B.", "8", "C."]])
+    _, read = cli_reads("--task", "rte", "--data-dir", str(tmp_path), splits=["test"])
+    assert read["test"] == [("A cat.", "A dog.", None, "7"), ("B.", "C.", None, "8")]
+    glue_test_file(tmp_path, "stsb", [STSB_HEAD[1:] + ["index"],
+                                      stsb_row(5, "A girl.", "A boy.")[1:] + ["5"]])
+    _, read = cli_reads("--task", "stsb", "--data-dir", str(tmp_path), splits=["test"])
+    assert read["test"] == [("A girl.", "A boy.", None, "5")]  # not the genre
+    glue_test_file(tmp_path, "qqp", [["question1", "question2", "id"], ["Q?", "R?", "3"]])
+    _, read = cli_reads("--task", "qqp", "--data-dir", str(tmp_path), splits=["test"])
+    assert read["test"] == [("Q?", "R?", None, "3")]
+    test = glue_test_file(tmp_path, "rte", [["idx", "sentence1", "sentence2"], ["7", "A.", "B."]])
+    message = refused(["--task", "rte", "--data-dir", str(tmp_path)], splits=["test"])
+    assert message.startswith(f"error: {test}:1: header has no 'index' column: ['idx', ")
+
+
+def test_a_glue_test_file_without_rows_gives_no_submission_even_as_a_subset(tmp_path):
+    test = glue_test_file(tmp_path, "rte", [RTE_HEAD[:3]])
+    message = refused(["--task", "rte", "--data-dir", str(tmp_path), "--glue-subset"],
+                      splits=["test"])
+    assert message == f"error: {test}: no data rows; a submission would be empty"
+
+
 # The fuzz: small valid files of each format, mutated, read through the command line's own
 # functions, and compared with a strict reader written here from the README's rules alone.
 class Refusal(Exception):
@@ -3471,7 +3501,8 @@ def reference_label(raw, classes, own):
 
 def reference_read(path, kind, columns, split, classes, skip):
     """[(text_a, text_b, label, guid)] and the skipped lines, as the README's rules read a
-    file; columns: text_a, text_b, label, id (own test files), headerless, own."""
+    file; columns: text_a, text_b, label, id (of test files, by name: GLUE's index or QQP's id,
+    own data's --id-column, else the line), headerless, own."""
     lines, has_labels = reference_lines(path), not split.startswith("test")
     a, b, label, ident = (columns[key] for key in ("text_a", "text_b", "label", "id"))
     if kind == "jsonl":
@@ -3508,14 +3539,13 @@ def reference_read(path, kind, columns, split, classes, skip):
                 continue
             if raw:
                 reference_label(raw, classes, columns["own"])
-            guid = row[header.index(ident)] if ident else row[0] if not columns["own"] \
-                else str(number)
+            guid = row[header.index(ident)] if ident else str(number)
             examples.append((row[header.index(a)], b and row[header.index(b)], None, guid))
         except BadRow:
             if not skip:
                 raise Refusal(path, number) from None
             skipped.append(number)
-    if (has_labels or columns["own"]) and not count or has_labels and not examples:
+    if not count or has_labels and not examples:  # a test file too: no empty submission
         raise Refusal(path)
     return examples, skipped
 
@@ -3651,7 +3681,7 @@ def test_fuzz_every_reader_reads_what_a_strict_reader_reads_or_refuses_in_one_li
             files = {name[:-4]: folder / spec.folder / name}
             flags = ["--task", kind, "--data-dir", str(folder)]
             columns = {"text_a": spec.text_a_column, "text_b": spec.text_b_column,
-                       "label": spec.label_column, "id": None, "own": False,
+                       "label": spec.label_column, "id": spec.id_column, "own": False,
                        "headerless": spec.headerless_columns}
 
             def expected():
