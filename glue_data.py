@@ -260,7 +260,7 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
     check_file(path, "data file" if spec.files else "GLUE file")
     split_name = split if spec.files else path.stem
     has_labels = not split_name.startswith("test")
-    examples, skipped, num_rows = [], [], 0
+    examples, skipped, num_rows, first_lines = [], [], 0, {}
     try:
         # newline="" lets csv count physical lines
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -273,8 +273,11 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
                 try:
                     if isinstance(row, str):  # a JSON line
                         row = _json_fields(row, header, has_labels, spec.label_column, path, line)
-                    examples.append(_parse_row(spec, row, columns, len(header), split_name,
-                                               line, path))
+                    example = _parse_row(spec, row, columns, len(header), split_name, line,
+                                         path)
+                    if not has_labels:
+                        _check_id(example, first_lines, path)
+                    examples.append(example)
                 except GlueFormatError:
                     if not skip_bad_rows:
                         raise
@@ -286,6 +289,28 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
     if has_labels and not examples:
         raise GlueFormatError(f"{path}: no usable data rows (all {len(skipped)} are malformed)")
     return examples, skipped
+
+
+# A submission line is `id<TAB>prediction`: an id or a class holding a tab, or anything at which
+# str.splitlines ends a line (a reader of the submission may split there), would break it.
+_BREAKS_LINE = re.compile("[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+UNWRITABLE = "holds a tab or a line break, which a submission line cannot hold"
+
+
+def _check_id(example, first_lines, path) -> None:
+    """Refuse a test row's id that its submission line could not hold or that names no row
+    alone: one holding a tab or a line break, an empty one, one an earlier row has (first_lines
+    maps each id read to its line)."""
+    guid, line = example.guid, example.line
+    if _BREAKS_LINE.search(guid):
+        raise GlueFormatError(f"{path}:{line}: id {_shown(guid)} {UNWRITABLE}")
+    if not guid.strip():
+        raise GlueFormatError(f"{path}:{line}: empty id {_shown(guid)}; a submission names "
+                              "each test row by its id")
+    if guid in first_lines:
+        raise GlueFormatError(f"{path}:{line}: id {_shown(guid)} again (first on line "
+                              f"{first_lines[guid]}); a submission names each test row once")
+    first_lines[guid] = line
 
 
 def _not_utf8_error(path, error) -> GlueFormatError:
@@ -489,7 +514,9 @@ def _parse_label(spec, raw, line, path) -> int | float | str:
     if spec.files and _reads_as_number(raw) and not _PLAIN_NUMBER.fullmatch(raw):
         raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} reads as a number but is not "
                               "written as one plainly (0, -1, 0.5); write it so, or as a word")
-    if spec.labels is None:
+    if spec.labels is None:  # a class: each submission line predicting it holds it
+        if _BREAKS_LINE.search(raw):
+            raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} {UNWRITABLE}")
         return raw
     if raw not in spec.labels:
         hint = "; use --regression?" if _scores_as_classes(spec.labels + (raw,)) else ""
@@ -539,11 +566,13 @@ def own_task(files, text_columns, label_column="label", labels=None, regression=
             raise ValueError(f"{path}: unknown format; name the file .csv, .tsv or .jsonl")
         check_file(path, f"--{split}-file")  # before anything reads or hashes it
     metrics = ("spearman", "pearson") if regression else ("accuracy", "macro_f1")
+    unwritable = [label for label in labels or () if _BREAKS_LINE.search(label)]
     checks = [(1 <= len(text_columns) <= 2, f"give one or two text columns, not {text_columns}"),
               (metric in (None,) + metrics, f"metric {metric!r}: this task has {metrics}"),
               (not (regression and labels), "labels and regression exclude each other"),
               (labels is None or len(set(labels)) == len(labels) > 1,
                f"labels must be two or more distinct classes, got {labels}"),
+              (not unwritable, f"--labels: {_shown((unwritable + [''])[0])} {UNWRITABLE}"),
               (labels or regression or "train" in files, "no labels and no train file to take "
                "them from")]
     for ok, message in checks:

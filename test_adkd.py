@@ -3380,6 +3380,41 @@ def test_a_glue_test_file_without_rows_gives_no_submission_even_as_a_subset(tmp_
     assert message == f"error: {test}: no data rows; a submission would be empty"
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_test_ids_a_submission_cannot_hold_or_tell_apart_are_refused_naming_file_and_lines(
+        tmp_path, suffix):
+    train = write_rows(tmp_path / "train.csv", ["text", "label"], [["a", "no"], ["b", "yes"]])
+    for ids, line, words in ((["q1", "a\nb"], 3, "'a\\nb' holds a tab or a line break"),
+                             (["a\tb", "q2"], 2, "'a\\tb' holds a tab or a line break"),
+                             (["q1", "x\u2028y"], 3, "holds a tab or a line break"),
+                             (["q1", ""], 3, "empty id"), (["q1", " "], 3, "empty id"),
+                             (["q1", "q2", "q1"], 4, "id 'q1' again (first on line {})")):
+        test = write_rows(tmp_path / f"test{suffix}", ["id", "text"], [[i, "t"] for i in ids])
+        message = refused(["--train-file", train, "--test-file", test, "--text-columns", "text",
+                           "--id-column", "id"], splits=["test"])
+        line -= suffix == ".jsonl"  # no header line
+        assert message.startswith(f"error: {test}:{line}: ") and \
+            words.format(line - 2) in message, message
+    for index, line, words in ((["0", "1", "0"], 4, "id '0' again (first on line 2)"),
+                               (["0", ""], 3, "empty id")):
+        test = glue_test_file(tmp_path, "rte", [RTE_HEAD[:3]] + [[i, "A.", "B."] for i in index])
+        message = refused(["--task", "rte", "--data-dir", str(tmp_path)], splits=["test"])
+        assert message.startswith(f"error: {test}:{line}: ") and words in message, message
+
+
+def test_a_class_label_a_submission_line_cannot_hold_is_refused_naming_file_and_line(tmp_path):
+    for suffix, label in ((".csv", "not\tsure"), (".csv", "two\nlines"), (".jsonl", "a\u2029b")):
+        train = write_rows(tmp_path / f"train{suffix}", ["text", "label"],
+                           [["a", "no"], ["b", label], ["c", "yes"]])
+        message = refused(["--train-file", train, "--text-columns", "text"])
+        line = 3 - (suffix == ".jsonl")  # JSON lines have no header line
+        assert message.startswith(f"error: {train}:{line}: label {label!r} holds a tab or a "
+                                  "line break"), message
+    message = refused(["--train-file", train, "--text-columns", "text", "--labels", "no",
+                       "not\tsure"])
+    assert message.startswith("error: --labels: 'not\\tsure' holds a tab or a line break")
+
+
 # The fuzz: small valid files of each format, mutated, read through the command line's own
 # functions, and compared with a strict reader written here from the README's rules alone.
 class Refusal(Exception):
@@ -3475,9 +3510,15 @@ def reference_json_fields(text, header, label, has_labels):
     return values
 
 
+def breaks_a_line(text):
+    """A tab, or a place where str.splitlines ends a line: a submission line cannot hold it."""
+    return "\t" in text or len((text + ".").splitlines()) > 1
+
+
 def reference_label(raw, classes, own):
     """classes None: an own label being collected; () a score; else one of the classes. An own
-    class label that Python reads as a number (or all digits) is -?[0-9]+(.[0-9]+)? in ASCII."""
+    class label that Python reads as a number (or all digits) is -?[0-9]+(.[0-9]+)? in ASCII;
+    a class holds no tab or line break."""
     if classes != () and own:
         try:
             number = float(raw) is not None
@@ -3486,6 +3527,8 @@ def reference_label(raw, classes, own):
         if number and not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", raw) or classes is None and not raw:
             raise BadRow
     if classes is None:
+        if breaks_a_line(raw):
+            raise BadRow
         return raw
     if classes == ():
         if not re.fullmatch(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", raw):
@@ -3521,7 +3564,7 @@ def reference_read(path, kind, columns, split, classes, skip):
     needed = [a, b, label if with_label else None, None if has_labels else ident]
     if any(name and name not in header for name in needed):
         raise Refusal(path, 1)
-    examples, skipped, count = [], [], 0
+    examples, skipped, count, ids = [], [], 0, set()
     for number, row in rows:
         if not row:
             continue
@@ -3540,6 +3583,9 @@ def reference_read(path, kind, columns, split, classes, skip):
             if raw:
                 reference_label(raw, classes, columns["own"])
             guid = row[header.index(ident)] if ident else str(number)
+            if breaks_a_line(guid) or not guid.strip() or guid in ids:  # one row, one line
+                raise BadRow
+            ids.add(guid)
             examples.append((row[header.index(a)], b and row[header.index(b)], None, guid))
         except BadRow:
             if not skip:
