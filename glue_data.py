@@ -31,6 +31,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import unicodedata
 import urllib.error
 import urllib.request
 import warnings
@@ -243,13 +244,24 @@ def file_digests(task) -> dict:
             for split, path in task.files if split != "test"}
 
 
+def missing_file(task, training, predict) -> str:
+    """'' or, for own data, the one line naming the flag of a file this run reads but was not
+    given: train when it trains, dev always (the run ends with its score), test with --predict.
+    A command line asks before any model loads."""
+    needs = {"train": training and "the run trains on its rows (--epochs 0 only evaluates)",
+             "dev": "its rows pick the best checkpoint and score the run",
+             "test": predict and "--predict writes a submission of its rows"}
+    return next((f"give --{split}-file: {why}" for split, why in needs.items()
+                 if task.files and why and split not in dict(task.files)), "")
+
+
 def split_path(data_dir, task, split) -> Path:
     """The file of a split: own data's, or the GLUE task's <data_dir>/<folder>/<split>.tsv."""
     spec = get_task(task)
     if not spec.files:
         return task_dir(data_dir, spec) / split_file_name(spec, split)
     if split not in dict(spec.files):
-        raise ValueError(f"{spec.name}: no {split} file given")
+        raise ValueError(f"no --{split}-file given")
     return Path(dict(spec.files)[split])
 
 
@@ -427,11 +439,12 @@ def _json_fields(text, header, has_labels, label_column, path, line) -> list[str
         raise GlueFormatError(f"{path}:{line}: not a JSON object")
     fields = []
     for name in header:
-        value = record.get(name, None if has_labels or name != label_column else "")
-        if value is None:
-            raise GlueFormatError(f"{path}:{line}: no {name!r} key")
+        if name not in record and (has_labels or name != label_column):
+            raise GlueFormatError(f"{path}:{line}: no {name!r} key{_same_text(name, record)}")
+        value = record.get(name, "")  # a test line may lack the label
         if not isinstance(value, str):  # numbers arrive as _Number, a str
-            raise GlueFormatError(f"{path}:{line}: {name!r} is {_shown(value)}, "
+            raise GlueFormatError(f"{path}:{line}: {name!r} is "
+                                  f"{'null' if value is None else _shown(value)}, "
                                   "not text or a number")
         if _SURROGATE.search(value):  # a \ud800 escape: no character, no UTF-8 for it
             raise GlueFormatError(f"{path}:{line}: {name!r} holds a lone surrogate "
@@ -449,6 +462,16 @@ def _shown(value, limit=40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
 
 
+def _same_text(name, names) -> str:
+    """'' or, when one of names is `name` in another Unicode normalisation (é as one character,
+    or as e and a combining accent: the two print alike), a clause saying so."""
+    key = unicodedata.normalize("NFC", name)
+    other = next((n for n in names if n != name and unicodedata.normalize("NFC", n) == key), None)
+    return "" if other is None else (f"; {_shown(other)} differs from it only in Unicode "
+                                     f"normalisation ({ascii(name)} against {ascii(other)}): "
+                                     "write both in one form (NFC)")
+
+
 def _column_indices(spec, header, has_labels, path) -> dict:
     """Find the text, label and (test) id columns in the header by name."""
     wanted = {"text_a": spec.text_a_column, "text_b": spec.text_b_column,
@@ -461,7 +484,7 @@ def _column_indices(spec, header, has_labels, path) -> dict:
             continue
         if name not in header:
             raise GlueFormatError(f"{path}:1: header has no {name!r} column: "
-                                  f"{_shown(header, 100)}")
+                                  f"{_shown(header, 100)}{_same_text(name, header)}")
         columns[role] = header.index(name)
     return columns
 
@@ -521,7 +544,7 @@ def _parse_label(spec, raw, line, path) -> int | float | str:
     if raw not in spec.labels:
         hint = "; use --regression?" if _scores_as_classes(spec.labels + (raw,)) else ""
         raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} is not one of "
-                              f"{_shown(spec.labels, 200)}{hint}")
+                              f"{_shown(spec.labels, 200)}{hint}{_same_text(raw, spec.labels)}")
     return spec.labels.index(raw)
 
 
@@ -554,6 +577,30 @@ def _scores_as_classes(labels) -> bool:
         return False
 
 
+def _check_flags(text_columns, labels, regression, metric, metrics, has_train) -> None:
+    """Refuse own_task's arguments that do not go together, naming the command line's flags."""
+    given = list(labels or ())
+    repeated = next((label for label in given if given.count(label) > 1), None)
+    unwritable = next((label for label in given if _BREAKS_LINE.search(label)), None)
+    problems = [
+        (not 1 <= len(text_columns) <= 2, f"--text-columns takes one column or two, got "
+         f"{len(text_columns)}: {_shown(list(text_columns), 100)}"),
+        (metric not in (None,) + metrics, f"--metric {metric} scores "
+         f"{'classes, not --regression' if regression else '--regression only'}: choose "
+         f"{' or '.join(metrics)}"),
+        (regression and labels, "--labels and --regression exclude each other: scores have "
+         "no classes"),
+        (repeated is not None, f"--labels names {_shown(repeated)} twice; name each class once"),
+        (labels is not None and len(given) < 2, f"--labels {_shown(given)}: a classifier "
+         "needs two classes or more"),
+        (unwritable is not None, f"--labels: {_shown(unwritable)} {UNWRITABLE}"),
+        (not (labels or regression or has_train), "no --labels and no --train-file to take "
+         "the classes from")]
+    for problem, message in problems:
+        if problem:
+            raise ValueError(message)
+
+
 def own_task(files, text_columns, label_column="label", labels=None, regression=False,
              metric=None, id_column=None, skip_bad_rows=False) -> TaskSpec:
     """A task over your own files, {split: path} for "train", "dev" and "test", each .csv, .tsv
@@ -566,18 +613,7 @@ def own_task(files, text_columns, label_column="label", labels=None, regression=
             raise ValueError(f"{path}: unknown format; name the file .csv, .tsv or .jsonl")
         check_file(path, f"--{split}-file")  # before anything reads or hashes it
     metrics = ("spearman", "pearson") if regression else ("accuracy", "macro_f1")
-    unwritable = [label for label in labels or () if _BREAKS_LINE.search(label)]
-    checks = [(1 <= len(text_columns) <= 2, f"give one or two text columns, not {text_columns}"),
-              (metric in (None,) + metrics, f"metric {metric!r}: this task has {metrics}"),
-              (not (regression and labels), "labels and regression exclude each other"),
-              (labels is None or len(set(labels)) == len(labels) > 1,
-               f"labels must be two or more distinct classes, got {labels}"),
-              (not unwritable, f"--labels: {_shown((unwritable + [''])[0])} {UNWRITABLE}"),
-              (labels or regression or "train" in files, "no labels and no train file to take "
-               "them from")]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+    _check_flags(text_columns, labels, regression, metric, metrics, "train" in files)
     folder = Path(files.get("train") or files.get("dev") or files["test"]).resolve().parent
     spec = TaskSpec(name=folder.name + ("-own" if folder.name.lower() in TASKS else ""),
                     folder=str(folder), labels=() if regression else labels and tuple(labels),
@@ -593,7 +629,8 @@ def own_task(files, text_columns, label_column="label", labels=None, regression=
     unseen = [label for label in labels or () if label not in found]
     if unseen:  # a class the model is trained on but can never learn
         raise ValueError(f"{files['train']}: no rows of class {unseen[0]!r} of labels "
-                         f"{list(labels)}; name only classes the train file has")
+                         f"{list(labels)}; name only classes the train file has"
+                         f"{_same_text(unseen[0], found)}")
     if labels:
         return spec
     if len(found) < 2:

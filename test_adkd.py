@@ -3415,6 +3415,52 @@ def test_a_class_label_a_submission_line_cannot_hold_is_refused_naming_file_and_
     assert message.startswith("error: --labels: 'not\\tsure' holds a tab or a line break")
 
 
+@pytest.mark.parametrize("given, extra, flag", [(("train", "dev"), ["--predict"], "--test-file"),
+                                                (("train", "test"), [], "--dev-file"),
+                                                (("dev",), ["--labels", "no", "yes"],
+                                                 "--train-file")])
+def test_a_missing_own_file_is_named_by_its_flag_before_any_model_loads(
+        tmp_path, monkeypatch, given, extra, flag):
+    for loader in (adkd.AutoConfig, adkd.AutoTokenizer):
+        monkeypatch.setattr(loader, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    files = [item for split in given for item in (f"--{split}-file", write_rows(
+        tmp_path / f"{split}.csv", ["text", "label"], [["a", "no"], ["b", "yes"]]))]
+    with pytest.raises(SystemExit) as error:
+        adkd.main([*files, "--text-columns", "text", "--output-dir", str(tmp_path / "out"),
+                   *extra])
+    assert str(error.value).startswith(f"error: give {flag}: "), error.value
+    if flag == "--dev-file":  # explain reads --dev rows from it
+        with pytest.raises(SystemExit, match="^error: no --dev-file given$"):
+            adkd.main(["explain", "--model", "unused", "--dev", "0", *files[:2],
+                       "--text-columns", "text"])
+
+
+@pytest.mark.parametrize("flags, start", [
+    (["--labels", "no", "yes", "no"], "error: --labels names 'no' twice"),
+    (["--labels", "no"], "error: --labels ['no']: a classifier needs two classes or more"),
+    (["--labels", "no", "yes", "--regression"], "error: --labels and --regression exclude"),
+    (["--text-columns", "a", "b", "text"], "error: --text-columns takes one column or two, got 3"),
+    (["--metric", "pearson"], "error: --metric pearson scores --regression"),
+])
+def test_own_data_flag_combinations_are_refused_naming_the_flags(tmp_path, flags, start):
+    train = write_rows(tmp_path / "train.csv", ["text", "label"], [["a", "no"], ["b", "yes"]])
+    message = refused(["--train-file", train, "--text-columns", "text", *flags])
+    assert message.startswith(start), message
+
+
+def test_names_that_differ_only_in_unicode_normalisation_are_said_to(tmp_path):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"  # print alike
+    for suffix, line in ((".csv", 1), (".jsonl", 1)):
+        train = write_rows(tmp_path / f"train{suffix}", [nfd, "label"], [["a", "no"], ["b", "y"]])
+        message = refused(["--train-file", train, "--text-columns", nfc])
+        assert message.startswith(f"error: {train}:{line}: ") and \
+            f"only in Unicode normalisation ({ascii(nfc)} against {ascii(nfd)})" in message
+    train = write_rows(tmp_path / "train.csv", ["text", "label"], [["a", nfc], ["b", "thé"]])
+    dev = write_rows(tmp_path / "dev.csv", ["text", "label"], [["c", nfd]])
+    message = refused(["--train-file", train, "--dev-file", dev, "--text-columns", "text"])
+    assert message.startswith(f"error: {dev}:2: label ") and "Unicode normalisation" in message
+
+
 # The fuzz: small valid files of each format, mutated, read through the command line's own
 # functions, and compared with a strict reader written here from the README's rules alone.
 class Refusal(Exception):
