@@ -290,9 +290,9 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
                     if not has_labels:
                         _check_id(example, first_lines, path)
                     examples.append(example)
-                except GlueFormatError:
+                except GlueFormatError as error:
                     if not skip_bad_rows:
-                        raise
+                        raise _lone_cr_told(error, path, line) from None
                     skipped.append(line)
     except UnicodeDecodeError as error:
         raise _not_utf8_error(path, error) from None
@@ -325,6 +325,20 @@ def _check_id(example, first_lines, path) -> None:
     first_lines[guid] = line
 
 
+def _lone_cr_told(error, path, line) -> GlueFormatError:
+    """The error, with its likely cause when a lone \\r ends line `line` (or the one before) of a
+    CSV whose other lines end with \\n: Python's csv.writer(lineterminator="\\n") before 3.11.9
+    and 3.12.3 writes a text's \\r unquoted, and every reader takes it for a line end."""
+    lines = path.read_bytes().splitlines(keepends=True) if path.suffix == ".csv" else []
+    lone = [n for n in (line - 1, line) if 0 < n <= len(lines) and lines[n - 1].endswith(b"\r")]
+    if not lone or not any(text.endswith(b"\n") for text in lines):
+        return error
+    return GlueFormatError(f"{error} (line {lone[-1]} ends at a lone '\\r' where the file's lines "
+                           "end with '\\n': csv.writer(lineterminator='\\n') before Python 3.11.9 "
+                           "leaves a text's '\\r' unquoted; write the file with a newer Python or "
+                           "the default lineterminator)")
+
+
 def _not_utf8_error(path, error) -> GlueFormatError:
     """Name the first physical line that is not valid UTF-8 (the decoder reads in chunks)."""
     # bytes.splitlines breaks at \n, \r\n and \r, as the text reader does; no UTF-8 sequence
@@ -354,8 +368,10 @@ def _records(f, spec, has_labels, path) -> tuple[list, object]:
         header = next(rows, (None, None))[1]
         if header is None:
             raise GlueFormatError(f"{path}:1: empty file, expected a header line")
-        repeated = [name for name, count in Counter(header).items() if count > 1]
-        if repeated:  # a reader by name would silently take the first
+        # a reader by name would silently take the first; unnamed columns (a spreadsheet's
+        # empty trailing cells) are not read by name, and may repeat
+        repeated = [name for name, count in Counter(header).items() if count > 1 and name]
+        if repeated:
             raise GlueFormatError(f"{path}:1: the header names {_shown(repeated[0])} twice or "
                                   "more; name each column once")
     return header, rows
@@ -442,6 +458,8 @@ def _json_fields(text, header, has_labels, label_column, path, line) -> list[str
         if name not in record and (has_labels or name != label_column):
             raise GlueFormatError(f"{path}:{line}: no {name!r} key{_same_text(name, record)}")
         value = record.get(name, "")  # a test line may lack the label
+        if value is None and not has_labels and name == label_column:
+            value = ""  # a test label is only checked: null (an empty column to pandas) is none
         if not isinstance(value, str):  # numbers arrive as _Number, a str
             raise GlueFormatError(f"{path}:{line}: {name!r} is "
                                   f"{'null' if value is None else _shown(value)}, "
@@ -485,6 +503,8 @@ def _column_indices(spec, header, has_labels, path) -> dict:
         if name not in header:
             raise GlueFormatError(f"{path}:1: header has no {name!r} column: "
                                   f"{_shown(header, 100)}{_same_text(name, header)}")
+        if header.count(name) > 1:  # unnamed columns: a flag that names none
+            raise GlueFormatError(f"{path}:1: the header names {name!r} twice or more")
         columns[role] = header.index(name)
     return columns
 
