@@ -296,6 +296,9 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
                     skipped.append(line)
     except UnicodeDecodeError as error:
         raise _not_utf8_error(path, error) from None
+    except GlueFormatError as error:  # the decoder reads ahead in chunks and meets a character
+        # cut at the end last: whatever the read met first, a file not UTF-8 is refused as such
+        raise _not_utf8_error(path) or error from None
     if (has_labels or spec.files) and not num_rows:
         raise GlueFormatError(f"{path}: no data rows")
     if has_labels and not examples:
@@ -339,8 +342,9 @@ def _lone_cr_told(error, path, line) -> GlueFormatError:
                            "the default lineterminator)")
 
 
-def _not_utf8_error(path, error) -> GlueFormatError:
-    """Name the first physical line that is not valid UTF-8 (the decoder reads in chunks)."""
+def _not_utf8_error(path, error=None) -> GlueFormatError | None:
+    """Name the first physical line that is not valid UTF-8 (the decoder reads in chunks); with
+    no decode error given, None when every line is."""
     # bytes.splitlines breaks at \n, \r\n and \r, as the text reader does; no UTF-8 sequence
     # contains those bytes, so decoding line by line finds the same bad bytes
     for number, raw in enumerate(Path(path).read_bytes().splitlines(), start=1):
@@ -351,7 +355,7 @@ def _not_utf8_error(path, error) -> GlueFormatError:
             return GlueFormatError(f"{path}:{number}: not UTF-8 text ({line_error.reason}: "
                                    f"byte {bad[:4].hex(' ')} at column {line_error.start + 1}); "
                                    f"re-save the file as UTF-8")
-    return GlueFormatError(f"{path}: not UTF-8 text ({error.reason})")
+    return error and GlueFormatError(f"{path}: not UTF-8 text ({error.reason})")
 
 
 def _records(f, spec, has_labels, path) -> tuple[list, object]:

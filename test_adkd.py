@@ -2972,6 +2972,16 @@ def test_non_utf8_file_names_the_physical_line(tmp_path, newline):
             read_split(tmp_path, "rte", "dev", skip_bad_rows=skip)
 
 
+def test_a_file_not_utf8_is_refused_as_such_whatever_else_is_wrong(tmp_path):
+    path = tmp_path / "RTE" / "dev.tsv"
+    path.parent.mkdir()
+    head = "\t".join(RTE_HEAD).encode() + b"\n0\tA.\tB.\tmaybe\n"  # a label not RTE's, line 2
+    for tail in (b"1\tCaf\xe9\tB.\tentailment\n", b"1\tCaf\xc3"):  # a bad byte; a cut character
+        path.write_bytes(head + tail)
+        with pytest.raises(GlueFormatError, match=re.escape(f"{path}:3: not UTF-8 text (")):
+            read_split(tmp_path, "rte", "dev")
+
+
 def test_labelled_split_without_data_rows_is_an_error(tmp_path):
     path = write_tsv(tmp_path / "RTE", "dev.tsv", [RTE_HEAD, ""])  # header and a blank line
     with pytest.raises(GlueFormatError, match=re.escape(f"{path}: no data rows")):
