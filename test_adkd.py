@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -3694,9 +3695,9 @@ def reference_read(path, kind, columns, split, classes, skip):
     return examples, skipped
 
 
-def reference_own(files, kind, regression, skip):
+def reference_own(files, kind, regression, skip, text="text"):
     """The command line's reads of own files: classes collected from train, then each split."""
-    columns = {"text_a": "text", "text_b": None, "label": "label", "id": "id",
+    columns = {"text_a": text, "text_b": None, "label": "label", "id": "id",
                "headerless": None, "own": True}
     classes = () if regression else None
     if classes is None:
@@ -3716,6 +3717,7 @@ def reference_own(files, kind, regression, skip):
 
 
 FUZZ_TEXTS = ['the cat, "sat"', "a dog ran", 'He said "hi"', "two\nlines", "émoji 😀", "",
+              "lone\rcr",  # unquoted by csv.writer(lineterminator="\n") before Python 3.11.9
               "مرحبا", "e\u0301", " spaced ", "tab\there", "crlf\r\nend"]
 FUZZ_TOKENS = ['"', '""', "\t", ",", "\n", "\r", "\r\n", "\x00", "\ufeff", "\u200b", "\u202e",
                "😀", "e\u0301", "\\", "{", "}", "[", "]", ":", "\\ud800", "NaN", "Infinity",
@@ -3725,6 +3727,12 @@ FUZZ_LABELS = ["1_0", "١", "²", "1.0", "01", "+1", "nan", "inf", "1e39", "1e40
                '"x""y"']
 FUZZ_BYTES = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xef\xbb\xbf", b"\x80"]
 FUZZ_GLUE = ["mrpc", "stsb", "rte", "cola", "sst2", "qnli"]
+FUZZ_IDS = ["", " ", "q0", "a\tb", "a\nb", "c\r\nd", "x\u2028y", "e\u0301"]  # q0: twice
+FUZZ_CLASSES = ["yes\tno", "two\nlines", "x\u2029y"]  # classes a submission line cannot hold
+# The classes of issue 49 the fuzz puts in, each counted when put in
+ISSUE_49 = ("glue test columns reordered", "id breaking a line", "id empty or twice",
+            "class breaking a line", "header alone", "json null", "null test label",
+            "unnamed columns", "lone cr", "header name in nfd")
 
 
 def json_value(text, rng):
@@ -3734,25 +3742,54 @@ def json_value(text, rng):
         return text
 
 
-def own_fuzz_files(folder, kind, regression, rng):
-    """Small valid own train/dev/test files of one format."""
+def fits(kind, choices):
+    """The choices a file of this kind can hold: a TSV field holds no tab or line break."""
+    return [c for c in choices if kind != "tsv" or not re.search("[\t\r\n]", c)]
+
+
+def own_fuzz_files(folder, kind, regression, rng, injected):
+    """Small valid own train/dev/test files of one format, and the name of their text column;
+    now and then with a case of issue 49 (counted in injected): a test id or a class that a
+    submission line cannot hold, an empty or repeated id, a null test label, unnamed columns,
+    a lone \\r in a text, a header name in NFD where the flag gives it in NFC."""
     folder.mkdir(parents=True)
     labels = ["0.5", "3", "-1.25", "4e-1"] if regression else rng.choice([["no", "yes"],
                                                                          ["0", "1", "-1"]])
+    if not regression and rng.random() < 0.08:
+        labels = [labels[0], rng.choice(fits(kind, FUZZ_CLASSES))]
+        injected["class breaking a line"] += 1
+    name, nfd_split = ("caf\u00e9", rng.choice(["train", "dev", "test"])) \
+        if rng.random() < 0.05 else ("text", None)
+    injected["header name in nfd"] += nfd_split is not None
+    unnamed = kind != "jsonl" and rng.random() < 0.05
+    injected["unnamed columns"] += unnamed
     files = {}
     for split, count in (("train", 4), ("dev", 3), ("test", 3)):
-        header = ["id", "text"] + (["label"] if split != "test" or rng.random() < 0.3 else [])
+        header = ["id", "cafe\u0301" if split == nfd_split else name] + (
+            ["label"] if split != "test" or rng.random() < 0.3 else [])
         rows = []
         for i in range(count):
-            text = rng.choice([t for t in FUZZ_TEXTS if kind != "tsv" or not re.search(
-                "[\t\r\n]", t)])
+            text = rng.choice(fits(kind, FUZZ_TEXTS))
+            injected["lone cr"] += text == "lone\rcr"
             value = labels[i % len(labels)] if split != "test" else rng.choice(labels + [""])
-            rows.append([f"q{i}", text, value][:len(header)])
+            ident = f"q{i}"
+            if split == "test" and rng.random() < 0.05:
+                ident = rng.choice(fits(kind, FUZZ_IDS))
+                injected["id empty or twice" if ident in ("", " ", "q0") else
+                         "id breaking a line" if re.search("[\t\r\n\u2028]", ident) else
+                         "harmless id"] += 1
+            rows.append([ident, text, value][:len(header)])
+        if unnamed:  # as a spreadsheet exports text,label,,
+            header, rows = header + ["", ""], [row + ["", ""] for row in rows]
         path = folder / f"{split}.{kind}"
         if kind == "jsonl":  # numeric labels as JSON numbers or as strings
-            path.write_text("".join(json.dumps(dict(zip(header, [json_value(v, rng) for v in row])),
+            values = [[json_value(v, rng) for v in row] for row in rows]
+            if split == "test" and "label" in header and rng.random() < 0.7:  # pandas' to_json
+                values = [row[:2] + [None if row[2] == "" else row[2]] for row in values]
+                injected["null test label"] += "" in [row[2] for row in rows]
+            path.write_text("".join(json.dumps(dict(zip(header, row)),
                                                ensure_ascii=rng.random() < 0.5) + "\n"
-                                    for row in rows), encoding="utf-8")
+                                    for row in values), encoding="utf-8")
         elif kind == "csv":
             with open(path, "w", newline="", encoding="utf-8") as f:
                 csv.writer(f, lineterminator=rng.choice(["\n", "\r\n"])).writerows([header] + rows)
@@ -3760,20 +3797,21 @@ def own_fuzz_files(folder, kind, regression, rng):
             path.write_text("".join("\t".join(row) + "\n" for row in [header] + rows),
                             encoding="utf-8")
         files[split] = path
-    return files
+    return files, name
 
 
-def mutate(data, rng, kind):
+def mutate(data, rng, kind, injected):
     """One or two random damages: a token or stray bytes put in, bytes or lines cut, lines
-    repeated or swapped, a label replaced, a field quoted; rarely a 200,000-character field
-    alone."""
+    repeated or swapped, a label replaced, a field quoted, a TSV's columns put in another order
+    (header too), the header kept alone, a JSON null; rarely a 200,000-character field alone.
+    The cases of issue 49 are counted in injected."""
     if rng.random() < 0.03:  # the long field goes in at a character boundary, alone
         where = rng.choice([i + 1 for i, byte in enumerate(data) if byte in b",\t :"])
         return data[:where] + b"x" * 200_000 + data[where:]
     for _ in range(rng.choice([1, 1, 2])):
         lines = data.split(b"\n")
         where = rng.randrange(len(data) + 1)
-        op = rng.randrange(9)
+        op = rng.randrange(11)
         if op == 0:
             data = data[:where] + rng.choice(FUZZ_TOKENS).encode() + data[where:]
         elif op == 1:
@@ -3797,6 +3835,23 @@ def mutate(data, rng, kind):
                 data = data[:m.start()] + rng.choice(FUZZ_LABELS).encode() + data[m.end():]
         elif op == 7:
             data = data[:where] + rng.choice(FUZZ_BYTES) + data[where:]
+        elif op == 9 and kind == "jsonl":  # a text, label or id that is null
+            found = list(re.finditer(rb'(?<=": )("[^"]*"|-?[0-9][0-9.eE+-]*)', data))
+            if found:
+                m = rng.choice(found)
+                data = data[:m.start()] + b"null" + data[m.end():]
+                injected["json null"] += 1
+        elif op == 9:
+            rows = [line.split(b"\t") for line in lines]
+            order = rng.sample(range(len(rows[0])), len(rows[0]))
+            if kind in FUZZ_GLUE and len(order) > 1:  # rows of another length stay as they are
+                data = b"\n".join(b"\t".join(row[i] for i in order) if len(row) == len(order)
+                                  else lines[n] for n, row in enumerate(rows))
+                injected["glue test columns reordered"] += order != sorted(order) and \
+                    lines[0].startswith(b"index\t")  # the test files' header
+        elif op == 10:
+            data = lines[0] + b"\n"
+            injected["header alone"] += 1
         elif kind != "jsonl":  # a field quoted as a CSV writer quotes '"' + field
             ends = [m.end() for m in re.finditer(rb"[\t,]", data)]
             if ends:
@@ -3814,8 +3869,8 @@ def mutate(data, rng, kind):
 
 def test_fuzz_every_reader_reads_what_a_strict_reader_reads_or_refuses_in_one_line(
         tmp_path, capsys):
-    rng, seen = random.Random(39), {}
-    for case in range(540):
+    rng, seen, injected = random.Random(39), {}, Counter()
+    for case in range(702):
         kind = (["csv", "tsv", "jsonl"] + FUZZ_GLUE)[case % 9]
         folder, skip = tmp_path / str(case), rng.random() < 0.3
         if kind in FUZZ_GLUE:
@@ -3834,16 +3889,16 @@ def test_fuzz_every_reader_reads_what_a_strict_reader_reads_or_refuses_in_one_li
                                               skip and split != "test")}
         else:
             regression = rng.random() < 0.3
-            files = own_fuzz_files(folder, kind, regression, rng)
+            files, column = own_fuzz_files(folder, kind, regression, rng, injected)
             flags = [item for split, path in files.items()
                      for item in (f"--{split}-file", str(path))]
-            flags += ["--text-columns", "text", "--id-column", "id"] + \
+            flags += ["--text-columns", column, "--id-column", "id"] + \
                 ["--regression"] * regression
 
             def expected():
-                return reference_own(files, kind, regression, skip)
+                return reference_own(files, kind, regression, skip, column)
         victim = rng.choice(list(files.values()))
-        victim.write_bytes(mutate(victim.read_bytes(), rng, kind))
+        victim.write_bytes(mutate(victim.read_bytes(), rng, kind, injected))
         flags += ["--skip-bad-rows"] * skip
         context = f"case {case}: {kind} {victim.name} {victim.read_bytes()[:300]!r}"
         try:
@@ -3866,6 +3921,7 @@ def test_fuzz_every_reader_reads_what_a_strict_reader_reads_or_refuses_in_one_li
         outcome = "read" + " skipping rows" * any(s for _, s in want.values())
         seen[outcome] = seen.get(outcome, 0) + 1
     assert min(seen.values()) >= 10 and len(seen) == 4, seen  # each outcome is exercised
+    assert min(injected[case] for case in ISSUE_49) >= 5, injected  # and each case of issue 49
 
 
 # ------------------------------------------------------------------------ distributed and bf16
