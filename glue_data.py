@@ -185,7 +185,7 @@ def read_split(data_dir, task, split, skip_bad_rows=False, report=warnings.warn,
     if standard_rows and not get_task(task).files:
         _check_row_count(get_task(task), path, len(examples) + len(skipped),
                          " (--glue-subset reads a sample knowingly)")
-    if not examples:  # a GLUE test file with no rows (own files are refused so when read)
+    if not examples:  # a GLUE test file of no rows, read as a sample: no empty submission
         raise GlueFormatError(f"{path}: no data rows; a submission would be empty")
     return examples
 
@@ -309,7 +309,7 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
 # A submission line is `id<TAB>prediction`: an id or a class holding a tab, or anything at which
 # str.splitlines ends a line (a reader of the submission may split there), would break it.
 _BREAKS_LINE = re.compile("[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
-UNWRITABLE = "holds a tab or a line break, which a submission line cannot hold"
+_UNWRITABLE = "holds a tab or a line break, which a submission line cannot hold"
 
 
 def _check_id(example, first_lines, path) -> None:
@@ -318,7 +318,7 @@ def _check_id(example, first_lines, path) -> None:
     maps each id read to its line)."""
     guid, line = example.guid, example.line
     if _BREAKS_LINE.search(guid):
-        raise GlueFormatError(f"{path}:{line}: id {_shown(guid)} {UNWRITABLE}")
+        raise GlueFormatError(f"{path}:{line}: id {_shown(guid)} {_UNWRITABLE}")
     if not guid.strip():
         raise GlueFormatError(f"{path}:{line}: empty id {_shown(guid)}; a submission names "
                               "each test row by its id")
@@ -463,7 +463,7 @@ def _json_fields(text, header, has_labels, label_column, path, line) -> list[str
             raise GlueFormatError(f"{path}:{line}: no {name!r} key{_same_text(name, record)}")
         value = record.get(name, "")  # a test line may lack the label
         if value is None and not has_labels and name == label_column:
-            value = ""  # a test label is only checked: null (an empty column to pandas) is none
+            value = ""  # a test label is only checked; pandas' to_json writes empty cells null
         if not isinstance(value, str):  # numbers arrive as _Number, a str
             raise GlueFormatError(f"{path}:{line}: {name!r} is "
                                   f"{'null' if value is None else _shown(value)}, "
@@ -507,8 +507,9 @@ def _column_indices(spec, header, has_labels, path) -> dict:
         if name not in header:
             raise GlueFormatError(f"{path}:1: header has no {name!r} column: "
                                   f"{_shown(header, 100)}{_same_text(name, header)}")
-        if header.count(name) > 1:  # unnamed columns: a flag that names none
-            raise GlueFormatError(f"{path}:1: the header names {name!r} twice or more")
+        if header.count(name) > 1:  # unnamed columns (others are refused above): which one?
+            raise GlueFormatError(f"{path}:1: {header.count(name)} columns are named {name!r}; "
+                                  "a flag names one column")
         columns[role] = header.index(name)
     return columns
 
@@ -563,7 +564,7 @@ def _parse_label(spec, raw, line, path) -> int | float | str:
                               "written as one plainly (0, -1, 0.5); write it so, or as a word")
     if spec.labels is None:  # a class: each submission line predicting it holds it
         if _BREAKS_LINE.search(raw):
-            raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} {UNWRITABLE}")
+            raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} {_UNWRITABLE}")
         return raw
     if raw not in spec.labels:
         hint = "; use --regression?" if _scores_as_classes(spec.labels + (raw,)) else ""
@@ -617,7 +618,7 @@ def _check_flags(text_columns, labels, regression, metric, metrics, has_train) -
         (repeated is not None, f"--labels names {_shown(repeated)} twice; name each class once"),
         (labels is not None and len(given) < 2, f"--labels {_shown(given)}: a classifier "
          "needs two classes or more"),
-        (unwritable is not None, f"--labels: {_shown(unwritable)} {UNWRITABLE}"),
+        (unwritable is not None, f"--labels: {_shown(unwritable)} {_UNWRITABLE}"),
         (not (labels or regression or has_train), "no --labels and no --train-file to take "
          "the classes from")]
     for problem, message in problems:
@@ -897,8 +898,9 @@ MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 
 
 def write_submission(path, task, examples, predictions) -> None:
-    """A GLUE submission file, `index<TAB>prediction` per test example (labels by name, scores
-    to 3 decimals), written beside its place and renamed into it: never half written."""
+    """A GLUE submission file, `index<TAB>prediction` per test example in their order (labels by
+    name, scores to 3 decimals), written beside its place and renamed into it: never half
+    written. The reader refused ids and classes that a line could not hold or tell apart."""
     path, spec = Path(path), get_task(task)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["index\tprediction"] + [

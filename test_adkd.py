@@ -3494,7 +3494,7 @@ def test_a_spreadsheets_empty_trailing_columns_are_read(tmp_path):
         _, read = cli_reads("--train-file", str(train), "--text-columns", "text")
         assert read["train"] == [("a", None, 0, "train-2"), ("b", None, 1, "train-3")]
         message = refused(["--train-file", str(train), "--text-columns", ""])  # which one?
-        assert message == f"error: {train}:1: the header names '' twice or more"
+        assert message == f"error: {train}:1: 2 columns are named ''; a flag names one column"
 
 
 def test_a_lone_cr_in_a_csv_text_is_read_when_quoted_else_refused_naming_why(tmp_path):
