@@ -2987,8 +2987,10 @@ def test_labelled_split_without_data_rows_is_an_error(tmp_path):
     path = write_tsv(tmp_path / "RTE", "dev.tsv", [RTE_HEAD, ""])  # header and a blank line
     with pytest.raises(GlueFormatError, match=re.escape(f"{path}: no data rows")):
         read_split(tmp_path, "rte", "dev")
-    write_tsv(tmp_path / "RTE", "test.tsv", [RTE_HEAD[:3]])
-    assert read_split(tmp_path, "rte", "test") == []  # an empty test split is not an error
+    path = write_tsv(tmp_path / "RTE", "test.tsv", [RTE_HEAD[:3]])
+    assert read_split_counted(tmp_path, "rte", "test") == ([], [])  # counted (--check) ...
+    with pytest.raises(GlueFormatError, match=re.escape(f"{path}: no data rows; a submission")):
+        read_split(tmp_path, "rte", "test")  # ... but read for a submission: none (issue 49)
     path = write_tsv(tmp_path / "CoLA", "train.tsv", [], trailing_newline=False)  # no header
     with pytest.raises(GlueFormatError, match=re.escape(f"{path}: no data rows")):
         read_split(tmp_path, "cola", "train")
