@@ -338,8 +338,8 @@ def _lone_cr_told(error, path, line) -> GlueFormatError:
         return error
     return GlueFormatError(f"{error} (line {lone[-1]} ends at a lone '\\r' where the file's lines "
                            "end with '\\n': csv.writer(lineterminator='\\n') before Python 3.11.9 "
-                           "leaves a text's '\\r' unquoted; write the file with a newer Python or "
-                           "the default lineterminator)")
+                           "(3.12.3) leaves a text's '\\r' unquoted; write the file with a newer "
+                           "Python, the default lineterminator or csv.QUOTE_ALL)")
 
 
 def _not_utf8_error(path, error=None) -> GlueFormatError | None:
