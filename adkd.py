@@ -861,6 +861,8 @@ def prepare(args, task):
     absent). Then it locks the stage folders. Returns (tokenizer, data)."""
     saved = load_teacher_outputs(args.teacher_outputs)  # None: no such file (yet)
     training = args.epochs > 0 or args.teacher_only
+    if missing := glue_data.missing_file(task, training, args.predict):  # before any model loads
+        raise SystemExit(f"error: {missing}")
     source = ((args.teacher, "--teacher") if args.teacher else
               (args.teacher_model, "--teacher-model"))  # the model whose maps the student matches
     teachers = [source] if training and not saved else []  # saved: no teacher is loaded
@@ -1759,20 +1761,18 @@ def map_gaps(teacher_maps, student_maps):
 
 
 def write_predictions(model, task, test_sets, args, pad_token_id, output_dir):
-    """GLUE submission files, `index<TAB>prediction`, one per test split (MNLI-m, MNLI-mm).
-    Every test row gets a prediction, or no file is written."""
-    output_dir, written = Path(output_dir), []
+    """GLUE submission files, `index<TAB>prediction`, one per test split (MNLI-m, MNLI-mm): a
+    line per test row, the file's ids (which read_data checked) in its order, or no file."""
+    written = []
     for (split, (examples, features)), stem in zip(test_sets.items(), task.submission_names):
         logits = predict_logits(model, features, args.eval_batch_size, pad_token_id, args.device)
         predictions = glue_data.predictions_from_logits(logits, task)
         if len(predictions) != len(examples) or not np.isfinite(predictions).all():
-            raise SystemExit(f"error: {split}: predictions are missing or not finite; "
-                             "no submission file written")
-        path = output_dir / f"{stem}.tsv"
+            raise SystemExit(f"error: {split}: predictions missing or not finite; no file written")
+        written.append(Path(output_dir) / f"{stem}.tsv")
         if world()[0] == 0:
-            glue_data.write_submission(path, task, examples, predictions)
-        say(f"wrote {path}")
-        written.append(path)
+            glue_data.write_submission(written[-1], task, examples, predictions)
+        say(f"wrote {written[-1]}")
     return written
 
 

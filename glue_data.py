@@ -31,6 +31,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import unicodedata
 import urllib.error
 import urllib.request
 import warnings
@@ -60,7 +61,9 @@ class TaskSpec:
     label_column: str | None = None
     headerless_columns: tuple | None = None  # column names for labelled files that lack a header
     files: tuple = ()  # own data: (split, path) pairs; a GLUE task reads <folder>/<split>.tsv
-    id_column: str | None = None  # own data: the test column that names a prediction
+    # the test column that names each prediction, found by name as every column is: GLUE's index
+    # (QQP's id); own data's --id-column, None for the row's line number
+    id_column: str | None = "index"
 
     @property
     def main_metric(self) -> str:
@@ -93,7 +96,7 @@ TASKS = {
                      text_b_column="sentence2", label_column="score"),
     "qqp": TaskSpec(name="qqp", folder="QQP", metrics=("f1", "accuracy"),
                     submission_names=("QQP",), text_a_column="question1",
-                    text_b_column="question2", label_column="is_duplicate"),
+                    text_b_column="question2", label_column="is_duplicate", id_column="id"),
     "mnli": TaskSpec(name="mnli", folder="MNLI", labels=("contradiction", "entailment", "neutral"),
                      dev_splits=("dev_matched", "dev_mismatched"),
                      test_splits=("test_matched", "test_mismatched"),
@@ -182,6 +185,8 @@ def read_split(data_dir, task, split, skip_bad_rows=False, report=warnings.warn,
     if standard_rows and not get_task(task).files:
         _check_row_count(get_task(task), path, len(examples) + len(skipped),
                          " (--glue-subset reads a sample knowingly)")
+    if not examples:  # a GLUE test file of no rows, read as a sample: no empty submission
+        raise GlueFormatError(f"{path}: no data rows; a submission would be empty")
     return examples
 
 
@@ -239,13 +244,24 @@ def file_digests(task) -> dict:
             for split, path in task.files if split != "test"}
 
 
+def missing_file(task, training, predict) -> str:
+    """'' or, for own data, the one line naming the flag of a file this run reads but was not
+    given: train when it trains, dev always (the run ends with its score), test with --predict.
+    A command line asks before any model loads."""
+    needs = {"train": training and "the run trains on its rows (--epochs 0 only evaluates)",
+             "dev": "its rows pick the best checkpoint and score the run",
+             "test": predict and "--predict writes a submission of its rows"}
+    return next((f"give --{split}-file: {why}" for split, why in needs.items()
+                 if task.files and why and split not in dict(task.files)), "")
+
+
 def split_path(data_dir, task, split) -> Path:
     """The file of a split: own data's, or the GLUE task's <data_dir>/<folder>/<split>.tsv."""
     spec = get_task(task)
     if not spec.files:
         return task_dir(data_dir, spec) / split_file_name(spec, split)
     if split not in dict(spec.files):
-        raise ValueError(f"{spec.name}: no {split} file given")
+        raise ValueError(f"no --{split}-file given")
     return Path(dict(spec.files)[split])
 
 
@@ -256,7 +272,7 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
     check_file(path, "data file" if spec.files else "GLUE file")
     split_name = split if spec.files else path.stem
     has_labels = not split_name.startswith("test")
-    examples, skipped, num_rows = [], [], 0
+    examples, skipped, num_rows, first_lines = [], [], 0, {}
     try:
         # newline="" lets csv count physical lines
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -269,14 +285,20 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
                 try:
                     if isinstance(row, str):  # a JSON line
                         row = _json_fields(row, header, has_labels, spec.label_column, path, line)
-                    examples.append(_parse_row(spec, row, columns, len(header), split_name,
-                                               line, path))
-                except GlueFormatError:
+                    example = _parse_row(spec, row, columns, len(header), split_name, line,
+                                         path)
+                    if not has_labels:
+                        _check_id(example, first_lines, path)
+                    examples.append(example)
+                except GlueFormatError as error:
                     if not skip_bad_rows:
-                        raise
+                        raise _lone_cr_told(error, path, line) from None
                     skipped.append(line)
     except UnicodeDecodeError as error:
         raise _not_utf8_error(path, error) from None
+    except GlueFormatError as error:  # the decoder reads ahead in chunks and meets a character
+        # cut at the end last: whatever the read met first, a file not UTF-8 is refused as such
+        raise _not_utf8_error(path) or error from None
     if (has_labels or spec.files) and not num_rows:
         raise GlueFormatError(f"{path}: no data rows")
     if has_labels and not examples:
@@ -284,8 +306,45 @@ def read_split_counted(data_dir, task, split, skip_bad_rows=False) -> tuple[list
     return examples, skipped
 
 
-def _not_utf8_error(path, error) -> GlueFormatError:
-    """Name the first physical line that is not valid UTF-8 (the decoder reads in chunks)."""
+# A submission line is `id<TAB>prediction`: an id or a class holding a tab, or anything at which
+# str.splitlines ends a line (a reader of the submission may split there), would break it.
+_BREAKS_LINE = re.compile("[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+_UNWRITABLE = "holds a tab or a line break, which a submission line cannot hold"
+
+
+def _check_id(example, first_lines, path) -> None:
+    """Refuse a test row's id that its submission line could not hold or that names no row
+    alone: one holding a tab or a line break, an empty one, one an earlier row has (first_lines
+    maps each id read to its line)."""
+    guid, line = example.guid, example.line
+    if _BREAKS_LINE.search(guid):
+        raise GlueFormatError(f"{path}:{line}: id {_shown(guid)} {_UNWRITABLE}")
+    if not guid.strip():
+        raise GlueFormatError(f"{path}:{line}: empty id {_shown(guid)}; a submission names "
+                              "each test row by its id")
+    if guid in first_lines:
+        raise GlueFormatError(f"{path}:{line}: id {_shown(guid)} again (first on line "
+                              f"{first_lines[guid]}); a submission names each test row once")
+    first_lines[guid] = line
+
+
+def _lone_cr_told(error, path, line) -> GlueFormatError:
+    """The error, with its likely cause when a lone \\r ends line `line` (or the one before) of a
+    CSV whose other lines end with \\n: Python's csv.writer(lineterminator="\\n") before 3.11.9
+    and 3.12.3 writes a text's \\r unquoted, and every reader takes it for a line end."""
+    lines = path.read_bytes().splitlines(keepends=True) if path.suffix == ".csv" else []
+    lone = [n for n in (line - 1, line) if 0 < n <= len(lines) and lines[n - 1].endswith(b"\r")]
+    if not lone or not any(text.endswith(b"\n") for text in lines):
+        return error
+    return GlueFormatError(f"{error} (line {lone[-1]} ends at a lone '\\r' where the file's lines "
+                           "end with '\\n': csv.writer(lineterminator='\\n') before Python 3.11.9 "
+                           "(3.12.3) leaves a text's '\\r' unquoted; write the file with a newer "
+                           "Python, the default lineterminator or csv.QUOTE_ALL)")
+
+
+def _not_utf8_error(path, error=None) -> GlueFormatError | None:
+    """Name the first physical line that is not valid UTF-8 (the decoder reads in chunks); with
+    no decode error given, None when every line is."""
     # bytes.splitlines breaks at \n, \r\n and \r, as the text reader does; no UTF-8 sequence
     # contains those bytes, so decoding line by line finds the same bad bytes
     for number, raw in enumerate(Path(path).read_bytes().splitlines(), start=1):
@@ -296,7 +355,7 @@ def _not_utf8_error(path, error) -> GlueFormatError:
             return GlueFormatError(f"{path}:{number}: not UTF-8 text ({line_error.reason}: "
                                    f"byte {bad[:4].hex(' ')} at column {line_error.start + 1}); "
                                    f"re-save the file as UTF-8")
-    return GlueFormatError(f"{path}: not UTF-8 text ({error.reason})")
+    return error and GlueFormatError(f"{path}: not UTF-8 text ({error.reason})")
 
 
 def _records(f, spec, has_labels, path) -> tuple[list, object]:
@@ -313,8 +372,10 @@ def _records(f, spec, has_labels, path) -> tuple[list, object]:
         header = next(rows, (None, None))[1]
         if header is None:
             raise GlueFormatError(f"{path}:1: empty file, expected a header line")
-        repeated = [name for name, count in Counter(header).items() if count > 1]
-        if repeated:  # a reader by name would silently take the first
+        # a reader by name would silently take the first; unnamed columns (a spreadsheet's
+        # empty trailing cells) are not read by name, and may repeat
+        repeated = [name for name, count in Counter(header).items() if count > 1 and name]
+        if repeated:
             raise GlueFormatError(f"{path}:1: the header names {_shown(repeated[0])} twice or "
                                   "more; name each column once")
     return header, rows
@@ -398,11 +459,14 @@ def _json_fields(text, header, has_labels, label_column, path, line) -> list[str
         raise GlueFormatError(f"{path}:{line}: not a JSON object")
     fields = []
     for name in header:
-        value = record.get(name, None if has_labels or name != label_column else "")
-        if value is None:
-            raise GlueFormatError(f"{path}:{line}: no {name!r} key")
+        if name not in record and (has_labels or name != label_column):
+            raise GlueFormatError(f"{path}:{line}: no {name!r} key{_same_text(name, record)}")
+        value = record.get(name, "")  # a test line may lack the label
+        if value is None and not has_labels and name == label_column:
+            value = ""  # a test label is only checked; pandas' to_json writes empty cells null
         if not isinstance(value, str):  # numbers arrive as _Number, a str
-            raise GlueFormatError(f"{path}:{line}: {name!r} is {_shown(value)}, "
+            raise GlueFormatError(f"{path}:{line}: {name!r} is "
+                                  f"{'null' if value is None else _shown(value)}, "
                                   "not text or a number")
         if _SURROGATE.search(value):  # a \ud800 escape: no character, no UTF-8 for it
             raise GlueFormatError(f"{path}:{line}: {name!r} holds a lone surrogate "
@@ -420,19 +484,32 @@ def _shown(value, limit=40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
 
 
+def _same_text(name, names) -> str:
+    """'' or, when one of names is `name` in another Unicode normalisation (é as one character,
+    or as e and a combining accent: the two print alike), a clause saying so."""
+    key = unicodedata.normalize("NFC", name)
+    other = next((n for n in names if n != name and unicodedata.normalize("NFC", n) == key), None)
+    return "" if other is None else (f"; {_shown(other)} differs from it only in Unicode "
+                                     f"normalisation ({ascii(name)} against {ascii(other)}): "
+                                     "write both in one form (NFC)")
+
+
 def _column_indices(spec, header, has_labels, path) -> dict:
     """Find the text, label and (test) id columns in the header by name."""
     wanted = {"text_a": spec.text_a_column, "text_b": spec.text_b_column,
               "id": None if has_labels else spec.id_column}
     if has_labels or (spec.files and spec.label_column in header):  # own test files may have one
         wanted["label"] = spec.label_column
-    columns = {} if has_labels or spec.files else {"id": 0}  # GLUE test files: the index first
+    columns = {}
     for role, name in wanted.items():
         if name is None:
             continue
         if name not in header:
             raise GlueFormatError(f"{path}:1: header has no {name!r} column: "
-                                  f"{_shown(header, 100)}")
+                                  f"{_shown(header, 100)}{_same_text(name, header)}")
+        if header.count(name) > 1:  # unnamed columns (others are refused above): which one?
+            raise GlueFormatError(f"{path}:1: {header.count(name)} columns are named {name!r}; "
+                                  "a flag names one column")
         columns[role] = header.index(name)
     return columns
 
@@ -485,12 +562,14 @@ def _parse_label(spec, raw, line, path) -> int | float | str:
     if spec.files and _reads_as_number(raw) and not _PLAIN_NUMBER.fullmatch(raw):
         raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} reads as a number but is not "
                               "written as one plainly (0, -1, 0.5); write it so, or as a word")
-    if spec.labels is None:
+    if spec.labels is None:  # a class: each submission line predicting it holds it
+        if _BREAKS_LINE.search(raw):
+            raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} {_UNWRITABLE}")
         return raw
     if raw not in spec.labels:
         hint = "; use --regression?" if _scores_as_classes(spec.labels + (raw,)) else ""
         raise GlueFormatError(f"{path}:{line}: label {_shown(raw)} is not one of "
-                              f"{_shown(spec.labels, 200)}{hint}")
+                              f"{_shown(spec.labels, 200)}{hint}{_same_text(raw, spec.labels)}")
     return spec.labels.index(raw)
 
 
@@ -523,6 +602,30 @@ def _scores_as_classes(labels) -> bool:
         return False
 
 
+def _check_flags(text_columns, labels, regression, metric, metrics, has_train) -> None:
+    """Refuse own_task's arguments that do not go together, naming the command line's flags."""
+    given = list(labels or ())
+    repeated = next((label for label in given if given.count(label) > 1), None)
+    unwritable = next((label for label in given if _BREAKS_LINE.search(label)), None)
+    problems = [
+        (not 1 <= len(text_columns) <= 2, f"--text-columns takes one column or two, got "
+         f"{len(text_columns)}: {_shown(list(text_columns), 100)}"),
+        (metric not in (None,) + metrics, f"--metric {metric} scores "
+         f"{'classes, not --regression' if regression else '--regression only'}: choose "
+         f"{' or '.join(metrics)}"),
+        (regression and labels, "--labels and --regression exclude each other: scores have "
+         "no classes"),
+        (repeated is not None, f"--labels names {_shown(repeated)} twice; name each class once"),
+        (labels is not None and len(given) < 2, f"--labels {_shown(given)}: a classifier "
+         "needs two classes or more"),
+        (unwritable is not None, f"--labels: {_shown(unwritable)} {_UNWRITABLE}"),
+        (not (labels or regression or has_train), "no --labels and no --train-file to take "
+         "the classes from")]
+    for problem, message in problems:
+        if problem:
+            raise ValueError(message)
+
+
 def own_task(files, text_columns, label_column="label", labels=None, regression=False,
              metric=None, id_column=None, skip_bad_rows=False) -> TaskSpec:
     """A task over your own files, {split: path} for "train", "dev" and "test", each .csv, .tsv
@@ -535,16 +638,7 @@ def own_task(files, text_columns, label_column="label", labels=None, regression=
             raise ValueError(f"{path}: unknown format; name the file .csv, .tsv or .jsonl")
         check_file(path, f"--{split}-file")  # before anything reads or hashes it
     metrics = ("spearman", "pearson") if regression else ("accuracy", "macro_f1")
-    checks = [(1 <= len(text_columns) <= 2, f"give one or two text columns, not {text_columns}"),
-              (metric in (None,) + metrics, f"metric {metric!r}: this task has {metrics}"),
-              (not (regression and labels), "labels and regression exclude each other"),
-              (labels is None or len(set(labels)) == len(labels) > 1,
-               f"labels must be two or more distinct classes, got {labels}"),
-              (labels or regression or "train" in files, "no labels and no train file to take "
-               "them from")]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+    _check_flags(text_columns, labels, regression, metric, metrics, "train" in files)
     folder = Path(files.get("train") or files.get("dev") or files["test"]).resolve().parent
     spec = TaskSpec(name=folder.name + ("-own" if folder.name.lower() in TASKS else ""),
                     folder=str(folder), labels=() if regression else labels and tuple(labels),
@@ -560,7 +654,8 @@ def own_task(files, text_columns, label_column="label", labels=None, regression=
     unseen = [label for label in labels or () if label not in found]
     if unseen:  # a class the model is trained on but can never learn
         raise ValueError(f"{files['train']}: no rows of class {unseen[0]!r} of labels "
-                         f"{list(labels)}; name only classes the train file has")
+                         f"{list(labels)}; name only classes the train file has"
+                         f"{_same_text(unseen[0], found)}")
     if labels:
         return spec
     if len(found) < 2:
@@ -803,8 +898,9 @@ MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 
 
 def write_submission(path, task, examples, predictions) -> None:
-    """A GLUE submission file, `index<TAB>prediction` per test example (labels by name, scores
-    to 3 decimals), written beside its place and renamed into it: never half written."""
+    """A GLUE submission file, `index<TAB>prediction` per test example in their order (labels by
+    name, scores to 3 decimals), written beside its place and renamed into it: never half
+    written. The reader refused ids and classes that a line could not hold or tell apart."""
     path, spec = Path(path), get_task(task)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["index\tprediction"] + [

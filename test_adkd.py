@@ -19,6 +19,7 @@ import sys
 import textwrap
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -3275,12 +3276,24 @@ def test_non_utf8_file_names_the_physical_line(tmp_path, newline):
             read_split(tmp_path, "rte", "dev", skip_bad_rows=skip)
 
 
+def test_a_file_not_utf8_is_refused_as_such_whatever_else_is_wrong(tmp_path):
+    path = tmp_path / "RTE" / "dev.tsv"
+    path.parent.mkdir()
+    head = "\t".join(RTE_HEAD).encode() + b"\n0\tA.\tB.\tmaybe\n"  # a label not RTE's, line 2
+    for tail in (b"1\tCaf\xe9\tB.\tentailment\n", b"1\tCaf\xc3"):  # a bad byte; a cut character
+        path.write_bytes(head + tail)
+        with pytest.raises(GlueFormatError, match=re.escape(f"{path}:3: not UTF-8 text (")):
+            read_split(tmp_path, "rte", "dev")
+
+
 def test_labelled_split_without_data_rows_is_an_error(tmp_path):
     path = write_tsv(tmp_path / "RTE", "dev.tsv", [RTE_HEAD, ""])  # header and a blank line
     with pytest.raises(GlueFormatError, match=re.escape(f"{path}: no data rows")):
         read_split(tmp_path, "rte", "dev")
-    write_tsv(tmp_path / "RTE", "test.tsv", [RTE_HEAD[:3]])
-    assert read_split(tmp_path, "rte", "test") == []  # an empty test split is not an error
+    path = write_tsv(tmp_path / "RTE", "test.tsv", [RTE_HEAD[:3]])
+    assert read_split_counted(tmp_path, "rte", "test") == ([], [])  # counted (--check) ...
+    with pytest.raises(GlueFormatError, match=re.escape(f"{path}: no data rows; a submission")):
+        read_split(tmp_path, "rte", "test")  # ... but read for a submission: none (issue 49)
     path = write_tsv(tmp_path / "CoLA", "train.tsv", [], trailing_newline=False)  # no header
     with pytest.raises(GlueFormatError, match=re.escape(f"{path}: no data rows")):
         read_split(tmp_path, "cola", "train")
@@ -3653,6 +3666,156 @@ def test_a_regression_score_must_be_a_decimal_number_finite_in_float32(tmp_path,
     assert message.startswith(f"error: {dev}:2: score ")
 
 
+# ----- submissions never silently wrong: the second round of malformed inputs (issue 49)
+def glue_test_file(root, task, rows):
+    """The synthetic task under root, its test file replaced by rows."""
+    return write_tsv(make_task(root, task), "test.tsv", rows)
+
+
+def test_a_glue_test_files_ids_are_found_by_the_headers_name_or_the_file_refused(tmp_path):
+    glue_test_file(tmp_path, "rte", [["sentence1", "index", "sentence2"],
+                                     ["A cat.", "7", "A dog."], ["B.", "8", "C."]])
+    _, read = cli_reads("--task", "rte", "--data-dir", str(tmp_path), splits=["test"])
+    assert read["test"] == [("A cat.", "A dog.", None, "7"), ("B.", "C.", None, "8")]
+    glue_test_file(tmp_path, "stsb", [STSB_HEAD[1:] + ["index"],
+                                      stsb_row(5, "A girl.", "A boy.")[1:] + ["5"]])
+    _, read = cli_reads("--task", "stsb", "--data-dir", str(tmp_path), splits=["test"])
+    assert read["test"] == [("A girl.", "A boy.", None, "5")]  # not the genre
+    glue_test_file(tmp_path, "qqp", [["question1", "question2", "id"], ["Q?", "R?", "3"]])
+    _, read = cli_reads("--task", "qqp", "--data-dir", str(tmp_path), splits=["test"])
+    assert read["test"] == [("Q?", "R?", None, "3")]
+    test = glue_test_file(tmp_path, "rte", [["idx", "sentence1", "sentence2"], ["7", "A.", "B."]])
+    message = refused(["--task", "rte", "--data-dir", str(tmp_path)], splits=["test"])
+    assert message.startswith(f"error: {test}:1: header has no 'index' column: ['idx', ")
+
+
+def test_a_glue_test_file_without_rows_gives_no_submission_even_as_a_subset(tmp_path):
+    test = glue_test_file(tmp_path, "rte", [RTE_HEAD[:3]])
+    message = refused(["--task", "rte", "--data-dir", str(tmp_path), "--glue-subset"],
+                      splits=["test"])
+    assert message == f"error: {test}: no data rows; a submission would be empty"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_test_ids_a_submission_cannot_hold_or_tell_apart_are_refused_naming_file_and_lines(
+        tmp_path, suffix):
+    train = write_rows(tmp_path / "train.csv", ["text", "label"], [["a", "no"], ["b", "yes"]])
+    for ids, line, words in ((["q1", "a\nb"], 3, "'a\\nb' holds a tab or a line break"),
+                             (["a\tb", "q2"], 2, "'a\\tb' holds a tab or a line break"),
+                             (["q1", "x\u2028y"], 3, "holds a tab or a line break"),
+                             (["q1", ""], 3, "empty id"), (["q1", " "], 3, "empty id"),
+                             (["q1", "q2", "q1"], 4, "id 'q1' again (first on line {})")):
+        test = write_rows(tmp_path / f"test{suffix}", ["id", "text"], [[i, "t"] for i in ids])
+        message = refused(["--train-file", train, "--test-file", test, "--text-columns", "text",
+                           "--id-column", "id"], splits=["test"])
+        line -= suffix == ".jsonl"  # no header line
+        assert message.startswith(f"error: {test}:{line}: ") and \
+            words.format(line - 2) in message, message
+    for index, line, words in ((["0", "1", "0"], 4, "id '0' again (first on line 2)"),
+                               (["0", ""], 3, "empty id")):
+        test = glue_test_file(tmp_path, "rte", [RTE_HEAD[:3]] + [[i, "A.", "B."] for i in index])
+        message = refused(["--task", "rte", "--data-dir", str(tmp_path)], splits=["test"])
+        assert message.startswith(f"error: {test}:{line}: ") and words in message, message
+
+
+def test_a_class_label_a_submission_line_cannot_hold_is_refused_naming_file_and_line(tmp_path):
+    for suffix, label in ((".csv", "not\tsure"), (".csv", "two\nlines"), (".jsonl", "a\u2029b")):
+        train = write_rows(tmp_path / f"train{suffix}", ["text", "label"],
+                           [["a", "no"], ["b", label], ["c", "yes"]])
+        message = refused(["--train-file", train, "--text-columns", "text"])
+        line = 3 - (suffix == ".jsonl")  # JSON lines have no header line
+        assert message.startswith(f"error: {train}:{line}: label {label!r} holds a tab or a "
+                                  "line break"), message
+    message = refused(["--train-file", train, "--text-columns", "text", "--labels", "no",
+                       "not\tsure"])
+    assert message.startswith("error: --labels: 'not\\tsure' holds a tab or a line break")
+
+
+@pytest.mark.parametrize("given, extra, flag", [(("train", "dev"), ["--predict"], "--test-file"),
+                                                (("train", "test"), [], "--dev-file"),
+                                                (("dev",), ["--labels", "no", "yes"],
+                                                 "--train-file")])
+def test_a_missing_own_file_is_named_by_its_flag_before_any_model_loads(
+        tmp_path, monkeypatch, given, extra, flag):
+    for loader in (adkd.AutoConfig, adkd.AutoTokenizer):
+        monkeypatch.setattr(loader, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    files = [item for split in given for item in (f"--{split}-file", write_rows(
+        tmp_path / f"{split}.csv", ["text", "label"], [["a", "no"], ["b", "yes"]]))]
+    with pytest.raises(SystemExit) as error:
+        adkd.main([*files, "--text-columns", "text", "--output-dir", str(tmp_path / "out"),
+                   *extra])
+    assert str(error.value).startswith(f"error: give {flag}: "), error.value
+    if flag == "--dev-file":  # explain reads --dev rows from it
+        with pytest.raises(SystemExit, match="^error: no --dev-file given$"):
+            adkd.main(["explain", "--model", "unused", "--dev", "0", *files[:2],
+                       "--text-columns", "text"])
+
+
+@pytest.mark.parametrize("flags, start", [
+    (["--labels", "no", "yes", "no"], "error: --labels names 'no' twice"),
+    (["--labels", "no"], "error: --labels ['no']: a classifier needs two classes or more"),
+    (["--labels", "no", "yes", "--regression"], "error: --labels and --regression exclude"),
+    (["--text-columns", "a", "b", "text"], "error: --text-columns takes one column or two, got 3"),
+    (["--metric", "pearson"], "error: --metric pearson scores --regression"),
+])
+def test_own_data_flag_combinations_are_refused_naming_the_flags(tmp_path, flags, start):
+    train = write_rows(tmp_path / "train.csv", ["text", "label"], [["a", "no"], ["b", "yes"]])
+    message = refused(["--train-file", train, "--text-columns", "text", *flags])
+    assert message.startswith(start), message
+
+
+def test_names_that_differ_only_in_unicode_normalisation_are_said_to(tmp_path):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"  # print alike
+    for suffix, line in ((".csv", 1), (".jsonl", 1)):
+        train = write_rows(tmp_path / f"train{suffix}", [nfd, "label"], [["a", "no"], ["b", "y"]])
+        message = refused(["--train-file", train, "--text-columns", nfc])
+        assert message.startswith(f"error: {train}:{line}: ") and \
+            f"only in Unicode normalisation ({ascii(nfc)} against {ascii(nfd)})" in message
+    train = write_rows(tmp_path / "train.csv", ["text", "label"], [["a", nfc], ["b", "thé"]])
+    dev = write_rows(tmp_path / "dev.csv", ["text", "label"], [["c", nfd]])
+    message = refused(["--train-file", train, "--dev-file", dev, "--text-columns", "text"])
+    assert message.startswith(f"error: {dev}:2: label ") and "Unicode normalisation" in message
+
+
+def test_json_null_is_called_null_and_a_null_test_label_is_no_label(tmp_path):
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    for line, name in (('{"text": null, "label": "yes"}', "text"),
+                       ('{"text": "b", "label": null}', "label")):
+        train.write_text('{"text": "a", "label": "no"}\n' + line + "\n")
+        message = refused(["--train-file", str(train), "--text-columns", "text"])
+        assert message == f"error: {train}:2: {name!r} is null, not text or a number"
+    train.write_text('{"text": "a", "label": "no"}\n{"text": "b", "label": "yes"}\n')
+    test.write_text('{"id": "q1", "text": "c", "label": null}\n{"id": "q2", "text": "d"}\n')
+    _, read = cli_reads("--train-file", str(train), "--test-file", str(test), "--text-columns",
+                        "text", "--id-column", "id")  # as pandas' to_json writes no label
+    assert read["test"] == [("c", None, None, "q1"), ("d", None, None, "q2")]
+
+
+def test_a_spreadsheets_empty_trailing_columns_are_read(tmp_path):
+    for suffix, sep in ((".csv", ","), (".tsv", "\t")):
+        train = tmp_path / f"train{suffix}"
+        train.write_text(sep.join(["text", "label", "", ""]) + "\n" + sep.join(
+            ["a", "no", "", ""]) + "\n" + sep.join(["b", "yes", "", ""]) + "\n")
+        _, read = cli_reads("--train-file", str(train), "--text-columns", "text")
+        assert read["train"] == [("a", None, 0, "train-2"), ("b", None, 1, "train-3")]
+        message = refused(["--train-file", str(train), "--text-columns", ""])  # which one?
+        assert message == f"error: {train}:1: 2 columns are named ''; a flag names one column"
+
+
+def test_a_lone_cr_in_a_csv_text_is_read_when_quoted_else_refused_naming_why(tmp_path):
+    train = tmp_path / "train.csv"
+    with open(train, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerows([["text", "label"], ["a\rb", "no"],
+                                                      ["c", "yes"]])
+    flags = ["--train-file", str(train), "--text-columns", "text"]
+    if b'"a\rb"' not in train.read_bytes():  # Python before 3.11.9 (3.12.3) leaves it bare
+        message = refused(flags)
+        assert message.startswith(f"error: {train}:2: expected 2 columns, got 1") and \
+            "line 2 ends at a lone '\\r'" in message and "3.11.9" in message, message
+        train.write_bytes(b'text,label\n"a\rb",no\nc,yes\n')  # as a newer Python writes it
+    assert [text for text, *_ in cli_reads(*flags)[1]["train"]] == ["a\rb", "c"]
+
+
 # The fuzz: small valid files of each format, mutated, read through the command line's own
 # functions, and compared with a strict reader written here from the README's rules alone.
 class Refusal(Exception):
@@ -3724,7 +3887,8 @@ def reference_tsv_rows(path, lines, own):
 
 def reference_json_fields(text, header, label, has_labels):
     """One JSON line's values of the header's columns: an object, each key once, no NaN or
-    Infinity, values strings or numbers (as written) without lone surrogates."""
+    Infinity, values strings or numbers (as written) without lone surrogates; a test line's
+    label may be absent or null."""
     def unique(pairs):
         if len({key for key, _ in pairs}) < len(pairs):
             raise BadRow
@@ -3740,17 +3904,24 @@ def reference_json_fields(text, header, label, has_labels):
         raise BadRow from None
     if not isinstance(record, dict):
         raise BadRow
-    values = [record.get(name, "" if name == label and not has_labels else None)
-              for name in header]
+    values = [record.get(name) for name in header]
+    values = ["" if value is None and name == label and not has_labels else value
+              for name, value in zip(header, values)]
     if not all(isinstance(value, str) and not re.search("[\ud800-\udfff]", value)
                for value in values):
         raise BadRow
     return values
 
 
+def breaks_a_line(text):
+    """A tab, or a place where str.splitlines ends a line: a submission line cannot hold it."""
+    return "\t" in text or len((text + ".").splitlines()) > 1
+
+
 def reference_label(raw, classes, own):
     """classes None: an own label being collected; () a score; else one of the classes. An own
-    class label that Python reads as a number (or all digits) is -?[0-9]+(.[0-9]+)? in ASCII."""
+    class label that Python reads as a number (or all digits) is -?[0-9]+(.[0-9]+)? in ASCII;
+    a class holds no tab or line break."""
     if classes != () and own:
         try:
             number = float(raw) is not None
@@ -3759,6 +3930,8 @@ def reference_label(raw, classes, own):
         if number and not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", raw) or classes is None and not raw:
             raise BadRow
     if classes is None:
+        if breaks_a_line(raw):
+            raise BadRow
         return raw
     if classes == ():
         if not re.fullmatch(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", raw):
@@ -3774,7 +3947,8 @@ def reference_label(raw, classes, own):
 
 def reference_read(path, kind, columns, split, classes, skip):
     """[(text_a, text_b, label, guid)] and the skipped lines, as the README's rules read a
-    file; columns: text_a, text_b, label, id (own test files), headerless, own."""
+    file; columns: text_a, text_b, label, id (of test files, by name: GLUE's index or QQP's id,
+    own data's --id-column, else the line), headerless, own."""
     lines, has_labels = reference_lines(path), not split.startswith("test")
     a, b, label, ident = (columns[key] for key in ("text_a", "text_b", "label", "id"))
     if kind == "jsonl":
@@ -3786,14 +3960,15 @@ def reference_read(path, kind, columns, split, classes, skip):
         header = columns["headerless"] if has_labels else None
         if header is None:
             first = next(rows, None)
-            if first is None or len(set(first[1])) < len(first[1]):
+            named = [name for name in first[1] if name] if first else []
+            if first is None or len(set(named)) < len(named):  # unnamed columns may repeat
                 raise Refusal(path, 1)
             header = first[1]
     with_label = has_labels or (columns["own"] and label in header)
     needed = [a, b, label if with_label else None, None if has_labels else ident]
     if any(name and name not in header for name in needed):
         raise Refusal(path, 1)
-    examples, skipped, count = [], [], 0
+    examples, skipped, count, ids = [], [], 0, set()
     for number, row in rows:
         if not row:
             continue
@@ -3811,21 +3986,23 @@ def reference_read(path, kind, columns, split, classes, skip):
                 continue
             if raw:
                 reference_label(raw, classes, columns["own"])
-            guid = row[header.index(ident)] if ident else row[0] if not columns["own"] \
-                else str(number)
+            guid = row[header.index(ident)] if ident else str(number)
+            if breaks_a_line(guid) or not guid.strip() or guid in ids:  # one row, one line
+                raise BadRow
+            ids.add(guid)
             examples.append((row[header.index(a)], b and row[header.index(b)], None, guid))
         except BadRow:
             if not skip:
                 raise Refusal(path, number) from None
             skipped.append(number)
-    if (has_labels or columns["own"]) and not count or has_labels and not examples:
+    if not count or has_labels and not examples:  # a test file too: no empty submission
         raise Refusal(path)
     return examples, skipped
 
 
-def reference_own(files, kind, regression, skip):
+def reference_own(files, kind, regression, skip, text="text"):
     """The command line's reads of own files: classes collected from train, then each split."""
-    columns = {"text_a": "text", "text_b": None, "label": "label", "id": "id",
+    columns = {"text_a": text, "text_b": None, "label": "label", "id": "id",
                "headerless": None, "own": True}
     classes = () if regression else None
     if classes is None:
@@ -3845,6 +4022,7 @@ def reference_own(files, kind, regression, skip):
 
 
 FUZZ_TEXTS = ['the cat, "sat"', "a dog ran", 'He said "hi"', "two\nlines", "émoji 😀", "",
+              "lone\rcr",  # unquoted by csv.writer(lineterminator="\n") before Python 3.11.9
               "مرحبا", "e\u0301", " spaced ", "tab\there", "crlf\r\nend"]
 FUZZ_TOKENS = ['"', '""', "\t", ",", "\n", "\r", "\r\n", "\x00", "\ufeff", "\u200b", "\u202e",
                "😀", "e\u0301", "\\", "{", "}", "[", "]", ":", "\\ud800", "NaN", "Infinity",
@@ -3854,6 +4032,12 @@ FUZZ_LABELS = ["1_0", "١", "²", "1.0", "01", "+1", "nan", "inf", "1e39", "1e40
                '"x""y"']
 FUZZ_BYTES = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xef\xbb\xbf", b"\x80"]
 FUZZ_GLUE = ["mrpc", "stsb", "rte", "cola", "sst2", "qnli"]
+FUZZ_IDS = ["", " ", "q0", "a\tb", "a\nb", "c\r\nd", "x\u2028y", "e\u0301"]  # q0: twice
+FUZZ_CLASSES = ["yes\tno", "two\nlines", "x\u2029y"]  # classes a submission line cannot hold
+# The classes of issue 49 the fuzz puts in, each counted when put in
+ISSUE_49 = ("glue test columns reordered", "id breaking a line", "id empty or twice",
+            "class breaking a line", "header alone", "json null", "null test label",
+            "unnamed columns", "lone cr", "header name in nfd")
 
 
 def json_value(text, rng):
@@ -3863,25 +4047,54 @@ def json_value(text, rng):
         return text
 
 
-def own_fuzz_files(folder, kind, regression, rng):
-    """Small valid own train/dev/test files of one format."""
+def fits(kind, choices):
+    """The choices a file of this kind can hold: a TSV field holds no tab or line break."""
+    return [c for c in choices if kind != "tsv" or not re.search("[\t\r\n]", c)]
+
+
+def own_fuzz_files(folder, kind, regression, rng, injected):
+    """Small valid own train/dev/test files of one format, and the name of their text column;
+    now and then with a case of issue 49 (counted in injected): a test id or a class that a
+    submission line cannot hold, an empty or repeated id, a null test label, unnamed columns,
+    a lone \\r in a text, a header name in NFD where the flag gives it in NFC."""
     folder.mkdir(parents=True)
     labels = ["0.5", "3", "-1.25", "4e-1"] if regression else rng.choice([["no", "yes"],
                                                                          ["0", "1", "-1"]])
+    if not regression and rng.random() < 0.08:
+        labels = [labels[0], rng.choice(fits(kind, FUZZ_CLASSES))]
+        injected["class breaking a line"] += 1
+    name, nfd_split = ("caf\u00e9", rng.choice(["train", "dev", "test"])) \
+        if rng.random() < 0.05 else ("text", None)
+    injected["header name in nfd"] += nfd_split is not None
+    unnamed = kind != "jsonl" and rng.random() < 0.05
+    injected["unnamed columns"] += unnamed
     files = {}
     for split, count in (("train", 4), ("dev", 3), ("test", 3)):
-        header = ["id", "text"] + (["label"] if split != "test" or rng.random() < 0.3 else [])
+        header = ["id", "cafe\u0301" if split == nfd_split else name] + (
+            ["label"] if split != "test" or rng.random() < 0.3 else [])
         rows = []
         for i in range(count):
-            text = rng.choice([t for t in FUZZ_TEXTS if kind != "tsv" or not re.search(
-                "[\t\r\n]", t)])
+            text = rng.choice(fits(kind, FUZZ_TEXTS))
+            injected["lone cr"] += text == "lone\rcr"
             value = labels[i % len(labels)] if split != "test" else rng.choice(labels + [""])
-            rows.append([f"q{i}", text, value][:len(header)])
+            ident = f"q{i}"
+            if split == "test" and rng.random() < 0.05:
+                ident = rng.choice(fits(kind, FUZZ_IDS))
+                injected["id empty or twice" if ident in ("", " ", "q0") else
+                         "id breaking a line" if re.search("[\t\r\n\u2028]", ident) else
+                         "harmless id"] += 1
+            rows.append([ident, text, value][:len(header)])
+        if unnamed:  # as a spreadsheet exports text,label,,
+            header, rows = header + ["", ""], [row + ["", ""] for row in rows]
         path = folder / f"{split}.{kind}"
         if kind == "jsonl":  # numeric labels as JSON numbers or as strings
-            path.write_text("".join(json.dumps(dict(zip(header, [json_value(v, rng) for v in row])),
+            values = [[json_value(v, rng) for v in row] for row in rows]
+            if split == "test" and "label" in header and rng.random() < 0.7:  # pandas' to_json
+                values = [row[:2] + [None if row[2] == "" else row[2]] for row in values]
+                injected["null test label"] += "" in [row[2] for row in rows]
+            path.write_text("".join(json.dumps(dict(zip(header, row)),
                                                ensure_ascii=rng.random() < 0.5) + "\n"
-                                    for row in rows), encoding="utf-8")
+                                    for row in values), encoding="utf-8")
         elif kind == "csv":
             with open(path, "w", newline="", encoding="utf-8") as f:
                 csv.writer(f, lineterminator=rng.choice(["\n", "\r\n"])).writerows([header] + rows)
@@ -3889,20 +4102,21 @@ def own_fuzz_files(folder, kind, regression, rng):
             path.write_text("".join("\t".join(row) + "\n" for row in [header] + rows),
                             encoding="utf-8")
         files[split] = path
-    return files
+    return files, name
 
 
-def mutate(data, rng, kind):
+def mutate(data, rng, kind, injected):
     """One or two random damages: a token or stray bytes put in, bytes or lines cut, lines
-    repeated or swapped, a label replaced, a field quoted; rarely a 200,000-character field
-    alone."""
+    repeated or swapped, a label replaced, a field quoted, a TSV's columns put in another order
+    (header too), the header kept alone, a JSON null; rarely a 200,000-character field alone.
+    The cases of issue 49 are counted in injected."""
     if rng.random() < 0.03:  # the long field goes in at a character boundary, alone
         where = rng.choice([i + 1 for i, byte in enumerate(data) if byte in b",\t :"])
         return data[:where] + b"x" * 200_000 + data[where:]
     for _ in range(rng.choice([1, 1, 2])):
         lines = data.split(b"\n")
         where = rng.randrange(len(data) + 1)
-        op = rng.randrange(9)
+        op = rng.randrange(11)
         if op == 0:
             data = data[:where] + rng.choice(FUZZ_TOKENS).encode() + data[where:]
         elif op == 1:
@@ -3926,6 +4140,23 @@ def mutate(data, rng, kind):
                 data = data[:m.start()] + rng.choice(FUZZ_LABELS).encode() + data[m.end():]
         elif op == 7:
             data = data[:where] + rng.choice(FUZZ_BYTES) + data[where:]
+        elif op == 9 and kind == "jsonl":  # a text, label or id that is null
+            found = list(re.finditer(rb'(?<=": )("[^"]*"|-?[0-9][0-9.eE+-]*)', data))
+            if found:
+                m = rng.choice(found)
+                data = data[:m.start()] + b"null" + data[m.end():]
+                injected["json null"] += 1
+        elif op == 9:
+            rows = [line.split(b"\t") for line in lines]
+            order = rng.sample(range(len(rows[0])), len(rows[0]))
+            if kind in FUZZ_GLUE and len(order) > 1:  # rows of another length stay as they are
+                data = b"\n".join(b"\t".join(row[i] for i in order) if len(row) == len(order)
+                                  else lines[n] for n, row in enumerate(rows))
+                injected["glue test columns reordered"] += order != sorted(order) and \
+                    lines[0].startswith(b"index\t")  # the test files' header
+        elif op == 10:
+            data = lines[0] + b"\n"
+            injected["header alone"] += 1
         elif kind != "jsonl":  # a field quoted as a CSV writer quotes '"' + field
             ends = [m.end() for m in re.finditer(rb"[\t,]", data)]
             if ends:
@@ -3943,8 +4174,8 @@ def mutate(data, rng, kind):
 
 def test_fuzz_every_reader_reads_what_a_strict_reader_reads_or_refuses_in_one_line(
         tmp_path, capsys):
-    rng, seen = random.Random(39), {}
-    for case in range(540):
+    rng, seen, injected = random.Random(39), {}, Counter()
+    for case in range(702):
         kind = (["csv", "tsv", "jsonl"] + FUZZ_GLUE)[case % 9]
         folder, skip = tmp_path / str(case), rng.random() < 0.3
         if kind in FUZZ_GLUE:
@@ -3954,7 +4185,7 @@ def test_fuzz_every_reader_reads_what_a_strict_reader_reads_or_refuses_in_one_li
             files = {name[:-4]: folder / spec.folder / name}
             flags = ["--task", kind, "--data-dir", str(folder)]
             columns = {"text_a": spec.text_a_column, "text_b": spec.text_b_column,
-                       "label": spec.label_column, "id": None, "own": False,
+                       "label": spec.label_column, "id": spec.id_column, "own": False,
                        "headerless": spec.headerless_columns}
 
             def expected():
@@ -3963,16 +4194,16 @@ def test_fuzz_every_reader_reads_what_a_strict_reader_reads_or_refuses_in_one_li
                                               skip and split != "test")}
         else:
             regression = rng.random() < 0.3
-            files = own_fuzz_files(folder, kind, regression, rng)
+            files, column = own_fuzz_files(folder, kind, regression, rng, injected)
             flags = [item for split, path in files.items()
                      for item in (f"--{split}-file", str(path))]
-            flags += ["--text-columns", "text", "--id-column", "id"] + \
+            flags += ["--text-columns", column, "--id-column", "id"] + \
                 ["--regression"] * regression
 
             def expected():
-                return reference_own(files, kind, regression, skip)
+                return reference_own(files, kind, regression, skip, column)
         victim = rng.choice(list(files.values()))
-        victim.write_bytes(mutate(victim.read_bytes(), rng, kind))
+        victim.write_bytes(mutate(victim.read_bytes(), rng, kind, injected))
         flags += ["--skip-bad-rows"] * skip
         context = f"case {case}: {kind} {victim.name} {victim.read_bytes()[:300]!r}"
         try:
@@ -3995,6 +4226,7 @@ def test_fuzz_every_reader_reads_what_a_strict_reader_reads_or_refuses_in_one_li
         outcome = "read" + " skipping rows" * any(s for _, s in want.values())
         seen[outcome] = seen.get(outcome, 0) + 1
     assert min(seen.values()) >= 10 and len(seen) == 4, seen  # each outcome is exercised
+    assert min(injected[case] for case in ISSUE_49) >= 5, injected  # and each case of issue 49
 
 
 # ------------------------------------------------------------------------ distributed and bf16
