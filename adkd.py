@@ -1020,8 +1020,7 @@ def check_output_dir(args, training):
               for _, a in stage_dirs(args, training)]
     needed = sum(4 * f.stat().st_size for name in models for f in Path(name).glob("*")
                  if f.suffix in (".safetensors", ".bin"))  # none where no such folder is
-    free = shutil.disk_usage(folder).free
-    if needed > free:
+    if needed > (free := shutil.disk_usage(folder).free):
         raise SystemExit(f"error: --output-dir {args.output_dir}: {free / 2**20:.0f} MiB free, "
                          f"the checkpoints need about {needed / 2**20:.0f} MiB")
 
@@ -1029,10 +1028,9 @@ def check_output_dir(args, training):
 # ------------------------------------------------------------------------------ the teacher cache
 class TeacherCache:
     """The frozen teacher's maps and logits per training example: they never change (no dropout),
-    so the first epoch computes them and later ones reuse them. Stored ragged in one flat tensor:
-    views x real tokens floats per example, whatever the batch padding. The file: the tensors
-    (weights_only loads them) and a checksum over them and the key (key_for: all a map depends on),
-    so one check catches a damaged file and one made for another teacher, data or IG setting."""
+    so the first epoch computes them and later ones reuse them. Stored ragged in one flat tensor
+    (views x real tokens floats per example), whatever the batch padding. The file, its checksum
+    and what it catches: docs/reference.md, "The teacher cache"."""
     TENSORS = ("offsets", "maps", "logits", "filled")
 
     def __init__(self, lengths, views, key="", path=None):
@@ -1061,8 +1059,7 @@ class TeacherCache:
         cache = cls(lengths, views, cls.key_for(teacher, features, config), path)
         if not Path(path).exists():
             return cache
-        problem = cache.read(teacher, features, config)
-        if problem:
+        if problem := cache.read(teacher, features, config):
             say(f"teacher cache {path} {problem}: rebuilding it")
             return cls(lengths, views, cache.key, path)
         say(f"teacher cache {path}: {int(cache.filled.sum())}/{len(features)} examples")
@@ -1135,8 +1132,7 @@ class TeacherCache:
     def teacher_fn(self, indices):
         """distillation_step's teacher_fn for these examples: cached, or computed and stored."""
         def serve(teacher, inputs, config):
-            cached = self.lookup(indices, inputs["input_ids"].shape[1])
-            if cached is not None:
+            if (cached := self.lookup(indices, inputs["input_ids"].shape[1])) is not None:
                 return tuple(t.to(inputs["input_ids"].device) for t in cached)
             maps, logits = teacher_outputs(teacher, inputs, config)
             self.store(indices, maps, logits)
@@ -1928,8 +1924,7 @@ def dev_rows(args, task):
     """The --dev rows of the task's (first) dev split; args.dev becomes their numbers."""
     [dev] = read_examples(args, task, task.dev_splits[:1]).values()
     wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
-    bad = [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]
-    if bad:
+    if bad := [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]:
         raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
                          f"0..{len(dev) - 1} (or give all)")
     args.dev = [int(row) for row in wanted]  # the rows measured, which --json records
