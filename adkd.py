@@ -19,14 +19,7 @@ Equation numbers are the paper's; the README restates every equation.
 # PART I - AD-KD
 # ==================================================================================================
 # From this marker to the next one, the method pastes alone into a file of your own (README,
-# "Copy the method"): it imports what it uses and calls nothing outside it. The loop after the
-# next marker runs it with these Part II helpers, and no other: parse_args, resolve_config,
-# teacher_stage_args, adkd_config (the command line); prepare, load_model (models, data, every
-# early check); make_optimizer, epoch_order; RunFiles (log.jsonl, checkpoints, --resume, the
-# fitted beta); TeacherCache, frozen_teacher (the teacher cache, or the teacher's saved outputs);
-# GradientSum (--grad-accum), check_finite (losses); evaluate, teacher_dev_maps, attribution_gap,
-# write_predictions (evaluation); world, init_distributed, DistributedModel (several processes);
-# seed_everything, say; explain_main.
+# "Copy the method"): it imports what it uses and calls nothing outside it.
 import dataclasses
 import math
 
@@ -173,7 +166,6 @@ def attribution_loss(teacher_maps, student_maps, reduction="entries"):
         return squared.sum() / teacher_maps.shape[0]
     entries = (teacher_maps != 0).sum(dim=(0, 2)).clamp_min(1)  # (views,)
     per_view = squared.sum(dim=(0, 2)) / entries
-    # Binary: the public code computes one view; ours are two identical ones.
     return per_view.mean() if per_view.numel() == 2 else per_view.sum()
 
 
@@ -652,9 +644,8 @@ def parse_args(argv=None):
 
 
 def resolve_config(args, teacher_width=None):
-    """Every derived default in one place: the task's Table 5 values and teacher recipe, the output
-    folder, the teacher's m, IG rows per forward; then refuses impossible flags before anything is
-    loaded. K needs the teacher's width: given here, or set by prepare (set_top_k)."""
+    """Every derived default in one place (Table 5, teacher recipe, output folder, teacher's m, IG
+    rows per forward); refuses impossible flags before any load. K needs the teacher's width."""
     check_bounds(args)  # flag ranges first: own data's classes come from reading its train file
     task = task_from_args(args)
     paper = OWN_DATA_STUDENT if task.files else PAPER_STUDENT[task.name]
@@ -678,8 +669,7 @@ def resolve_config(args, teacher_width=None):
 
 
 def set_top_k(args, task, teacher_width):
-    """K for a teacher `teacher_width` wide (None: no teacher is used): Table 5's K scaled to
-    it, or all of it for own data. A --top-k beyond it is refused."""
+    """K for a teacher this wide (None: no teacher): Table 5's K scaled, or all of it (own data)."""
     if teacher_width is None:
         return
     if args.top_k is None:
@@ -739,7 +729,6 @@ def validate_args(args):
 
 
 def adkd_config(args, task, pad_token_id):
-    """The step's settings (ADKDConfig) from the command line's."""
     return ADKDConfig(
         alpha=args.alpha, beta=args.beta, temperature=args.temperature, top_k=args.top_k,
         ig_steps=args.ig_steps, teacher_ig_steps=args.teacher_ig_steps, baseline=args.baseline,
@@ -749,13 +738,11 @@ def adkd_config(args, task, pad_token_id):
 
 
 def stage_args(args, **overrides):
-    """A copy of the arguments with some changed."""
     return argparse.Namespace(**{**vars(args), **overrides})
 
 
 def teacher_stage_args(args):
-    """The teacher stage: plain fine-tuning (Eq. 12 with alpha = beta = 0) with its own recipe:
-    --teacher-lr, --teacher-batch-size and --teacher-epochs become its lr, batch size, epochs."""
+    """The teacher stage: plain fine-tuning (Eq. 12, alpha = beta = 0) by the --teacher-* recipe."""
     stage = stage_args(args, stage="teacher", alpha=0.0, beta=0.0, no_ce=False,
                        anneal_temperature=False)
     for name in ("lr", "batch_size", "epochs"):
@@ -944,9 +931,8 @@ def same_setting(saved, now):
 
 
 def lock_stage(folder):
-    """Hold a stage folder for this process until the stage finishes or the process exits:
-    two runs in one folder would overwrite each other's checkpoints and logs. A lock left by a
-    process that is gone (kill -9) is taken over, as is one from an earlier call in this one."""
+    """Hold a stage folder until the stage ends or the process exits: two runs in one folder would
+    overwrite each other's files. A gone process's lock (kill -9), or this one's, is taken over."""
     path, me = folder / "lock.json", {"pid": os.getpid(), "host": socket.gethostname()}
     folder.mkdir(parents=True, exist_ok=True)
     while True:
@@ -1020,10 +1006,9 @@ def read_data(args, task, tokenizer, training):
 
 
 def check_output_dir(args, training):
-    """Training and --predict write into --output-dir: its nearest existing folder must be one
-    this process can write in. A checkpoint is the weights plus AdamW's two moments; best/ is
-    another copy of the weights. Refuse to start where that cannot be written (local models
-    only: a hub model's size is unknown before it downloads)."""
+    """Training and --predict write into --output-dir: its nearest existing folder must be writable
+    and, to train, have room for a checkpoint (weights and AdamW's two moments) and best/'s copy
+    of the weights: 4x a local model's weights (a hub model's size is unknown before download)."""
     folder = Path(args.output_dir).resolve()
     while not folder.exists():
         folder = folder.parent
@@ -1037,8 +1022,7 @@ def check_output_dir(args, training):
               for _, a in stage_dirs(args, training)]
     needed = sum(4 * f.stat().st_size for name in models for f in Path(name).glob("*")
                  if f.suffix in (".safetensors", ".bin"))  # none where no such folder is
-    free = shutil.disk_usage(folder).free
-    if needed > free:
+    if needed > (free := shutil.disk_usage(folder).free):
         raise SystemExit(f"error: --output-dir {args.output_dir}: {free / 2**20:.0f} MiB free, "
                          f"the checkpoints need about {needed / 2**20:.0f} MiB")
 
@@ -1046,18 +1030,15 @@ def check_output_dir(args, training):
 # ------------------------------------------------------------------------------ the teacher cache
 class TeacherCache:
     """The frozen teacher's maps and logits per training example: they never change (no dropout),
-    so the first epoch computes them and every later one reuses them. Examples are stored
-    ragged (each at its own length) in one flat tensor: views x real tokens floats each,
-    whatever the batch padding. The file is a dict of tensors (it loads with weights_only) and
-    a checksum over them and the key, a digest of all a teacher map depends on (key_for): one
-    check catches a damaged file and one made for another teacher, data or IG setting."""
+    so the first epoch computes them and later ones reuse them. Stored ragged in one flat tensor
+    (views x real tokens floats per example), whatever the batch padding. The file, its checksum
+    and what it catches: docs/reference.md, "The teacher cache"."""
     TENSORS = ("offsets", "maps", "logits", "filled")
 
     def __init__(self, lengths, views, key="", path=None):
         """Empty, for examples of these lengths: `views` maps and as many logits each."""
         self.key, self.path, self.saved = key, path, -1  # saved: examples in the file
-        self.offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
-        self.offsets[1:] = torch.tensor(lengths, dtype=torch.long).cumsum(0)
+        self.offsets = torch.tensor([0, *lengths], dtype=torch.long).cumsum(0)
         self.maps = torch.zeros(views, int(self.offsets[-1]))  # (views, total tokens)
         self.logits = torch.zeros(len(lengths), views)  # (examples, classes)
         self.filled = torch.zeros(len(lengths), dtype=torch.bool)
@@ -1074,15 +1055,13 @@ class TeacherCache:
 
     @classmethod
     def open(cls, path, teacher, features, config):
-        """The cache saved at `path` if it was made for this teacher, data and IG settings and
-        is intact, else a new one: a damaged or stale file is rebuilt, saying why."""
+        """The cache saved at `path` if read() accepts it, else a new one, saying why."""
         lengths = [len(f["input_ids"]) for f in features]
         views = teacher.config.num_labels  # one view per class, one for regression
         cache = cls(lengths, views, cls.key_for(teacher, features, config), path)
         if not Path(path).exists():
             return cache
-        problem = cache.read(teacher, features, config)
-        if problem:
+        if problem := cache.read(teacher, features, config):
             say(f"teacher cache {path} {problem}: rebuilding it")
             return cls(lengths, views, cache.key, path)
         say(f"teacher cache {path}: {int(cache.filled.sum())}/{len(features)} examples")
@@ -1100,16 +1079,14 @@ class TeacherCache:
         return digest.hexdigest()
 
     def checksum(self):
-        """sha256 of the key and the contents, saved beside them."""
         digest = hashlib.sha256(self.key.encode())
         for name in self.TENSORS:
             digest.update(getattr(self, name).numpy().tobytes())
         return digest.hexdigest()
 
     def read(self, teacher, features, config):
-        """Take the contents saved at self.path; why they cannot be used, or None. The checksum
-        is over this run's key; past it, the first few cached examples are recomputed: the
-        cache must agree with the teacher itself."""
+        """Take the contents saved at self.path; why they cannot be used, or None. Past the
+        checksum (over this run's key), the first cached examples must match the teacher's own."""
         try:
             saved = torch.load(self.path, weights_only=True)  # unpickling more could run code
         except pickle.UnpicklingError:  # weights_only refused it: not loaded, never run
@@ -1157,8 +1134,7 @@ class TeacherCache:
     def teacher_fn(self, indices):
         """distillation_step's teacher_fn for these examples: cached, or computed and stored."""
         def serve(teacher, inputs, config):
-            cached = self.lookup(indices, inputs["input_ids"].shape[1])
-            if cached is not None:
+            if (cached := self.lookup(indices, inputs["input_ids"].shape[1])) is not None:
                 return tuple(t.to(inputs["input_ids"].device) for t in cached)
             maps, logits = teacher_outputs(teacher, inputs, config)
             self.store(indices, maps, logits)
@@ -1404,9 +1380,7 @@ class RunFiles:
                 save_model_atomically(student, self.tokenizer, self.best_dir)
         self.log({"step": step, "epoch": step / self.steps_per_epoch, "dev": metrics,
                   "best": improved, "time": time.time()})
-        if self.rank == 0:
-            shown = glue_data.format_metrics(metrics)
-            tqdm.write(f"step {step}: dev {shown}{'  (best)' * improved}")
+        say(f"step {step}: dev {glue_data.format_metrics(metrics)}{'  (best)' * improved}")
         return best
 
     def save_last(self, student, optimizer, scheduler, step, best, cache):
@@ -1485,12 +1459,10 @@ def read_log(path):
     lines = Path(path).read_text().splitlines() if Path(path).exists() else []
     records = []
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
+        except json.JSONDecodeError:  # a blank line is skipped, as is a partial last one
+            if line.strip() and number < len(lines):
                 raise SystemExit(f"error: {path}:{number}: not a JSON record") from None
     return records
 
@@ -1533,17 +1505,16 @@ def check_finite(terms, step, last_dir, device):
 
 
 def term_gradients(terms, config, model, measure):
-    """Gradients of each weighted term of Eq. 12 w.r.t. the student's weights, taken before
-    loss.backward() frees the graph (logging steps only). In one process the last term's is
-    not computed: term_norms derives it from .grad, since the terms add up to the loss, and it
-    is the costly one (L_attr's double backward)."""
+    """Each weighted term of Eq. 12's gradient w.r.t. the student's weights, before loss.backward()
+    frees the graph (logging steps only). In one process the last, costly one (L_attr's double
+    backward) is not computed: term_norms derives it from .grad, as the terms sum to the loss."""
     if not measure:
         return None
     weights = term_weights(config.alpha, config.beta, config.use_ce, config.use_kd)
     parameters = [p for p in model.parameters() if p.requires_grad]
     derived = list(terms)[-1] if world()[1] == 1 else None
     grads = {name: torch.autograd.grad(weights[name] * value, parameters, retain_graph=True,
-                                       allow_unused=True)
+                                       materialize_grads=True)  # zeros where a weight is unused
              for name, value in terms.items() if name != derived}
     return {"parameters": parameters, "grads": grads, "derived": derived}
 
@@ -1558,19 +1529,17 @@ def term_norms(term_grads, model):
                 for p in term_grads["parameters"]]
         for grads in term_grads["grads"].values():
             for g, grad in zip(rest, grads):
-                if grad is not None:
-                    g -= grad
+                g -= grad
         norms[term_grads["derived"]] = norm_of(rest)
     return dict(sorted(norms.items()))
 
 
 class GradientSum:
-    """One optimizer step over --grad-accum micro-batches: each one's loss is weighted by its
-    share of the step's examples and backward()-ed into .grad. CE, KD and L_attr with
-    --attr-reduction batch are means over examples, so their sum is the whole batch's gradient
-    (to float rounding; dropout draws its masks per micro-batch). --attr-reduction entries
-    divides each micro-batch by its own non-zero teacher entries, as each rank's slice is
-    under DDP. The loss, terms and per-term gradient norms returned are of that weighted sum."""
+    """One optimizer step over --grad-accum micro-batches: each one's loss, weighted by its share
+    of the step's examples, is backward()-ed into .grad. CE, KD and L_attr with --attr-reduction
+    batch are means over examples, so the sum is the whole batch's gradient (to float rounding;
+    dropout draws masks per micro-batch); --attr-reduction entries divides each micro-batch by its
+    own non-zero teacher entries, as under DDP each rank's slice. Loss, terms, norms: of the sum."""
 
     def __init__(self, model, config, measure):
         self.model, self.config, self.measure = model, config, measure
@@ -1599,9 +1568,8 @@ class GradientSum:
             self.term_grads = term_grads
         elif term_grads is not None:  # sum each term's gradients over the micro-batches
             for name, grads in term_grads["grads"].items():
-                self.term_grads["grads"][name] = tuple(
-                    b if a is None else a if b is None else a + b
-                    for a, b in zip(self.term_grads["grads"][name], grads))
+                summed = self.term_grads["grads"][name]
+                self.term_grads["grads"][name] = tuple(a + b for a, b in zip(summed, grads))
 
     def total(self):
         """(loss, terms, {term: gradient norm}) of the step, after every micro-batch."""
@@ -1956,8 +1924,7 @@ def dev_rows(args, task):
     """The --dev rows of the task's (first) dev split; args.dev becomes their numbers."""
     [dev] = read_examples(args, task, task.dev_splits[:1]).values()
     wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
-    bad = [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]
-    if bad:
+    if bad := [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]:
         raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
                          f"0..{len(dev) - 1} (or give all)")
     args.dev = [int(row) for row in wanted]  # the rows measured, which --json records
