@@ -102,26 +102,27 @@ def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, 
     of about max_rows interpolated rows, which changes no number."""
     embeddings = model.get_input_embeddings()
     inputs = embeddings(input_ids)  # E (batch, seq, dim)
-    if baseline == "pad":
-        base = embeddings.weight[pad_token_id].expand_as(inputs)
+    if baseline == "pad":  # looked up, not a row of the weight: Gemma's lookup scales rows
+        base = embeddings(torch.full_like(input_ids, pad_token_id))
     else:  # zero word embeddings; the public code scales the whole embedding output instead
         base = torch.zeros_like(inputs)
     if not create_graph:
         inputs, base = inputs.detach(), base.detach()
     delta = inputs - base  # E - E'
     alphas = torch.arange(1, steps + 1, device=inputs.device) / steps  # a = k / m
+    ids_and_masks = {"input_ids": input_ids, "attention_mask": attention_mask,
+                     **({} if token_type_ids is None else {"token_type_ids": token_type_ids})}
     grad_sum, logits = 0.0, None
     for chunk in alphas.split(max(1, max_rows // len(input_ids))):  # memory cap, see docstring
-        grads, logits = path_gradients(model, inputs, delta, chunk, attention_mask,
-                                       token_type_ids, is_regression, create_graph)
+        grads, logits = path_gradients(model, inputs, delta, chunk, ids_and_masks,
+                                       is_regression, create_graph)
         grad_sum = grad_sum + grads.sum(dim=0)  # the sum over k
     mask = attention_mask[:, None, :, None].to(inputs.dtype)
     attributions = delta[:, None] * grad_sum / steps * mask  # (batch, views, seq, dim)
     return attributions, (logits if create_graph else logits.detach())
 
 
-def path_gradients(model, inputs, delta, alphas, attention_mask, token_type_ids, is_regression,
-                   create_graph):
+def path_gradients(model, inputs, delta, alphas, ids_and_masks, is_regression, create_graph):
     """dF_c/dE at E' + a (E - E') for each a in `alphas`, in one forward pass.
     Returns (gradients (len(alphas), batch, views, seq, dim), logits at the last a)."""
     chunk, (batch, seq, dim) = len(alphas), inputs.shape
@@ -131,12 +132,29 @@ def path_gradients(model, inputs, delta, alphas, attention_mask, token_type_ids,
     path = path.reshape(chunk * batch, seq, dim)
     if not path.requires_grad:
         path.requires_grad_(True)
-    extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids.repeat(chunk, 1)}
-    logits = model(inputs_embeds=path, attention_mask=attention_mask.repeat(chunk, 1),
-                   **extra).logits
+    logits = embedded_forward(model, {k: v.repeat(chunk, 1) for k, v in ids_and_masks.items()},
+                              path)
     grads = view_gradients(class_scores(logits, is_regression), path, is_regression,
                            create_graph)  # (chunk * batch, views, seq, dim)
     return grads.view(chunk, batch, *grads.shape[1:]), logits.view(chunk, batch, -1)[-1]
+
+
+def embedded_forward(model, inputs, embeds):
+    """model(**inputs).logits with the lookup of inputs["input_ids"] in the model's input
+    embeddings replaced by `embeds` (rows, seq, dim). Not model(inputs_embeds=embeds): given
+    its ids, the model does all it derives from them as in its plain forward. Decoder
+    classifiers (GPT-2, Llama, Qwen2, ...) pool the last token that is not padding, found from
+    the ids; without them, the last position: padding, in a right-padded row. RoBERTa-like
+    encoders number positions from the ids; without them, left padding shifts every token."""
+    ids = inputs["input_ids"]
+
+    def swap(module, args, output):  # only the ids' lookup: GPT-2 looks token types up too
+        return embeds if args and torch.equal(args[0], ids) else output
+    handle = model.get_input_embeddings().register_forward_hook(swap)
+    try:
+        return model(**inputs).logits
+    finally:
+        handle.remove()
 
 
 def view_gradients(scores, inputs, is_regression=False, create_graph=False):
@@ -1665,11 +1683,11 @@ def dev_maps(model, features, config, batch_size, teacher, completeness=False):
 def ig_completeness(model, inputs, logits, attributions, config):
     """Eq. 1 for a batch IG explained: class scores F_c(x) (batch, views), and per class the
     sum of the attributions beside F_c(x) - F_c(x'), x' the baseline at every position."""
-    weight = model.get_input_embeddings().weight
-    base = weight[config.pad_token_id] if config.baseline == "pad" else torch.zeros_like(weight[0])
-    with torch.no_grad():
-        base_logits = model(inputs_embeds=base.expand(*inputs["input_ids"].shape, -1),
-                            **{k: v for k, v in inputs.items() if k != "input_ids"}).logits
+    ids = inputs["input_ids"]
+    with torch.no_grad():  # E' as integrated_gradients builds it, in the model's own forward
+        pad = model.get_input_embeddings()(torch.full_like(ids, config.pad_token_id))
+        base = pad if config.baseline == "pad" else torch.zeros_like(pad)
+        base_logits = embedded_forward(model, inputs, base)
     scores = class_scores(logits, config.is_regression).detach()
     rise = scores - class_scores(base_logits, config.is_regression)
     sums = attributions.detach().sum(dim=(2, 3))
