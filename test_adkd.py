@@ -298,6 +298,17 @@ def test_teacher_cache_and_teacher_outputs_hold_the_live_maps_for_every_family(f
                 torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_a_model_that_cannot_be_made_right_is_refused_by_name_before_training(tmp_path):
+    """XLNet pools the last position, padding in a right-padded row, and looks up its ids
+    transposed, where IG cannot follow them: load_model refuses it in one line."""
+    from transformers import XLNetConfig, XLNetModel
+    XLNetModel(XLNetConfig(vocab_size=len(VOCAB), d_model=16, n_layer=2, n_head=2, d_inner=32,
+                           pad_token_id=0)).save_pretrained(tmp_path / "xlnet")
+    with pytest.raises(SystemExit, match=r"^error: --student \S+xlnet: "
+                       r"XLNetForSequenceClassification is not supported: [^\n]*$"):
+        adkd.load_model(tmp_path / "xlnet", get_task("mrpc"), "--student", pad_token_id=0)
+
+
 # ----------------------------------------------------------------------------- attribution maps
 def test_top_k_equal_to_width_is_the_full_norm():
     attributions = torch.randn(2, 3, 5, 16)
