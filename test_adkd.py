@@ -1198,6 +1198,57 @@ def test_mpnet_pads_with_one_and_numbers_positions_alike_in_ig_and_in_its_forwar
     assert all(0 < r["dev"]["attribution_gap"] <= 2 for r in records if "dev" in r)
 
 
+def save_tiny_gpt2(directory, hidden, layers, seed):
+    """A "pretrained" GPT-2 decoder (no classifier, no pad id) with a word-level tokenizer
+    built offline that, like GPT-2's, has an end token and no padding token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+    words = ["<unk>", "<|endoftext|>"] + list(WORDS)
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<|endoftext|>",
+                            model_input_names=["input_ids", "attention_mask"]
+                            ).save_pretrained(directory)
+    torch.manual_seed(seed)
+    GPT2Model(GPT2Config(vocab_size=len(words), n_embd=hidden, n_layer=layers, n_head=2,
+                         n_positions=64, bos_token_id=1, eos_token_id=1)).save_pretrained(directory)
+    return str(directory)
+
+
+def test_a_decoder_pair_trains_predicts_and_explains_its_own_output_from_the_cli(workspace,
+                                                                                 tmp_path):
+    """GPT-2 teacher and student, whose tokenizer has no padding token: the run pads with the
+    end token, the models pool the last real token, AD-KD trains and --predict writes every
+    row. explain shows the maps of that output (rows explained together, padded, as each
+    alone), and the ERASER faithfulness measure runs on the pair."""
+    teacher_base = save_tiny_gpt2(tmp_path / "teacher_base", hidden=32, layers=2, seed=0)
+    student_base = save_tiny_gpt2(tmp_path / "student_base", hidden=16, layers=1, seed=1)
+    out = tmp_path / "run"
+    adkd.main(cli(workspace, out, "--teacher-model", teacher_base, "--student", student_base,
+                  "--predict", "--log-every", "1"))
+    records = adkd.read_log(out / "student" / "log.jsonl")
+    assert all(r["attr"] > 0 and r["grad_norm"]["attr"] > 0 for r in records if "loss" in r)
+    assert all(0 < r["dev"]["attribution_gap"] <= 2 for r in records if "dev" in r)
+    assert len((out / "predictions" / "MRPC.tsv").read_text().splitlines()) == 11
+    best, teacher = out / "student" / "best", out / "teacher" / "best"
+    assert AutoConfig.from_pretrained(best).pad_token_id == 1  # <|endoftext|>, as it pads
+    explain = ["explain", "--task", "mrpc", "--model", str(best), "--data-dir", workspace["data"],
+               "--ig-steps", "8"]
+    together = adkd.main(explain + ["--dev", "0", "1", "2", "3"])
+    assert len({len(tokens) for _, [(_, tokens, *_)] in together}) > 1  # so some are padded
+    for row, (_, [(_, tokens, maps, scores, _)]) in enumerate(together):
+        [(_, [(_, alone_tokens, *alone)])] = adkd.main(explain + ["--dev", str(row)])
+        assert tokens == alone_tokens
+        for got, expected in zip((maps, scores), alone):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    rows = adkd.main(["explain", "--task", "mrpc", "--model", f"teacher={teacher}", "--model",
+                      f"student={best}", "--dev", "all", "--faithfulness", "--random-orders", "1",
+                      "--data-dir", workspace["data"]])
+    assert [row["model"] for row in rows] == ["teacher", "student"]
+    assert all(math.isfinite(row["comprehensiveness"]) and math.isfinite(row["sufficiency"])
+               for row in rows) and 0 <= rows[1]["same_prediction"] <= 1
+
+
 def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace, tmp_path, capsys):
     page = tmp_path / "maps.html"
     teacher = pipeline["output"] / "teacher" / "best"
