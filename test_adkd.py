@@ -1164,9 +1164,9 @@ def test_mpnet_pads_with_one_and_numbers_positions_alike_in_ig_and_in_its_forwar
         workspace, tmp_path):
     """MPNet (the paper-shape bench's teacher and student) pads with id 1, has no token types,
     and numbers positions from the ids (pads get the padding position) when given ids but
-    consecutively when given inputs_embeds, as IG gives it. With right padding the real tokens
-    get the same positions either way, so the a = 1 IG step is still its forward pass, and the
-    baseline is the embedding of id 1. Then the pipeline runs end to end on it."""
+    consecutively when given inputs_embeds. IG gives it its ids (the family matrix checks left
+    padding too), so the a = 1 IG step is its forward pass, and the baseline is the embedding
+    of id 1. Then the pipeline runs end to end on it."""
     teacher_base = save_tiny_mpnet(tmp_path / "teacher_base", hidden=32, layers=2, seed=0)
     student_base = save_tiny_mpnet(tmp_path / "student_base", hidden=16, layers=1, seed=1)
     task = get_task("mrpc")
