@@ -786,9 +786,9 @@ def load_model(name_or_path, task, flag="--student", pad_token_id=None):
     if (pad := model.config.pad_token_id) is None:  # nothing to pad with, nothing to check
         return model
     padded = F.pad((pad + 1 + torch.arange(6))[None] % model.config.vocab_size, (0, 2), value=pad)
-    try:  # padded (1, 8): 6 ids, none of them pad, then 2 pads. Does IG see the row alone?
-        alone = model(input_ids=padded[:, :6]).logits.detach()
-        ig = integrated_gradients(model, padded, (padded != pad).long(), pad_token_id=pad)[1]
+    try:  # padded (1, 8): 6 ids, none of them pad, then 2 pads. IG of the logits themselves
+        alone = model(input_ids=padded[:, :6]).logits.detach()  # (any label count): as alone?
+        ig = integrated_gradients(model, padded, (padded != pad).long(), is_regression=True)[1]
         problem = float((ig - alone).abs().max())
     except (RuntimeError, ValueError) as error:  # XLNet looks its ids up transposed: IG fails
         problem = str(error).splitlines()[0][:200]
