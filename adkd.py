@@ -50,7 +50,7 @@ import glue_data
 # adkd_config (the command line); prepare, load_model (models, data, every early check);
 # make_optimizer, epoch_order; RunFiles (log.jsonl, checkpoints, --resume, the fitted beta);
 # TeacherCache, frozen_teacher (the teacher cache, or the teacher's saved outputs);
-# GradientSum (--grad-accum), check_finite, norm_of (losses and gradients);
+# GradientSum (--grad-accum), check_finite, norm_of (losses and gradients); embedded_forward (IG);
 # evaluate, teacher_dev_maps, attribution_gap, write_predictions (evaluation); world,
 # init_distributed, DistributedModel (several processes); seed_everything, say; explain_main.
 
@@ -130,20 +130,10 @@ def path_gradients(model, inputs, delta, alphas, tokens, is_regression, create_g
     path = inputs - (1 - alphas.to(inputs.dtype)).view(-1, 1, 1, 1) * delta  # (chunk, b, s, d)
     path = path.reshape(chunk * batch, seq, dim).requires_grad_()  # no-op for the student's E
     tokens = {key: ids.repeat(chunk, 1) for key, ids in tokens.items() if ids is not None}
-    logits = embedded_forward(model, tokens, path)  # the model's own forward, on the path
+    logits = embedded_forward(model, tokens, path)  # its own forward on the ids: see there why
     grads = view_gradients(class_scores(logits, is_regression), path, is_regression,
                            create_graph)  # (chunk * batch, views, seq, dim)
     return grads.view(chunk, batch, *grads.shape[1:]), logits.view(chunk, batch, -1)[-1]
-
-
-def embedded_forward(model, inputs, embeds):
-    """model(**inputs).logits, its lookup of inputs["input_ids"] replaced by `embeds` (rows, seq,
-    dim). Given inputs_embeds, decoder classifiers (GPT-2, Llama, ...) pool the last position,
-    not the last real token (found in the ids), and RoBERTa's positions ignore left padding."""
-    def swap(module, args, output):  # the ids' lookup only: GPT-2 looks token types up too
-        return embeds if args and torch.equal(args[0], inputs["input_ids"]) else output
-    with model.get_input_embeddings().register_forward_hook(swap):
-        return model(**inputs).logits
 
 
 def view_gradients(scores, inputs, is_regression=False, create_graph=False):
@@ -766,6 +756,16 @@ def pretrained(loader, name, flag, **kwargs):
         raise SystemExit(f"error: {flag} {name}: cannot load it ({reason}). Give a local folder "
                          "with config.json, weights and tokenizer files, or a hub name with "
                          "network access (HF_HUB_OFFLINE=1 forbids the hub)") from None
+
+
+def embedded_forward(model, inputs, embeds):
+    """model(**inputs).logits, its lookup of inputs["input_ids"] replaced by `embeds` (rows, seq,
+    dim). Given inputs_embeds, decoder classifiers (GPT-2, Llama, ...) pool the last position,
+    not the last real token (found in the ids), and RoBERTa's positions ignore left padding."""
+    def swap(module, args, output):  # the ids' lookup only: GPT-2 looks token types up too
+        return embeds if args and torch.equal(args[0], inputs["input_ids"]) else output
+    with model.get_input_embeddings().register_forward_hook(swap):
+        return model(**inputs).logits
 
 
 def load_model(name_or_path, task, flag="--student", pad_token_id=None):
