@@ -75,41 +75,48 @@ def integrated_gradients(model, input_ids, attention_mask, token_type_ids=None, 
     of about max_rows interpolated rows, which changes no number."""
     embeddings = model.get_input_embeddings()
     inputs = embeddings(input_ids)  # E (batch, seq, dim)
-    if baseline == "pad":
-        base = embeddings.weight[pad_token_id].expand_as(inputs)
+    if baseline == "pad":  # looked up, not a row of the weight: Gemma's lookup scales rows
+        base = embeddings(torch.full_like(input_ids, pad_token_id))
     else:  # zero word embeddings; the public code scales the whole embedding output instead
         base = torch.zeros_like(inputs)
     if not create_graph:
         inputs, base = inputs.detach(), base.detach()
     delta = inputs - base  # E - E'
     alphas = torch.arange(1, steps + 1, device=inputs.device) / steps  # a = k / m
+    tokens = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
     grad_sum, logits = 0.0, None
     for chunk in alphas.split(max(1, max_rows // len(input_ids))):  # memory cap, see docstring
-        grads, logits = path_gradients(model, inputs, delta, chunk, attention_mask,
-                                       token_type_ids, is_regression, create_graph)
+        grads, logits = path_gradients(model, inputs, delta, chunk, tokens, is_regression,
+                                       create_graph)
         grad_sum = grad_sum + grads.sum(dim=0)  # the sum over k
     mask = attention_mask[:, None, :, None].to(inputs.dtype)
     attributions = delta[:, None] * grad_sum / steps * mask  # (batch, views, seq, dim)
     return attributions, (logits if create_graph else logits.detach())
 
 
-def path_gradients(model, inputs, delta, alphas, attention_mask, token_type_ids, is_regression,
-                   create_graph):
+def path_gradients(model, inputs, delta, alphas, tokens, is_regression, create_graph):
     """dF_c/dE at E' + a (E - E') for each a in `alphas`, in one forward pass.
     Returns (gradients (len(alphas), batch, views, seq, dim), logits at the last a)."""
     chunk, (batch, seq, dim) = len(alphas), inputs.shape
     # E - (1 - a) * delta rather than E' + a * delta: exact at a = 1, so the last step is the
     # real input bit for bit and its logits serve as the forward pass.
     path = inputs - (1 - alphas.to(inputs.dtype)).view(-1, 1, 1, 1) * delta  # (chunk, b, s, d)
-    path = path.reshape(chunk * batch, seq, dim)
-    if not path.requires_grad:
-        path.requires_grad_(True)
-    extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids.repeat(chunk, 1)}
-    logits = model(inputs_embeds=path, attention_mask=attention_mask.repeat(chunk, 1),
-                   **extra).logits
+    path = path.reshape(chunk * batch, seq, dim).requires_grad_()  # no-op for the student's E
+    tokens = {key: ids.repeat(chunk, 1) for key, ids in tokens.items() if ids is not None}
+    logits = embedded_forward(model, tokens, path)  # its own forward on the ids: see there why
     grads = view_gradients(class_scores(logits, is_regression), path, is_regression,
                            create_graph)  # (chunk * batch, views, seq, dim)
     return grads.view(chunk, batch, *grads.shape[1:]), logits.view(chunk, batch, -1)[-1]
+
+
+def embedded_forward(model, inputs, embeds):
+    """model(**inputs).logits, its lookup of inputs["input_ids"] replaced by `embeds` (rows, seq,
+    dim). Given inputs_embeds, decoder classifiers (GPT-2, Llama, ...) pool the last position,
+    not the last real token (found in the ids), and RoBERTa's positions ignore left padding."""
+    def swap(module, args, output):  # the ids' lookup only: GPT-2 looks token types up too
+        return embeds if args and torch.equal(args[0], inputs["input_ids"]) else output
+    with model.get_input_embeddings().register_forward_hook(swap):
+        return model(**inputs).logits
 
 
 def view_gradients(scores, inputs, is_regression=False, create_graph=False):
@@ -401,13 +408,14 @@ def main(argv=None):
         return explain_main(argv[1:])
     args, task = resolve_config(parse_args(argv))
     tokenizer, data = prepare(args, task)  # every check that can fail comes before training
+    pad = tokenizer.pad_token_id  # the models' too: decoder classifiers pool by it
     init_distributed(args)
     output_dir = Path(args.output_dir)
     if args.teacher is None and data.training and data.saved_teacher is None:
         if not (output_dir / "teacher" / "done.json").exists():
             say(f"== fine-tuning the teacher {args.teacher_model} on {task.name}")
             seed_everything(args.seed)
-            train(load_model(args.teacher_model, task, "--teacher-model"), tokenizer, task,
+            train(load_model(args.teacher_model, task, "--teacher-model", pad), tokenizer, task,
                   data.train, data.dev, output_dir / "teacher", teacher_stage_args(args))
         args.teacher = str(output_dir / "teacher" / "best")
         if args.teacher_only and not args.teacher_outputs:
@@ -415,7 +423,7 @@ def main(argv=None):
     if args.teacher_only:  # write --teacher-outputs from the teacher, and stop
         return frozen_teacher(args, task, data, tokenizer)[1]
     seed_everything(args.seed)  # the student stage
-    student = load_model(args.student, task, "--student")
+    student = load_model(args.student, task, "--student", pad)
     if data.training and not (output_dir / "student" / "done.json").exists():
         teacher = frozen_teacher(args, task, data, tokenizer)[0]  # model, or its saved outputs
         say(f"== distilling into {args.student}: alpha={args.alpha} beta={args.beta} "
@@ -428,9 +436,8 @@ def main(argv=None):
     metrics = evaluate(student.to(args.device), task, data.dev, args.eval_batch_size,
                        tokenizer.pad_token_id, args.device)
     say(f"student: dev {glue_data.format_metrics(metrics)}")
-    if args.predict:
-        write_predictions(student, task, data.test, args, tokenizer.pad_token_id,
-                          output_dir / "predictions")  # says which files it wrote
+    if args.predict:  # write_predictions says which files it wrote
+        write_predictions(student, task, data.test, args, pad, output_dir / "predictions")
     return metrics
 
 
@@ -795,9 +802,9 @@ def pretrained(loader, name, flag, **kwargs):
                          "network access (HF_HUB_OFFLINE=1 forbids the hub)") from None
 
 
-def load_model(name_or_path, task, flag="--student"):
-    """A sequence classifier for the task, with double-backward-capable attention.
-    A checkpoint already fine-tuned for another label count is refused."""
+def load_model(name_or_path, task, flag="--student", pad_token_id=None):
+    """A sequence classifier for the task (double-backward-capable attention; pad_token_id, if
+    given, its pad id). Refused: one fine-tuned for another label count, or wrong when padded."""
     config = pretrained(AutoConfig, name_or_path, flag)
     fine_tuned = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
     if fine_tuned and config.num_labels != task.num_labels:
@@ -808,11 +815,25 @@ def load_model(name_or_path, task, flag="--student"):
         AutoModelForSequenceClassification, name_or_path, flag, num_labels=task.num_labels,
         attn_implementation=ATTENTION, id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)}, output_loading_info=True,
+        pad_token_id=config.pad_token_id if pad_token_id is None else pad_token_id,
         problem_type="regression" if task.is_regression else "single_label_classification")
     new = sorted(loading["missing_keys"])
     if new:  # a new classifier head, typically: say so in one line
         say(f"{flag} {name_or_path}: newly initialised: {', '.join(new[:SHOWN_KEYS])}"
             + (f" and {len(new) - SHOWN_KEYS} more" if len(new) > SHOWN_KEYS else ""))
+    if (pad := model.config.pad_token_id) is None:  # nothing to pad with, nothing to check
+        return model
+    padded = F.pad((pad + 1 + torch.arange(6))[None] % model.config.vocab_size, (0, 2), value=pad)
+    try:  # padded (1, 8): 6 ids, none of them pad, then 2 pads. IG of the logits themselves
+        alone = model(input_ids=padded[:, :6]).logits.detach()  # (any label count): as alone?
+        ig = integrated_gradients(model, padded, (padded != pad).long(), is_regression=True)[1]
+        problem = float((ig - alone).abs().max())
+    except (RuntimeError, ValueError) as error:  # XLNet looks its ids up transposed: IG fails
+        problem = str(error).splitlines()[0][:200]
+    # a difference beyond float rounding: 1e-3 in float32, 0.1 in bfloat16
+    if isinstance(problem, str) or problem > torch.finfo(alone.dtype).resolution ** 0.5:
+        raise SystemExit(f"error: {flag} {name_or_path}: {type(model).__name__} is not supported: "
+                         f"a right-padded row's logits are not the row's alone ({problem})")
     return model
 
 
@@ -834,6 +855,9 @@ def check_same_tokenizer(teacher_tokenizer, student_tokenizer):
 def check_tokenizer_fits(tokenizer, config, name, flag):
     """A folder without tokenizer files still gives a tokenizer: a few special tokens, each word one
     unknown id. Refuse one far smaller than the embedding matrix or with special ids past it."""
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token  # GPT-2's, Llama's: none
+    if tokenizer.pad_token is None:
+        raise SystemExit(f"error: {flag} {name}: its tokenizer has no padding or end token")
     rows, special = getattr(config, "vocab_size", None), max(tokenizer.all_special_ids, default=0)
     if rows is not None and (2 * len(tokenizer) < rows or special >= rows):
         raise SystemExit(f"error: {flag} {name}: its tokenizer ({len(tokenizer)} tokens, special "
@@ -1227,7 +1251,8 @@ def frozen_teacher(args, task, data, tokenizer):
     or the fine-tuned model, frozen (its outputs then written to --teacher-outputs if asked)."""
     teacher = data.saved_teacher
     if teacher is None:  # frozen: its maps need input gradients only
-        teacher = load_model(args.teacher, task, "--teacher").to(args.device).requires_grad_(False)
+        teacher = load_model(args.teacher, task, "--teacher", tokenizer.pad_token_id)
+        teacher = teacher.to(args.device).requires_grad_(False)
         if args.teacher_outputs:  # from here on this run distils from the file's contents
             teacher = write_teacher_outputs(teacher, args, task, tokenizer, data)
     metrics = teacher.meta["dev_metrics"] if isinstance(teacher, TeacherCache) else evaluate(
@@ -1687,11 +1712,9 @@ def dev_maps(model, features, config, batch_size, teacher, completeness=False):
 def ig_completeness(model, inputs, logits, attributions, config):
     """Eq. 1 for a batch IG explained: class scores F_c(x) (batch, views), and per class the
     sum of the attributions beside F_c(x) - F_c(x'), x' the baseline at every position."""
-    weight = model.get_input_embeddings().weight
-    base = weight[config.pad_token_id] if config.baseline == "pad" else torch.zeros_like(weight[0])
-    with torch.no_grad():
-        base_logits = model(inputs_embeds=base.expand(*inputs["input_ids"].shape, -1),
-                            **{k: v for k, v in inputs.items() if k != "input_ids"}).logits
+    with torch.no_grad():  # E' as integrated_gradients builds it (zeros: baseline="zero")
+        base = model.get_input_embeddings()(inputs["input_ids"].clone().fill_(config.pad_token_id))
+        base_logits = embedded_forward(model, inputs, base * (config.baseline == "pad"))
     scores = class_scores(logits, config.is_regression).detach()
     rise = scores - class_scores(base_logits, config.is_regression)
     sums = attributions.detach().sum(dim=(2, 3))
@@ -1955,10 +1978,11 @@ def explain_main(argv):
     examples = [glue_data.Example("text", text[0], text[1] if len(text) > 1 else None, None, 0)
                 for text in args.text] + (dev_rows(args, task) if args.dev else [])
     models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
-    loaded = [(name, pretrained(AutoTokenizer, path, "--model"), load_model(path, task, "--model"))
-              for name, path in models]
-    for (_, tokenizer, model), (_, path) in zip(loaded, models):
-        check_tokenizer_fits(tokenizer, model.config, path, "--model")
+    loaded = []
+    for name, path in models:  # each model pads as its tokenizer does
+        tokenizer = pretrained(AutoTokenizer, path, "--model")
+        check_tokenizer_fits(tokenizer, pretrained(AutoConfig, path, "--model"), path, "--model")
+        loaded.append((name, tokenizer, load_model(path, task, "--model", tokenizer.pad_token_id)))
     args.max_length = min([args.max_length] + [model.config.max_position_embeddings
                                                 for _, _, model in loaded])
     if args.faithfulness:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 import tqdm
-from transformers import (AutoModelForSequenceClassification, BertConfig,
+from transformers import (AutoConfig, AutoModelForSequenceClassification, BertConfig,
                           BertForSequenceClassification, BertModel, BertTokenizerFast,
                           GemmaConfig, GPT2Config, LlamaConfig, Qwen2Config)
 
@@ -78,6 +78,57 @@ def scores_at(model, embeds, attention_mask, token_type_ids):
     logits = model(inputs_embeds=embeds, attention_mask=attention_mask,
                    token_type_ids=token_type_ids).logits
     return logits.softmax(-1)
+
+
+# The family matrix: a tiny random sequence classifier of each family transformers ships one
+# for that users distil (2 layers, width 16, no dropout, eager attention) over VOCAB's ids.
+# Each pads with id 0, the RoBERTa-like with 1 (their position numbering skips it); GPT-2 and
+# the Llama-like have no pad id of their own, and load_model gives them the tokenizer's.
+ENCODER = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+               max_position_embeddings=64, hidden_dropout_prob=0.0,
+               attention_probs_dropout_prob=0.0)
+DECODER = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+               intermediate_size=32, max_position_embeddings=64, pad_token_id=0)
+FAMILY_CONFIGS = {  # model_type -> its config's settings
+    "bert": ENCODER, "roberta": {**ENCODER, "pad_token_id": 1},
+    "distilbert": dict(dim=16, n_layers=2, n_heads=2, hidden_dim=32, dropout=0.0,
+                       attention_dropout=0.0, max_position_embeddings=64),
+    "albert": {**ENCODER, "embedding_size": 8}, "electra": {**ENCODER, "embedding_size": 8},
+    "deberta-v2": {**ENCODER, "relative_attention": True, "position_buckets": 8,
+                   "pos_att_type": ["p2c", "c2p"]},
+    "mpnet": {**ENCODER, "pad_token_id": 1}, "xlm-roberta": {**ENCODER, "pad_token_id": 1},
+    "gpt2": dict(n_embd=16, n_layer=2, n_head=2, n_positions=64, resid_pdrop=0.0,
+                 embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0, bos_token_id=3, eos_token_id=3),
+    "llama": DECODER, "qwen2": DECODER, "mistral": DECODER, "gemma": {**DECODER, "head_dim": 8}}
+FAMILIES = tuple(FAMILY_CONFIGS)
+
+
+FAMILY_INIT = 0.06  # weights' std: Eq. 2 at m = 32 is within 0.03 of Eq. 1 for every family
+
+
+def tiny_family_model(family, num_labels=2, seed=0):
+    """A tiny random `family` (one of FAMILIES) sequence classifier, in eval mode. Its [PAD]
+    row is drawn like the others, as a trained model's is: a random init zeroes it, and at a
+    zero baseline RMSNorm (Llama, Qwen2, Mistral, Gemma) is singular, so IG's Riemann sum
+    would not converge."""
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(family, vocab_size=len(VOCAB), num_labels=num_labels,
+                                  initializer_range=FAMILY_INIT, **FAMILY_CONFIGS[family])
+    model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    with torch.no_grad():
+        model.get_input_embeddings().weight[config.pad_token_id].normal_(std=FAMILY_INIT)
+    return model.eval()
+
+
+def family_batch(model, side="right", lengths=(10, 6, 8), seed=1):
+    """Rows of random words (no special ids), padded with the model's pad id on `side` to the
+    longest -> (input_ids, attention_mask, the rows unpadded)."""
+    pad, generator = model.config.pad_token_id, torch.Generator().manual_seed(seed)
+    rows = [torch.randint(5, len(VOCAB), (n,), generator=generator) for n in lengths]
+    input_ids = torch.full((len(rows), max(lengths)), pad)
+    for ids, row in zip(input_ids, rows):
+        (ids[:len(row)] if side == "right" else ids[len(ids) - len(row):]).copy_(row)
+    return input_ids, (input_ids != pad).long(), rows
 
 
 # ------------------------------------------------------------------------ Integrated Gradients
@@ -155,6 +206,112 @@ def test_ig_regression_has_one_view_that_is_complete():
     gap = (logits - at_base).squeeze(-1)
     torch.testing.assert_close(attributions.sum(dim=(1, 2, 3)), gap, rtol=0.05,
                                atol=1e-3 * gap.abs().max().item())
+
+
+# -------------------------------------------------------- every family, either padding side
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ig_logits_are_the_models_own_forward_on_either_padding_side(family):
+    """IG runs the model's own forward, so what it returns and attributes is the logits of
+    model(input_ids, attention_mask) on the same batch, padded right or left. Right-padded,
+    that is each row alone: its logits and its attributions. (Given inputs_embeds, decoder
+    classifiers pool the last position, padding in a right-padded row, and RoBERTa-like
+    encoders number left-padded positions from the first.)"""
+    model = tiny_family_model(family, num_labels=3)
+    pad = model.config.pad_token_id
+    for side in ("left", "right"):
+        input_ids, attention_mask, rows = family_batch(model, side)
+        attributions, logits = adkd.integrated_gradients(model, input_ids, attention_mask,
+                                                         steps=2, pad_token_id=pad)
+        with torch.no_grad():
+            plain = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-6, msg=side)
+    for row, row_logits, row_attributions in zip(rows, logits, attributions):
+        alone, alone_logits = adkd.integrated_gradients(
+            model, row[None], torch.ones_like(row)[None], steps=2, pad_token_id=pad)
+        torch.testing.assert_close(row_logits, alone_logits[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(row_attributions[:, :len(row)], alone[0], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ig_completeness_converges_for_every_family(family):
+    """Eq. 1 on a right-padded batch at m = 32, within the bound of the BERT test above: F(x)
+    and F(x') of each row alone, x' its [PAD] embeddings as the model looks them up (Gemma's
+    lookup scales them)."""
+    model = tiny_family_model(family, num_labels=3)
+    input_ids, attention_mask, rows = family_batch(model)
+    pad, lookup = model.config.pad_token_id, model.get_input_embeddings()
+    with torch.no_grad():
+        gap = torch.cat([model(inputs_embeds=lookup(row[None])).logits.softmax(-1)
+                         - model(inputs_embeds=lookup(torch.full_like(row, pad)[None])).logits
+                         .softmax(-1) for row in rows])
+    attributions, _ = adkd.integrated_gradients(model, input_ids, attention_mask, steps=32,
+                                                pad_token_id=pad)
+    error = (attributions.sum(dim=(2, 3)) - gap).abs().max()
+    assert error < 0.03 * gap.abs().max(), (error, gap)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_distillation_step_trains_on_the_models_own_logits_for_every_family(family):
+    """Teacher and student of one family, either padding side: CE and KD are those of the
+    models' plain forwards, L_attr is positive, the backward reaches the student, and
+    fit_beta runs on the batch."""
+    teacher, student = (tiny_family_model(family, num_labels=3, seed=seed) for seed in (0, 1))
+    config = adkd.ADKDConfig(beta=10.0, temperature=2.0, pad_token_id=teacher.config.pad_token_id)
+    labels = torch.tensor([0, 1, 2])
+    for side in ("right", "left"):
+        input_ids, attention_mask, _ = family_batch(teacher, side)
+        batch = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        loss, terms = adkd.distillation_step(student, teacher, batch, config)
+        loss.backward()
+        with torch.no_grad():
+            s, t = (m(input_ids=input_ids, attention_mask=attention_mask).logits
+                    for m in (student, teacher))
+        torch.testing.assert_close(terms["ce"], torch.nn.functional.cross_entropy(s, labels))
+        torch.testing.assert_close(terms["kd"], adkd.kd_loss(s, t, config.temperature))
+        grads = [p.grad for p in student.parameters() if p.grad is not None]
+        assert terms["attr"] > 0 and grads and all(torch.isfinite(g).all() for g in grads)
+        assert any(g.abs().sum() > 0 for g in grads)
+        student.zero_grad(set_to_none=True)
+    assert 0 < adkd.fit_beta(student, teacher, [batch], config) <= config.beta
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_teacher_cache_and_teacher_outputs_hold_the_live_maps_for_every_family(family, tmp_path):
+    """Filled from a batch padded to 10, or written by --teacher-outputs in batches of 3, a
+    teacher's maps and logits for examples are the live teacher's in another batch."""
+    teacher, task = tiny_family_model(family), get_task("mrpc")
+    pad = teacher.config.pad_token_id
+    features = [{"input_ids": row.tolist(), "label": i % 2}
+                for i, row in enumerate(family_batch(teacher, lengths=(10, 6, 8, 4))[2])]
+    args, _ = adkd.resolve_config(adkd.parse_args(["--task", "mrpc", "--top-k", "8"]))
+    args = adkd.stage_args(args, teacher_outputs=str(tmp_path / "outputs.pt"), teacher="tiny",
+                           eval_batch_size=3, device="cpu")
+    config = adkd.adkd_config(args, task, pad)
+    inputs = {k: v for k, v in collate(features, pad).items() if k != "labels"}
+    cache = adkd.TeacherCache([len(f["input_ids"]) for f in features], views=2)
+    cache.teacher_fn([0, 1, 2, 3])(teacher, inputs, config)
+    data = argparse.Namespace(train=features, dev={"dev": features})
+    adkd.write_teacher_outputs(teacher, args, task, argparse.Namespace(
+        get_vocab=dict, pad_token_id=pad), data)
+    outputs = adkd.load_teacher_outputs(args.teacher_outputs)
+    for indices in ([1], [3, 1]):  # padded to 6, or not at all
+        batch = collate([features[i] for i in indices], pad)
+        live = adkd.teacher_outputs(teacher, {k: v for k, v in batch.items() if k != "labels"},
+                                    config)
+        for served in (cache, outputs):  # the file holds train first
+            for got, expected in zip(served.lookup(indices, live[0].shape[-1]), live):
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_model_that_cannot_be_made_right_is_refused_by_name_before_training(tmp_path):
+    """XLNet pools the last position, padding in a right-padded row, and looks up its ids
+    transposed, where IG cannot follow them: load_model refuses it in one line."""
+    from transformers import XLNetConfig, XLNetModel
+    XLNetModel(XLNetConfig(vocab_size=len(VOCAB), d_model=16, n_layer=2, n_head=2, d_inner=32,
+                           pad_token_id=0)).save_pretrained(tmp_path / "xlnet")
+    with pytest.raises(SystemExit, match=r"^error: --student \S+xlnet: "
+                       r"XLNetForSequenceClassification is not supported: [^\n]*$"):
+        adkd.load_model(tmp_path / "xlnet", get_task("mrpc"), "--student", pad_token_id=0)
 
 
 # ----------------------------------------------------------------------------- attribution maps
@@ -1012,9 +1169,9 @@ def test_mpnet_pads_with_one_and_numbers_positions_alike_in_ig_and_in_its_forwar
         workspace, tmp_path):
     """MPNet (the paper-shape bench's teacher and student) pads with id 1, has no token types,
     and numbers positions from the ids (pads get the padding position) when given ids but
-    consecutively when given inputs_embeds, as IG gives it. With right padding the real tokens
-    get the same positions either way, so the a = 1 IG step is still its forward pass, and the
-    baseline is the embedding of id 1. Then the pipeline runs end to end on it."""
+    consecutively when given inputs_embeds. IG gives it its ids (the family matrix checks left
+    padding too), so the a = 1 IG step is its forward pass, and the baseline is the embedding
+    of id 1. Then the pipeline runs end to end on it."""
     teacher_base = save_tiny_mpnet(tmp_path / "teacher_base", hidden=32, layers=2, seed=0)
     student_base = save_tiny_mpnet(tmp_path / "student_base", hidden=16, layers=1, seed=1)
     task = get_task("mrpc")
@@ -1044,6 +1201,57 @@ def test_mpnet_pads_with_one_and_numbers_positions_alike_in_ig_and_in_its_forwar
     losses = [r for r in records if "loss" in r]
     assert all(r["attr"] > 0 and r["grad_norm"]["attr"] > 0 for r in losses)
     assert all(0 < r["dev"]["attribution_gap"] <= 2 for r in records if "dev" in r)
+
+
+def save_tiny_gpt2(directory, hidden, layers, seed):
+    """A "pretrained" GPT-2 decoder (no classifier, no pad id) with a word-level tokenizer
+    built offline that, like GPT-2's, has an end token and no padding token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+    words = ["<unk>", "<|endoftext|>"] + list(WORDS)
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<|endoftext|>",
+                            model_input_names=["input_ids", "attention_mask"]
+                            ).save_pretrained(directory)
+    torch.manual_seed(seed)
+    GPT2Model(GPT2Config(vocab_size=len(words), n_embd=hidden, n_layer=layers, n_head=2,
+                         n_positions=64, bos_token_id=1, eos_token_id=1)).save_pretrained(directory)
+    return str(directory)
+
+
+def test_a_decoder_pair_trains_predicts_and_explains_its_own_output_from_the_cli(workspace,
+                                                                                 tmp_path):
+    """GPT-2 teacher and student, whose tokenizer has no padding token: the run pads with the
+    end token, the models pool the last real token, AD-KD trains and --predict writes every
+    row. explain shows the maps of that output (rows explained together, padded, as each
+    alone), and the ERASER faithfulness measure runs on the pair."""
+    teacher_base = save_tiny_gpt2(tmp_path / "teacher_base", hidden=32, layers=2, seed=0)
+    student_base = save_tiny_gpt2(tmp_path / "student_base", hidden=16, layers=1, seed=1)
+    out = tmp_path / "run"
+    adkd.main(cli(workspace, out, "--teacher-model", teacher_base, "--student", student_base,
+                  "--predict", "--log-every", "1"))
+    records = adkd.read_log(out / "student" / "log.jsonl")
+    assert all(r["attr"] > 0 and r["grad_norm"]["attr"] > 0 for r in records if "loss" in r)
+    assert all(0 < r["dev"]["attribution_gap"] <= 2 for r in records if "dev" in r)
+    assert len((out / "predictions" / "MRPC.tsv").read_text().splitlines()) == 11
+    best, teacher = out / "student" / "best", out / "teacher" / "best"
+    assert AutoConfig.from_pretrained(best).pad_token_id == 1  # <|endoftext|>, as it pads
+    explain = ["explain", "--task", "mrpc", "--model", str(best), "--data-dir", workspace["data"],
+               "--ig-steps", "8"]
+    together = adkd.main(explain + ["--dev", "0", "1", "2", "3"])
+    assert len({len(tokens) for _, [(_, tokens, *_)] in together}) > 1  # so some are padded
+    for row, (_, [(_, tokens, maps, scores, _)]) in enumerate(together):
+        [(_, [(_, alone_tokens, *alone)])] = adkd.main(explain + ["--dev", str(row)])
+        assert tokens == alone_tokens
+        for got, expected in zip((maps, scores), alone):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    rows = adkd.main(["explain", "--task", "mrpc", "--model", f"teacher={teacher}", "--model",
+                      f"student={best}", "--dev", "all", "--faithfulness", "--random-orders", "1",
+                      "--data-dir", workspace["data"]])
+    assert [row["model"] for row in rows] == ["teacher", "student"]
+    assert all(math.isfinite(row["comprehensiveness"]) and math.isfinite(row["sufficiency"])
+               for row in rows) and 0 <= rows[1]["same_prediction"] <= 1
 
 
 def test_explain_prints_unit_maps_per_class_and_writes_html(pipeline, workspace, tmp_path, capsys):

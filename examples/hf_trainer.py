@@ -132,9 +132,9 @@ def main(argv=None):
                          f"{args.batch_size} in the Trainer")
     tokenizer, data = adkd.prepare(args, task)  # adkd.py's early checks; reads the data
     config = adkd.adkd_config(args, task, tokenizer.pad_token_id)
-    teacher = adkd.load_model(args.teacher, task, "--teacher")
+    teacher = adkd.load_model(args.teacher, task, "--teacher", tokenizer.pad_token_id)
     adkd.seed_everything(args.seed)
-    student = adkd.load_model(args.student, task, "--student")
+    student = adkd.load_model(args.student, task, "--student", tokenizer.pad_token_id)
     every = {"strategy": "steps", "steps": args.eval_every} if args.eval_every else \
         {"strategy": "epoch", "steps": None}
     training_args = TrainingArguments(
