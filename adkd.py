@@ -879,7 +879,6 @@ def prepare(args, task):
                              f"positions of {flag} {name}")
     for other in others:  # each fits its own model: now the teacher's against the student's
         check_same_tokenizer(other, tokenizer)
-    # one process downloads; several would race: they name the command that does it
     data = glue_data.read_data(args, task, tokenizer, training, say, world()[1] == 1)
     expected = outputs_meta(args, task, tokenizer, data) if saved else {}  # this run's maps
     wrong = [f"{key} {saved.meta.get(key)} (this run: {value})"
@@ -1919,9 +1918,7 @@ def explain_model(model, tokenizer, examples, args, task):
 def explain_main(argv):
     args = explain_args(argv)
     task = glue_data.task_from_args(args, say)
-    examples = [glue_data.Example("text", text[0], text[1] if len(text) > 1 else None, None, 0)
-                for text in args.text]
-    examples += glue_data.dev_rows(args, task, say, world()[1] == 1) if args.dev else []
+    examples = glue_data.explain_rows(args, task, say, world()[1] == 1)
     models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
     loaded = []
     for name, path in models:  # each model pads as its tokenizer does
@@ -1933,9 +1930,7 @@ def explain_main(argv):
     if args.faithfulness:
         return faithfulness_main(args, task, examples, loaded)
     saved = pretrained(AutoConfig, models[0][1], "--model").id2label  # e.g. own labels no, yes
-    named = len(saved) == task.num_labels and not {*saved.values()} & {*task.labels, "LABEL_0"}
-    class_names = (["score"] if task.is_regression else [saved[i] for i in range(len(saved))]
-                   if named else list(glue_data.CLASS_NAMES.get(task.name, task.labels)))
+    class_names = glue_data.class_names(task, saved)
     explained = [explain_model(model, tokenizer, examples, args, task)
                  for _, tokenizer, model in loaded]
     pages = []

@@ -714,7 +714,8 @@ def truncation_report(splits, tokenizer, max_length) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # The command line's data (adkd.py and its explain command): its flags in `args`, its messages
-# through `report`; download=False (one process of several) names the fetch command instead
+# through `report`. One process downloads; several would race: download=False (one process of
+# several) names the command that fetches the files instead.
 
 
 def task_from_args(args, report=print) -> TaskSpec:
@@ -765,8 +766,13 @@ def read_data(args, task, tokenizer, training, report=print, download=True):
                               test={split: (test[split], encoded[split]) for split in test})
 
 
-def dev_rows(args, task, report=print, download=True) -> list[Example]:
-    """The --dev rows of the task's (first) dev split; args.dev becomes their numbers."""
+def explain_rows(args, task, report=print, download=True) -> list[Example]:
+    """explain's examples: each --text (unlabelled), then the --dev rows of the task's (first)
+    dev split, whose numbers args.dev becomes."""
+    texts = [Example("text", text[0], text[1] if len(text) > 1 else None, None, 0)
+             for text in args.text]
+    if not args.dev:
+        return texts
     [dev] = read_examples(args, task, task.dev_splits[:1], report=report,
                           download=download).values()
     wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
@@ -774,7 +780,16 @@ def dev_rows(args, task, report=print, download=True) -> list[Example]:
         raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
                          f"0..{len(dev) - 1} (or give all)")
     args.dev = [int(row) for row in wanted]  # the rows measured, which --json records
-    return [dev[row] for row in args.dev]
+    return texts + [dev[row] for row in args.dev]
+
+
+def class_names(task, saved) -> list[str]:
+    """The names explain shows for the task's classes: a checkpoint's own (`saved`, its config's
+    id2label) where it names them all, else CLASS_NAMES' or the task's labels; "score" for
+    regression."""
+    named = len(saved) == task.num_labels and not {*saved.values()} & {*task.labels, "LABEL_0"}
+    return (["score"] if task.is_regression else [saved[i] for i in range(len(saved))]
+            if named else list(CLASS_NAMES.get(task.name, task.labels)))
 
 
 def collate(features, pad_token_id) -> dict[str, torch.Tensor]:
