@@ -615,7 +615,6 @@ def all_flags(groups=FLAGS):
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Shows a flag's default only where it has one that is not None or off."""
     def _get_help_string(self, action):
         shown = action.default not in (None, False, argparse.SUPPRESS)
         return action.help + (" (default: %(default)s)" if shown else "")
@@ -628,7 +627,6 @@ def shared(name, **changed):
 
 
 def make_parser(groups, **keywords):
-    """An argument parser with one group per title of a flag table."""
     parser = argparse.ArgumentParser(formatter_class=HelpFormatter, **keywords)
     for title, rows in groups:
         group = parser.add_argument_group(title)
@@ -1216,7 +1214,6 @@ def frozen_teacher(args, task, data, tokenizer):
 
 
 def weights_digest(model):
-    """sha256 of a model's named weights and buffers."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -1564,7 +1561,6 @@ WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def world():
-    """(rank, world size); (0, 1) outside torchrun."""
     return WORLD
 
 
@@ -1590,7 +1586,6 @@ def barrier():
 
 
 def gather_objects(obj):
-    """A list of every rank's `obj`, on every rank."""
     if world()[1] == 1:
         return [obj]
     gathered = [None] * world()[1]
