@@ -615,7 +615,6 @@ def all_flags(groups=FLAGS):
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Shows a flag's default only where it has one that is not None or off."""
     def _get_help_string(self, action):
         shown = action.default not in (None, False, argparse.SUPPRESS)
         return action.help + (" (default: %(default)s)" if shown else "")
@@ -628,7 +627,6 @@ def shared(name, **changed):
 
 
 def make_parser(groups, **keywords):
-    """An argument parser with one group per title of a flag table."""
     parser = argparse.ArgumentParser(formatter_class=HelpFormatter, **keywords)
     for title, rows in groups:
         group = parser.add_argument_group(title)
@@ -654,7 +652,7 @@ def resolve_config(args, teacher_width=None):
     """Every derived default in one place (Table 5, teacher recipe, output folder, teacher's m, IG
     rows per forward); refuses impossible flags before any load. K needs the teacher's width."""
     check_bounds(args)  # flag ranges first: own data's classes come from reading its train file
-    task = task_from_args(args)
+    task = glue_data.task_from_args(args, say)
     paper = OWN_DATA_STUDENT if task.files else PAPER_STUDENT[task.name]
     recipe = OWN_DATA_TEACHER if task.files else TEACHER_RECIPE[task.name]
     defaults = {name: paper[name] for name in ("lr", "batch_size", "epochs", "alpha", "beta",
@@ -684,25 +682,6 @@ def set_top_k(args, task, teacher_width):
     if args.top_k > teacher_width:
         raise SystemExit(f"error: --top-k {args.top_k} exceeds the teacher's embedding width "
                          f"{teacher_width}")
-
-
-def task_from_args(args):
-    """The GLUE --task, or a task over your own files (printing its classes' order)."""
-    own = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
-    if bool(args.task) == any(own.values()):
-        raise SystemExit("error: give either --task (GLUE) or your own --train-file/--dev-file")
-    try:
-        if args.task:
-            return glue_data.get_task(args.task)
-        task = glue_data.own_task(own, args.text_columns or [], args.label_column, args.labels,
-                                  args.regression, args.metric, args.id_column,
-                                  getattr(args, "skip_bad_rows", False))
-    except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
-        raise SystemExit(f"error: {'--task: ' if args.task else ''}{error}") from None
-    if not task.is_regression:
-        say("classes: " + ", ".join(f"{i}={label}" for i, label in enumerate(task.labels))
-            + ("" if args.labels else " (the sorted labels of --train-file; --labels orders them)"))
-    return task
 
 
 def scaled_top_k(task_name, width):
@@ -898,7 +877,7 @@ def prepare(args, task):
                              f"positions of {flag} {name}")
     for other in others:  # each fits its own model: now the teacher's against the student's
         check_same_tokenizer(other, tokenizer)
-    data = read_data(args, task, tokenizer, training)
+    data = glue_data.read_data(args, task, tokenizer, training, say, world()[1] == 1)
     expected = outputs_meta(args, task, tokenizer, data) if saved else {}  # this run's maps
     wrong = [f"{key} {saved.meta.get(key)} (this run: {value})"
              for key, value in expected.items() if saved.meta.get(key) != value]
@@ -1000,33 +979,6 @@ def unlock_stage(folder):
         path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # a stage that wrote nothing leaves no folder
             path.parent.rmdir()
-
-
-def read_examples(args, task, splits, skip_bad_rows=False, standard=False):
-    """{split: examples} of own files or GLUE's (fetched into --data-dir when absent), naming
-    the malformed rows skip_bad_rows skips; standard: GLUE's row counts only. One line each."""
-    try:  # one process downloads; several would race: they name the command that does it
-        return glue_data.read_splits(args.data_dir, task, splits, skip_bad_rows, say, standard,
-                                     download=world()[1] == 1)
-    except (OSError, ValueError, glue_data.GlueDownloadError) as error:
-        raise SystemExit(f"error: {error}") from None
-
-
-def read_data(args, task, tokenizer, training):
-    """Dev (and train, and with --predict test) examples, encoded. Says how many train and
-    dev examples --max-length cuts. Test rows are never skipped: a submission needs each."""
-    splits = task.dev_splits + (("train",) if training else ())
-    standard = not args.glue_subset  # a cut-short GLUE file gives no score, no submission
-    rows = read_examples(args, task, splits, args.skip_bad_rows, standard)
-    test = read_examples(args, task, task.test_splits if args.predict else (), False, standard)
-    encoded = {split: glue_data.encode(examples, tokenizer, args.max_length)
-               for split, examples in {**rows, **test}.items()}
-    for line in glue_data.truncation_report({split: (rows[split], encoded[split])
-                                             for split in splits}, tokenizer, args.max_length):
-        say(line)
-    return argparse.Namespace(dev={split: encoded[split] for split in task.dev_splits},
-                              train=encoded.get("train", []), training=training,
-                              test={split: (test[split], encoded[split]) for split in test})
 
 
 def check_output_dir(args, training):
@@ -1262,7 +1214,6 @@ def frozen_teacher(args, task, data, tokenizer):
 
 
 def weights_digest(model):
-    """sha256 of a model's named weights and buffers."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -1610,7 +1561,6 @@ WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def world():
-    """(rank, world size); (0, 1) outside torchrun."""
     return WORLD
 
 
@@ -1636,7 +1586,6 @@ def barrier():
 
 
 def gather_objects(obj):
-    """A list of every rank's `obj`, on every rank."""
     if world()[1] == 1:
         return [obj]
     gathered = [None] * world()[1]
@@ -1943,17 +1892,6 @@ def explain_args(argv):
     return args
 
 
-def dev_rows(args, task):
-    """The --dev rows of the task's (first) dev split; args.dev becomes their numbers."""
-    [dev] = read_examples(args, task, task.dev_splits[:1]).values()
-    wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
-    if bad := [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]:
-        raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
-                         f"0..{len(dev) - 1} (or give all)")
-    args.dev = [int(row) for row in wanted]  # the rows measured, which --json records
-    return [dev[row] for row in args.dev]
-
-
 def explain_config(args, task, tokenizer):
     """IG as explain runs it: m = --ig-steps, the [PAD] baseline, rows per pass as in training."""
     return ADKDConfig(ig_steps=args.ig_steps, is_regression=task.is_regression,
@@ -1974,9 +1912,8 @@ def explain_model(model, tokenizer, examples, args, task):
 
 def explain_main(argv):
     args = explain_args(argv)
-    task = task_from_args(args)
-    examples = [glue_data.Example("text", text[0], text[1] if len(text) > 1 else None, None, 0)
-                for text in args.text] + (dev_rows(args, task) if args.dev else [])
+    task = glue_data.task_from_args(args, say)
+    examples = glue_data.explain_rows(args, task, say, world()[1] == 1)
     models = [(spec.split("=", 1) if "=" in spec else (spec, spec)) for spec in args.model]
     loaded = []
     for name, path in models:  # each model pads as its tokenizer does
@@ -1988,9 +1925,7 @@ def explain_main(argv):
     if args.faithfulness:
         return faithfulness_main(args, task, examples, loaded)
     saved = pretrained(AutoConfig, models[0][1], "--model").id2label  # e.g. own labels no, yes
-    named = len(saved) == task.num_labels and not {*saved.values()} & {*task.labels, "LABEL_0"}
-    class_names = (["score"] if task.is_regression else [saved[i] for i in range(len(saved))]
-                   if named else list(glue_data.CLASS_NAMES.get(task.name, task.labels)))
+    class_names = glue_data.class_names(task, saved)
     explained = [explain_model(model, tokenizer, examples, args, task)
                  for _, tokenizer, model in loaded]
     pages = []

@@ -712,6 +712,86 @@ def truncation_report(splits, tokenizer, max_length) -> list[str]:
         f"{cut[split]} of {len(splits[split][0])} {split}" for split in splits) + " examples"]
 
 
+# ---------------------------------------------------------------------------------------------
+# The command line's data (adkd.py and its explain command): its flags in `args`, its messages
+# through `report`. One process downloads; several would race: download=False (one process of
+# several) names the command that fetches the files instead.
+
+
+def task_from_args(args, report=print) -> TaskSpec:
+    """The GLUE --task, or a task over your own files (reporting its classes' order)."""
+    own = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
+    if bool(args.task) == any(own.values()):
+        raise SystemExit("error: give either --task (GLUE) or your own --train-file/--dev-file")
+    try:
+        if args.task:
+            return get_task(args.task)
+        task = own_task(own, args.text_columns or [], args.label_column, args.labels,
+                        args.regression, args.metric, args.id_column,
+                        getattr(args, "skip_bad_rows", False))
+    except (OSError, ValueError) as error:  # GlueFormatError is a ValueError
+        raise SystemExit(f"error: {'--task: ' if args.task else ''}{error}") from None
+    if not task.is_regression:
+        order = "" if args.labels else " (the sorted labels of --train-file; --labels orders them)"
+        report("classes: " + ", ".join(f"{i}={label}" for i, label in enumerate(task.labels))
+               + order)
+    return task
+
+
+def read_examples(args, task, splits, skip_bad_rows=False, standard=False, report=print,
+                  download=True) -> dict[str, list[Example]]:
+    """{split: examples} of own files or GLUE's (fetched into --data-dir when absent), naming
+    the malformed rows skip_bad_rows skips; standard: GLUE's row counts only. One line each."""
+    try:
+        return read_splits(args.data_dir, task, splits, skip_bad_rows, report, standard, download)
+    except (OSError, ValueError, GlueDownloadError) as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def read_data(args, task, tokenizer, training, report=print, download=True):
+    """Dev (and train, and with --predict test) examples, encoded. Says how many train and
+    dev examples --max-length cuts. Test rows are never skipped: a submission needs each."""
+    splits = task.dev_splits + (("train",) if training else ())
+    standard = not args.glue_subset  # a cut-short GLUE file gives no score, no submission
+    rows = read_examples(args, task, splits, args.skip_bad_rows, standard, report, download)
+    test = read_examples(args, task, task.test_splits if args.predict else (), False, standard,
+                         report, download)
+    encoded = {split: encode(examples, tokenizer, args.max_length)
+               for split, examples in {**rows, **test}.items()}
+    for line in truncation_report({split: (rows[split], encoded[split]) for split in splits},
+                                  tokenizer, args.max_length):
+        report(line)
+    return argparse.Namespace(dev={split: encoded[split] for split in task.dev_splits},
+                              train=encoded.get("train", []), training=training,
+                              test={split: (test[split], encoded[split]) for split in test})
+
+
+def explain_rows(args, task, report=print, download=True) -> list[Example]:
+    """explain's examples: each --text (unlabelled), then the --dev rows of the task's (first)
+    dev split, whose numbers args.dev becomes."""
+    texts = [Example("text", text[0], text[1] if len(text) > 1 else None, None, 0)
+             for text in args.text]
+    if not args.dev:
+        return texts
+    [dev] = read_examples(args, task, task.dev_splits[:1], report=report,
+                          download=download).values()
+    wanted = [str(row) for row in range(len(dev))] if args.dev == ["all"] else args.dev
+    if bad := [row for row in wanted if not row.isdigit() or int(row) >= len(dev)]:
+        raise SystemExit(f"error: --dev {bad[0]}: the {task.name} dev set has rows "
+                         f"0..{len(dev) - 1} (or give all)")
+    args.dev = [int(row) for row in wanted]  # the rows measured, which --json records
+    return texts + [dev[row] for row in args.dev]
+
+
+def class_names(task, saved) -> list[str]:
+    """The names explain shows for the task's classes: a checkpoint's own (`saved`, its config's
+    id2label) where it names them all, else CLASS_NAMES' or the task's labels; "score" for
+    regression."""
+    named = len(saved) == task.num_labels and not {*saved.values()} & {*task.labels, "LABEL_0"}
+    return (["score"] if task.is_regression else [saved[i] for i in range(len(saved))]
+            if named else list(CLASS_NAMES.get(task.name, task.labels)))
+
+
 def collate(features, pad_token_id) -> dict[str, torch.Tensor]:
     """Pad a list of encoded features to the longest one and stack them into tensors."""
     max_len = max(len(f["input_ids"]) for f in features)

@@ -1903,7 +1903,7 @@ def test_skipped_rows_are_named_and_truncated_examples_counted(workspace, tmp_pa
     args, task = adkd.resolve_config(adkd.parse_args(cli(
         workspace, tmp_path / "out", "--data-dir", str(data), "--max-length", "15",
         "--skip-bad-rows")))
-    adkd.read_data(args, task, workspace["tokenizer"], training=True)
+    glue_data.read_data(args, task, workspace["tokenizer"], training=True, report=adkd.say)
     printed = capsys.readouterr().out.splitlines()
     very = {split: sum(" very " in line for line in (data / "MRPC" / f"{split}.tsv").read_text(
         ).splitlines()[1:] if line.count("\t") == 4) for split in ("dev", "train")}
@@ -3678,9 +3678,9 @@ def cli_reads(*flags, splits=None):
     [(text_a, text_b, label, guid)]}); a refusal is SystemExit."""
     args, task = adkd.resolve_config(adkd.parse_args([*flags, "--device", "cpu"]))
     splits = splits or [split for split, _ in task.files]
-    read = {split: adkd.read_examples(args, task, [split],
-                                      args.skip_bad_rows and not split.startswith("test"))[split]
-            for split in splits}
+    read = {split: glue_data.read_examples(
+        args, task, [split], args.skip_bad_rows and not split.startswith("test"),
+        report=adkd.say)[split] for split in splits}
     return task, {split: [(e.text_a, e.text_b, e.label, e.guid) for e in rows]
                   for split, rows in read.items()}
 
@@ -3805,7 +3805,7 @@ def test_a_glue_split_of_another_size_than_the_release_gives_no_score_or_submiss
 
     def read(*extra):
         args, task = adkd.resolve_config(adkd.parse_args(flags + list(extra)))
-        data = adkd.read_data(args, task, workspace["tokenizer"], training=False)
+        data = glue_data.read_data(args, task, workspace["tokenizer"], training=False)
         return len(data.dev["dev"]), len(data.test["test"][0])
 
     assert read() == (408, 1725)
