@@ -460,9 +460,9 @@ import sys
 import time
 from pathlib import Path
 
+import huggingface_hub
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-import huggingface_hub
 from tqdm.auto import tqdm
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
                           get_linear_schedule_with_warmup)
