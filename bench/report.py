@@ -1,4 +1,5 @@
-"""Write bench/RESULTS.md (and bench/dev_by_epoch.svg) from the rows bench/run.py finished.
+"""Write bench/RESULTS.md (and bench/dev_by_epoch.svg) from the rows bench/run.py finished, and
+the README's results table (between README_START and README_END).
 
     python bench/run.py --report        # or: python bench/report.py
 
@@ -1198,6 +1199,98 @@ def case_study(task):
     return page, made.group(1) if made else None
 
 
+# --------------------------------------------------------------------------- README's results
+README_START = "<!-- results: written by python bench/run.py --report from bench/runs/ -->"
+README_END = "<!-- end of results -->"
+METRIC_NAMES = {"f1": "F1", "spearman": "Spearman", "accuracy": "accuracy", "mcc": "MCC"}
+# The README's results table, in its order: (task, group, the models and the β that differ).
+README_SETTINGS = (("mrpc", "full", "MiniLM 6 → 3 layers"), ("stsb", "full", "MiniLM 6 → 3 layers"),
+                   ("rte", "full", "MiniLM 6 → 3 layers"),
+                   ("mrpc", "paper", "MPNet 12 × 768 → 6 × 768, β = 10"),
+                   ("mrpc", "paper_retest", "same shape, `--beta-remedy fit`"))
+
+
+def setting_rows(task, rows, group):
+    """{"ft" | "vanilla" | "adkd": [(Row, result or None)] by seed} of one README setting; the
+    retest's are retest_pair's, AD-KD with PAPER_REMEDY against vanilla KD from one file."""
+    if group != "paper_retest":
+        return {key: method_rows(rows, group, key) for key, _ in METHODS}
+    pairs = [rowtable.retest_pair(seed, rowtable.PAPER_EPOCHS[task])
+             for seed in rowtable.PAPER_RETEST_SEEDS]
+    return {"ft": [], "adkd": [rows[a] for a, _ in pairs], "vanilla": [rows[v] for _, v in pairs]}
+
+
+def setting_line(task, rows, group, models):
+    """One setting's README row and the teacher records its students distilled: the teacher's
+    dev score, each method's mean ± std over finished seeds, AD-KD − vanilla KD per seed at the
+    best epoch and its 95 % paired t-interval."""
+    metric = METRICS[task][0]
+    methods = setting_rows(task, rows, group)
+    done = {key: [r for _, r in members if r] for key, members in methods.items()}
+    students = [row for members in methods.values() for row, _ in members if ran(row)]
+    records = {teachers.teacher_of(row, table_rows(rows)) for row in students} - {None}
+    teacher = (", ".join(f"{100 * t.result['dev'][metric]:.1f} (`{short_record(task, t)}`)"
+                         for t in sorted(records, key=lambda t: t.started)) or "–")
+    by_seed = {key: {r["seed"]: r for r in done[key]} for key in ("adkd", "vanilla")}
+    seeds = sorted(set(by_seed["adkd"]) & set(by_seed["vanilla"]))
+    stats = difference_stats(seeds, [100 * (by_seed["adkd"][s]["dev"][metric]
+                                            - by_seed["vanilla"][s]["dev"][metric])
+                                     for s in seeds])
+    planned = max(len(methods["adkd"]), len(methods["vanilla"]))
+    count = f"{len(seeds)}" + (f" of {planned}" if len(seeds) < planned else "")
+    epochs = next((row.meta["epochs"] for row, _ in methods["adkd"]), "–")
+    cells = [f"{NAMES[task]} {METRIC_NAMES[metric]}, {models}, {epochs} epochs ({count})",
+             teacher] + [(spread([r["dev"][metric] for r in done[key]]) if done[key] else "–")
+                         + (f" ({len(done[key])})" if 0 < len(done[key]) < planned else "")
+                         for key in ("ft", "vanilla", "adkd")]
+    cells.append(", ".join(f"{d:+.1f}".replace("-", "−") for d in stats["differences"]) or "–")
+    cells.append("[{:+.1f}, {:+.1f}]".format(*stats["interval"]).replace("-", "−")
+                 if stats["interval"] else "–")
+    stats["gaps"] = [[by_seed[key][s].get("attribution_gap", math.nan) for s in seeds]
+                     for key in ("adkd", "vanilla")]
+    return "| " + " | ".join(cells) + " |", records, stats
+
+
+def readme_results():
+    """The README's results table with each setting's teacher records, and the paper's row."""
+    lines = ["| setting (dev metric, seeds) | teacher (record) | fine-tuned | vanilla KD | AD-KD "
+             "| AD-KD − vanilla KD, per seed | 95 % interval |", "|---" * 7 + "|"]
+    named, loaded, settled, unsettled, gaps = {}, {}, [], [], []
+    for task, group, models in README_SETTINGS:
+        rows = loaded.setdefault(task, load(task))
+        line, records, stats = setting_line(task, rows, group, models)
+        lines.append(line)
+        for record in records:
+            named[record.name] = record.label(METRICS[task][0])
+        if stats["interval"]:
+            low, high = stats["interval"]
+            (unsettled if low <= 0 <= high else settled).append(
+                f"{NAMES[task]} {models} ({stats['adkd_better']} of {stats['n']} seeds ahead)")
+        gaps += [a < v for a, v in zip(*stats["gaps"])]
+    lines.append(f"| the paper's Table 1, MRPC F1, BERT-base → 6 × 768 | {PAPER['teacher']['mrpc']}"
+                 f" | {PAPER['ft']['mrpc']} | {PAPER['vanilla']['mrpc']} | "
+                 f"{PAPER['adkd']['mrpc']} | "
+                 f"{PAPER['adkd']['mrpc'] - PAPER['vanilla']['mrpc']:+.1f} | – |")
+    words = [f"The 95 % paired t-interval of AD-KD − vanilla KD excludes 0 for "
+             f"{'; '.join(settled) or 'no setting'}, and contains 0 for "
+             f"{'; '.join(unsettled) or 'no setting'}: there the seeds do not settle the sign.",
+             f"AD-KD's dev attribution gap to its teacher (Eq. 11) is below vanilla KD's on "
+             f"{sum(gaps)} of {len(gaps)} paired seeds.",
+             "Teacher records (dev score, weights digest): " + "; ".join(named.values()) + "."]
+    return lines + [""] + words
+
+
+def write_readme_results(path):
+    """Replaces the README's text between README_START and README_END with readme_results()."""
+    text = Path(path).read_text()
+    head, start, rest = text.partition(README_START)
+    _, end, tail = rest.partition(README_END)
+    if not (start and end):
+        raise SystemExit(f"error: {path}: no {README_START} ... {README_END} block")
+    Path(path).write_text(head + start + "\n" + "\n".join(readme_results()) + "\n" + end + tail)
+    print(f"wrote {path}")
+
+
 def write_results(path):
     intro_path = rowtable.BENCH / "notes" / "intro.md"
     intro = intro_path.read_text().strip() if intro_path.exists() else ""
@@ -1222,3 +1315,4 @@ def write_results(path):
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
     write_results(Path(__file__).parent / "RESULTS.md")
+    write_readme_results(rowtable.ROOT / "README.md")

@@ -5,7 +5,7 @@
     python bench/run.py --rows rte_beta         # one group of rows: here RTE's beta sweep
     python bench/run.py mrpc stsb rte --rows full   # full-length students (10 / 8 / 12 epochs)
     python bench/run.py rte --rows adkd-s1,vanilla-s1   # named rows (and the rows they need)
-    python bench/run.py --report                # rewrite bench/RESULTS.md from finished rows
+    python bench/run.py --report                # rewrite bench/RESULTS.md and the README's results
     python bench/run.py --relative-paths --report   # records from another checkout: its paths
 
 Groups (--rows takes groups or row names, comma-separated; default: main,ablation; all: every row):
@@ -405,6 +405,7 @@ def main(argv=None):
     if args.report:
         import report
         report.write_results(rowtable.BENCH / "RESULTS.md")
+        report.write_readme_results(rowtable.ROOT / "README.md")
 
 
 if __name__ == "__main__":

@@ -1164,6 +1164,31 @@ def test_beta_threshold_reads_each_rows_window_and_epochs_on_one_class(tmp_path,
     assert rowtable.one_class_epochs([{"pearson": math.nan}, {"pearson": 0.3}], []) == 1
 
 
+def test_the_remedy_table_shows_a_row_that_has_not_logged_its_fit_yet(tmp_path, monkeypatch):
+    """A --beta-remedy fit row that has just started (its log holds no fitted β and no L_attr
+    gradient yet) is a line with dashes and marked unfinished, not a crash of --report; a
+    finished one shows its fitted β and R."""
+    import beta_threshold
+    (tmp_path / "glue" / "MRPC").mkdir(parents=True)
+    (tmp_path / "glue" / "MRPC" / "dev.tsv").write_text(
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t0\t0\ta b\tc d\n")
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "GLUE", tmp_path / "glue")
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
+    started, finished = rows["adkd-paper-e7-fit-r2-s4"], rows["adkd-paper-e7-fit-r2-s1"]
+    write_log(started.stage_dir / "log.jsonl", [{"step": 0, "started": 1.0}])
+    write_log(finished.stage_dir / "log.jsonl", [
+        {"step": 0, "started": 1.0}, {"step": 0, "fitted_beta": 0.25},
+        {"step": 10, "epoch": 0.1, "grad_norm": {"attr": 3.0, "ce": 1.0, "kd": 1.5}}])
+    for row in (started, finished):
+        (row.stage_dir / "settings.json").write_text(json.dumps({"beta": 10.0}))
+    (finished.out / "row.json").write_text("{}")
+    lines = beta_threshold.remedy_table()
+    assert "| mrpc/adkd-paper-e7-fit-r2-s4 (unfinished) | 2 | – | – | 4 | none | 0 / 0 | no |" \
+        in lines
+    assert "| mrpc/adkd-paper-e7-fit-r2-s1 | 2 | 0.25 | 2 | 4 | none | 0 / 0 | no |" in lines
+
+
 def test_a_rerun_compares_its_training_record_without_the_beta_warning(tmp_path):
     """Rows committed before the β warning existed have no warning line: a rerun that warns
     still reproduces them."""
@@ -1247,6 +1272,7 @@ def test_the_retest_verdict_pairs_each_seed_within_one_teacher_at_best_and_last(
     the signs and the paired t-interval, the attribution gaps; a seed whose vanilla KD row has
     not finished is shown so; β = 10 stays paired with the first teacher's vanilla KD rows."""
     monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "PAPER_RETEST_SEEDS", (1, 2, 3))
     rows = {row.name: row for row in rowtable.task_rows("mrpc")}
     paper_teacher_records()
 
@@ -1283,6 +1309,47 @@ def test_the_retest_verdict_pairs_each_seed_within_one_teacher_at_best_and_last(
     assert "β = 10 without a remedy (the rows above) stays paired with vanilla KD from its own " \
         "teacher, `" in text and "at the best epoch s1 -6.0, s2 -3.0, s3 +0.0." in text
     assert "That teacher is not the retest's" in text and "Across teachers" not in text
+
+
+def test_the_readme_results_pair_each_setting_within_its_own_teacher(tmp_path, monkeypatch):
+    """The README's results table is generated (issue 47): each setting names the teacher
+    record its students distilled; the retest row pairs the remedy rows with vanilla KD from the
+    same file (not the first teacher's vanilla KD, not β = 1), per seed at the best epoch, with
+    the paired interval, and says how many of its seeds have both rows; the block between the
+    markers is rewritten and nothing else, and a README without them is refused."""
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "PAPER_RETEST_SEEDS", (1, 2, 3))
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
+    paper_teacher_records()
+    for name, seed, f1, gap, started in (
+            ("vanilla-paper-e7-s1", 1, 0.90, 0.3, 50.0), ("adkd-paper-e7-s1", 1, 0.84, 0.2, 50.0),
+            ("vanilla-paper-e7-file-s1", 1, 0.88, 0.3, 300.0),
+            ("adkd-paper-e7-fit-r2-s1", 1, 0.89, 0.2, 200.0),
+            ("vanilla-paper-e7-file-s2", 2, 0.90, 0.1, 300.0),
+            ("adkd-paper-e7-fit-r2-s2", 2, 0.895, 0.2, 200.0),
+            ("adkd-paper-e7-beta1-s1", 1, 0.99, 0.1, 200.0)):
+        write_log(rows[name].stage_dir / "log.jsonl", [{"step": 0, "started": started}])
+        (rows[name].out / "row.json").write_text(json.dumps(
+            {"seed": seed, "dev": {"f1": f1, "accuracy": 0.8}, "attribution_gap": gap}))
+    loaded = report.load("mrpc")
+    retest, records, stats = report.setting_line("mrpc", loaded, "paper_retest", "fit")
+    assert retest == ("| MRPC F1, fit, 7 epochs (2 of 3) | 92.0 (`paper/retrain`) | – | "
+                      "89.0 ± 1.4 (2) | 89.2 ± 0.4 (2) | +1.0, −0.5 | [−9.3, +9.8] |")
+    assert [t.name for t in records] == [rowtable.shown(rowtable.RUNS / "mrpc/paper/retrain")]
+    assert stats["gaps"] == [[0.2, 0.2], [0.3, 0.1]]
+    ten, records, _ = report.setting_line("mrpc", loaded, "paper", "β = 10")
+    assert ten.startswith("| MRPC F1, β = 10, 7 epochs (1 of 3) | 91.3 (`paper`) | – | 90.0 (1) |")
+    monkeypatch.setattr(report, "README_SETTINGS", (("mrpc", "paper_retest", "fit"),))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# before\n{report.README_START}\nold\n{report.README_END}\nafter\n")
+    report.write_readme_results(readme)
+    text = readme.read_text()
+    assert text.startswith(f"# before\n{report.README_START}\n| setting") and "old" not in text
+    assert text.endswith(f"{report.README_END}\nafter\n") and retest in text
+    assert "(dev f1 92.0, weights abababababab…)" in text and "1 of 2 paired seeds" in text
+    readme.write_text("# no block\n")
+    with pytest.raises(SystemExit, match="README.md: no <!-- results"):
+        report.write_readme_results(readme)
 
 
 def test_a_comparison_across_two_teacher_records_is_flagged(tmp_path, monkeypatch):
@@ -1330,20 +1397,21 @@ def test_the_teacher_outputs_file_and_a_teacher_record_carry_one_weights_digest(
 
 
 def test_results_md_regenerates_byte_identical_in_a_clean_clone(tmp_path):
-    """RESULTS.md and its figure are made from the committed records alone (issue 47): a clean
-    clone of this commit, with the GLUE data beside it, writes them again byte for byte."""
+    """RESULTS.md, its figure and the README's results table are made from the committed records
+    alone (issue 47): a clean clone of this commit, with the GLUE data beside it, writes them
+    again byte for byte."""
     import subprocess
     if not rowtable.GLUE.is_dir():
         pytest.skip(f"{rowtable.GLUE}: data absent here")
     clone = tmp_path / "checkout"
     subprocess.run(["git", "clone", "--quiet", str(rowtable.ROOT), str(clone)], check=True)
     (tmp_path / "shared").symlink_to(rowtable.GLUE.parent)  # ../shared/glue beside the clone
-    names = ("RESULTS.md", report.FIGURE)
-    committed = {name: (clone / "bench" / name).read_bytes() for name in names}
+    names = ("bench/RESULTS.md", f"bench/{report.FIGURE}", "README.md")
+    committed = {name: (clone / name).read_bytes() for name in names}
     subprocess.run([sys.executable, "bench/run.py", "--report"], cwd=clone, check=True,
                    capture_output=True)
     for name in names:
-        assert (clone / "bench" / name).read_bytes() == committed[name], name
+        assert (clone / name).read_bytes() == committed[name], name
 
 
 # ------------------------------------------------------------------- paths in committed records
