@@ -102,7 +102,7 @@ def remedy_table(stall_epochs=STALL_EPOCHS):
             attr_ratio = float(row.argv[row.argv.index("--attr-ratio") + 1])
             logged = ", ".join(f"{step}: {value:.3g}" for step, value in
                                warnings_logged(records)) or "none"
-            fitted = next((r["fitted_beta"] for r in records if "fitted_beta" in r), None)
+            fitted = rowtable.trained_beta(row.stage_dir)
             name = row.name + ("" if rowtable.done(row) else " (unfinished)")
             lines.append(f"| {task}/{name} | {attr_ratio:g} | "
                          f"{shown_or_dash(fitted)} | {shown_or_dash(ratio)} | "

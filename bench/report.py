@@ -731,7 +731,8 @@ def retest_table(task, rows, metrics):
         versus = f"{scores[-1] - other_dev[last]:+.1f}" if last in other_dev else "–"
         state = "" if result else " (unfinished)"
         lines.append(
-            f"| {row.name}{state} | {short_record(task, teacher[row.name])} | {beta:.3g} | "
+            f"| {row.name}{state} | {short_record(task, teacher[row.name])} | "
+            f"{'–' if beta is None else f'{beta:.3g}'} | "
             f"{len(dev)} / {row.meta['epochs']} | "
             + " ".join(f"{v:.1f}" for v in scores) + f" | {one_class if dev else '–'} | "
             + (f"{scores[best]:.1f} ({sorted(dev)[best]})" if scores else "–") + " | "

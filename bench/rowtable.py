@@ -341,9 +341,13 @@ def log_records(log_path):
 
 
 def trained_beta(stage_dir):
-    """The beta a student stage trained with: --beta-remedy fit's (logged), else its setting."""
+    """The beta a student stage trained with: --beta-remedy fit's (logged; None until it is),
+    else its setting."""
     fitted = [r["fitted_beta"] for r in log_records(stage_dir / "log.jsonl") if "fitted_beta" in r]
-    return fitted[0] if fitted else json.loads((stage_dir / "settings.json").read_text())["beta"]
+    settings = json.loads((stage_dir / "settings.json").read_text())
+    if fitted or settings.get("beta_remedy") == "fit":
+        return fitted[0] if fitted else None
+    return settings["beta"]
 
 
 def one_class_epochs(dev_scores, class_shares):

@@ -1181,8 +1181,11 @@ def test_the_remedy_table_shows_a_row_that_has_not_logged_its_fit_yet(tmp_path, 
         {"step": 0, "started": 1.0}, {"step": 0, "fitted_beta": 0.25},
         {"step": 10, "epoch": 0.1, "grad_norm": {"attr": 3.0, "ce": 1.0, "kd": 1.5}}])
     for row in (started, finished):
-        (row.stage_dir / "settings.json").write_text(json.dumps({"beta": 10.0}))
+        (row.stage_dir / "settings.json").write_text(json.dumps({"beta": 10.0,
+                                                                 "beta_remedy": "fit"}))
     (finished.out / "row.json").write_text("{}")
+    assert rowtable.trained_beta(started.stage_dir) is None  # not its setting's 10
+    assert rowtable.trained_beta(finished.stage_dir) == 0.25
     lines = beta_threshold.remedy_table()
     assert "| mrpc/adkd-paper-e7-fit-r2-s4 (unfinished) | 2 | – | – | 4 | none | 0 / 0 | no |" \
         in lines
