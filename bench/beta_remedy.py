@@ -109,7 +109,7 @@ def table():
         best = "—" if found["best"] is None else f"{found['best'][0]:.1f} ({found['best'][1]})"
         last = "—" if found["last"] is None else f"{found['last']:.1f}"
         one_class = found["one_class"] if shares[task] is not None else "–"
-        beta = beta_threshold.shown_or_dash(found["beta"])
+        beta = rowtable.shown_or_dash(found["beta"])
         lines.append(f"| {task} | {folder} | {name} | {remedy} | {beta} | {ratio} | "
                      f"{one_class} / {found['epochs']} (of {found['planned']}) | "
                      f"{' '.join(f'{s:.1f}' for s in found['scores'])} | {best} | {last} |")

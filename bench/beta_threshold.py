@@ -80,11 +80,6 @@ def warnings_logged(records):
     return [(r["step"], r["warning"]["attr_dominance"]) for r in records if "warning" in r]
 
 
-def shown_or_dash(value):
-    """A reading to 3 significant digits; – where a row in progress has not logged it yet."""
-    return "–" if value is None else f"{value:.3g}"
-
-
 def remedy_table(stall_epochs=STALL_EPOCHS):
     """The --beta-remedy fit rows: R over the first 10 logged steps, the threshold the warning
     used with the remedy on (WARN_RATIO x --attr-ratio), the warnings their logs record, the
@@ -105,7 +100,7 @@ def remedy_table(stall_epochs=STALL_EPOCHS):
             fitted = rowtable.trained_beta(row.stage_dir)
             name = row.name + ("" if rowtable.done(row) else " (unfinished)")
             lines.append(f"| {task}/{name} | {attr_ratio:g} | "
-                         f"{shown_or_dash(fitted)} | {shown_or_dash(ratio)} | "
+                         f"{rowtable.shown_or_dash(fitted)} | {rowtable.shown_or_dash(ratio)} | "
                          f"{WARN_RATIO * attr_ratio:g} | {logged} | {one_class} / {epochs} | "
                          f"{'yes' if one_class >= stall_epochs else 'no'} |")
     return lines

@@ -372,16 +372,18 @@ def t_quantile(df):
     return T975[df - 1] if df <= len(T975) else 1.96
 
 
-def paired_stats(rows, group, metric, score=None):
+def paired_stats(rows, group, metric, score=None, members=None):
     """AD-KD − vanilla KD per seed that both finished, in points (×100) of `metric` as
-    score(result) gives it (default: the best epoch's, row.json's dev; None leaves a row out):
+    score(result) gives it (default: the best epoch's, row.json's dev; None leaves a row out),
+    of the group's method rows or of `members` ({"adkd" | "vanilla": [(Row, result or None)]}):
     {"seeds", "differences", "n", "mean", "std" (sample; None below 2 pairs), "adkd_better",
     "vanilla_better", "ties", "sign_p", "best_sign_p" (all pairs one way), "t", "interval"
     (95 % paired t; None below 2 pairs), "gaps": {"adkd": [...], "vanilla": [...]} (per seed,
     None where a row.json has none), "unpaired": names of finished rows without a partner}."""
     score = score or (lambda result: result["dev"][metric])
-    finished = {key: {r["seed"]: r for _, r in method_rows(rows, group, key)
-                      if r and score(r) is not None} for key in ("adkd", "vanilla")}
+    members = members or {key: method_rows(rows, group, key) for key in ("adkd", "vanilla")}
+    finished = {key: {r["seed"]: r for _, r in members[key] if r and score(r) is not None}
+                for key in ("adkd", "vanilla")}
     seeds = sorted(set(finished["adkd"]) & set(finished["vanilla"]))
     differences = [100 * (score(finished["adkd"][s]) - score(finished["vanilla"][s]))
                    for s in seeds]
@@ -732,7 +734,7 @@ def retest_table(task, rows, metrics):
         state = "" if result else " (unfinished)"
         lines.append(
             f"| {row.name}{state} | {short_record(task, teacher[row.name])} | "
-            f"{'–' if beta is None else f'{beta:.3g}'} | "
+            f"{rowtable.shown_or_dash(beta)} | "
             f"{len(dev)} / {row.meta['epochs']} | "
             + " ".join(f"{v:.1f}" for v in scores) + f" | {one_class if dev else '–'} | "
             + (f"{scores[best]:.1f} ({sorted(dev)[best]})" if scores else "–") + " | "
@@ -1232,13 +1234,9 @@ def setting_line(task, rows, group, models):
     records = {teachers.teacher_of(row, table_rows(rows)) for row in students} - {None}
     teacher = (", ".join(f"{100 * t.result['dev'][metric]:.1f} (`{short_record(task, t)}`)"
                          for t in sorted(records, key=lambda t: t.started)) or "–")
-    by_seed = {key: {r["seed"]: r for r in done[key]} for key in ("adkd", "vanilla")}
-    seeds = sorted(set(by_seed["adkd"]) & set(by_seed["vanilla"]))
-    stats = difference_stats(seeds, [100 * (by_seed["adkd"][s]["dev"][metric]
-                                            - by_seed["vanilla"][s]["dev"][metric])
-                                     for s in seeds])
+    stats = paired_stats(rows, group, metric, members=methods)
     planned = max(len(methods["adkd"]), len(methods["vanilla"]))
-    count = f"{len(seeds)}" + (f" of {planned}" if len(seeds) < planned else "")
+    count = f"{stats['n']}" + (f" of {planned}" if stats["n"] < planned else "")
     epochs = next((row.meta["epochs"] for row, _ in methods["adkd"]), "–")
     cells = [f"{NAMES[task]} {METRIC_NAMES[metric]}, {models}, {epochs} epochs ({count})",
              teacher] + [(spread([r["dev"][metric] for r in done[key]]) if done[key] else "–")
@@ -1247,8 +1245,6 @@ def setting_line(task, rows, group, models):
     cells.append(", ".join(f"{d:+.1f}".replace("-", "−") for d in stats["differences"]) or "–")
     cells.append("[{:+.1f}, {:+.1f}]".format(*stats["interval"]).replace("-", "−")
                  if stats["interval"] else "–")
-    stats["gaps"] = [[by_seed[key][s].get("attribution_gap", math.nan) for s in seeds]
-                     for key in ("adkd", "vanilla")]
     return "| " + " | ".join(cells) + " |", records, stats
 
 
@@ -1258,7 +1254,9 @@ def readme_results():
              "| AD-KD | AD-KD − vanilla KD, per seed | 95 % interval |", "|---" * 7 + "|"]
     named, loaded, settled, unsettled, gaps = {}, {}, [], [], []
     for task, group, models in README_SETTINGS:
-        rows = loaded.setdefault(task, load(task))
+        if task not in loaded:
+            loaded[task] = load(task)
+        rows = loaded[task]
         line, records, stats = setting_line(task, rows, group, models)
         lines.append(line)
         for record in records:
@@ -1267,7 +1265,8 @@ def readme_results():
             low, high = stats["interval"]
             (unsettled if low <= 0 <= high else settled).append(
                 f"{NAMES[task]} {models} ({stats['adkd_better']} of {stats['n']} seeds ahead)")
-        gaps += [a < v for a, v in zip(*stats["gaps"])]
+        gaps += [None not in pair and pair[0] < pair[1]
+                 for pair in zip(stats["gaps"]["adkd"], stats["gaps"]["vanilla"])]
     lines.append(f"| the paper's Table 1, MRPC F1, BERT-base → 6 × 768 | {PAPER['teacher']['mrpc']}"
                  f" | {PAPER['ft']['mrpc']} | {PAPER['vanilla']['mrpc']} | "
                  f"{PAPER['adkd']['mrpc']} | "

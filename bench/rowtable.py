@@ -344,10 +344,15 @@ def trained_beta(stage_dir):
     """The beta a student stage trained with: --beta-remedy fit's (logged; None until it is),
     else its setting."""
     fitted = [r["fitted_beta"] for r in log_records(stage_dir / "log.jsonl") if "fitted_beta" in r]
+    if fitted:
+        return fitted[0]
     settings = json.loads((stage_dir / "settings.json").read_text())
-    if fitted or settings.get("beta_remedy") == "fit":
-        return fitted[0] if fitted else None
-    return settings["beta"]
+    return None if settings.get("beta_remedy") == "fit" else settings["beta"]
+
+
+def shown_or_dash(value):
+    """A reading to 3 significant digits; – where a row in progress has not logged it yet."""
+    return "–" if value is None else f"{value:.3g}"
 
 
 def one_class_epochs(dev_scores, class_shares):

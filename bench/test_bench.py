@@ -1339,7 +1339,7 @@ def test_the_readme_results_pair_each_setting_within_its_own_teacher(tmp_path, m
     assert retest == ("| MRPC F1, fit, 7 epochs (2 of 3) | 92.0 (`paper/retrain`) | – | "
                       "89.0 ± 1.4 (2) | 89.2 ± 0.4 (2) | +1.0, −0.5 | [−9.3, +9.8] |")
     assert [t.name for t in records] == [rowtable.shown(rowtable.RUNS / "mrpc/paper/retrain")]
-    assert stats["gaps"] == [[0.2, 0.2], [0.3, 0.1]]
+    assert stats["gaps"] == {"adkd": [0.2, 0.2], "vanilla": [0.3, 0.1]}
     ten, records, _ = report.setting_line("mrpc", loaded, "paper", "β = 10")
     assert ten.startswith("| MRPC F1, β = 10, 7 epochs (1 of 3) | 91.3 (`paper`) | – | 90.0 (1) |")
     monkeypatch.setattr(report, "README_SETTINGS", (("mrpc", "paper_retest", "fit"),))
