@@ -1248,6 +1248,45 @@ def setting_line(task, rows, group, models):
     return "| " + " | ".join(cells) + " |", records, stats
 
 
+# The README's sentence on beta at the paper's shape: {group: what its AD-KD rows trained with}.
+STALL_SETTINGS = {"paper": "Table 5's β = 10", "paper_retest": "`--beta-remedy fit`"}
+
+
+def span(values, form):
+    """'low–high' of numbers in `form`, or the one value when they are all equal."""
+    low, high = format(min(values), form), format(max(values), form)
+    return low if low == high else f"{low}–{high}"
+
+
+def stall_words(task, rows):
+    """How many of the paper-shape AD-KD students answered one class on dev after an epoch, for
+    how many epochs, and the beta fitted for them, per STALL_SETTINGS; read from the logs, so
+    a row in progress counts with its epochs so far. None without the data to tell one class."""
+    majority = majority_class(task)
+    if not majority:
+        return None
+    shares = (majority["accuracy"] / 100, 1 - majority["accuracy"] / 100)
+    parts = []
+    for group, label in STALL_SETTINGS.items():
+        students = [(row, result) for row, result in setting_rows(task, rows, group)["adkd"]
+                    if ran(row)]
+        stalled, fitted = [], []
+        for row, _ in students:
+            records = rowtable.log_records(row.stage_dir / "log.jsonl")
+            devs = [r["dev"] for r in records
+                    if "dev" in r and float(r.get("epoch", 0.5)).is_integer()]
+            stalled.append(sum(rowtable.one_class_epochs([dev], shares) for dev in devs))
+            fitted += [r["fitted_beta"] for r in records if "fitted_beta" in r]
+        epochs = [e for e in stalled if e]
+        unfinished = sum(result is None for _, result in students)
+        parts.append(f"with {label}" + (f" (fitted β {span(fitted, '.2g')})" if fitted else "")
+                     + f", {len(epochs)} of {len(students)}"
+                     + (f" ({unfinished} unfinished)" if unfinished else "")
+                     + (f", for {span(epochs, 'd')} epochs" if epochs else ""))
+    return (f"At the paper's shape ({NAMES[task]}), the AD-KD students that answered one class "
+            f"on dev after an epoch: " + "; ".join(parts) + ".")
+
+
 def readme_results():
     """The README's results table with each setting's teacher records, and the paper's row."""
     lines = ["| setting (dev metric, paired seeds) | teacher (record) | fine-tuned | vanilla KD "
@@ -1277,7 +1316,10 @@ def readme_results():
              f"AD-KD's dev attribution gap to its teacher (Eq. 11) is below vanilla KD's on "
              f"{sum(gaps)} of {len(gaps)} paired seeds.",
              "Teacher records (dev score, weights digest): " + "; ".join(named.values()) + "."]
-    return lines + [""] + words
+    paper_task = next((task for task, group, _ in README_SETTINGS if group in STALL_SETTINGS),
+                      None)
+    stalls = paper_task and stall_words(paper_task, loaded[paper_task])
+    return lines + [""] + words[:2] + ([stalls] if stalls else []) + words[2:]
 
 
 def write_readme_results(path):

@@ -1332,6 +1332,8 @@ def test_the_readme_results_pair_each_setting_within_its_own_teacher(tmp_path, m
             ("adkd-paper-e7-fit-r2-s2", 2, 0.895, 0.2, 200.0),
             ("adkd-paper-e7-beta1-s1", 1, 0.99, 0.1, 200.0)):
         write_log(rows[name].stage_dir / "log.jsonl", [{"step": 0, "started": started}])
+        (rows[name].stage_dir / "settings.json").write_text(json.dumps(
+            {"beta": 10.0, "beta_remedy": "fit" if "fit" in name else None}))
         (rows[name].out / "row.json").write_text(json.dumps(
             {"seed": seed, "dev": {"f1": f1, "accuracy": 0.8}, "attribution_gap": gap}))
     loaded = report.load("mrpc")
@@ -1353,6 +1355,48 @@ def test_the_readme_results_pair_each_setting_within_its_own_teacher(tmp_path, m
     readme.write_text("# no block\n")
     with pytest.raises(SystemExit, match="README.md: no <!-- results"):
         report.write_readme_results(readme)
+
+
+def test_the_readme_counts_the_paper_shape_students_that_answered_one_class(tmp_path,
+                                                                           monkeypatch):
+    """The README's sentence on β at the paper's shape comes from the AD-KD rows' logs: how many
+    answered one class on dev after an epoch (any epoch, not only the first ones), for how many
+    epochs, the range of the fitted β, and how many are unfinished; vanilla KD rows and β = 1
+    are not counted, and without the dev labels (no class shares) there is no sentence."""
+    majority = report.majority_class("mrpc")
+    if not majority:
+        pytest.skip(f"{rowtable.GLUE}: data absent here")
+    monkeypatch.setattr(rowtable, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(rowtable, "PAPER_RETEST_SEEDS", (1, 2))
+    rows = {row.name: row for row in rowtable.task_rows("mrpc")}
+    paper_teacher_records()
+    one, other = {"accuracy": majority["accuracy"] / 100, "f1": 0.81}, {"accuracy": 0.8, "f1": 0.85}
+    for name, beta, fitted, devs, done in (
+            ("adkd-paper-e7-s1", 10.0, None, [one, other, one, one], True),  # 3, not in a row
+            ("adkd-paper-e7-s2", 10.0, None, [other, other], True),
+            ("adkd-paper-e7-s3", 10.0, None, [one], False),
+            ("adkd-paper-e7-fit-r2-s1", 10.0, 0.4, [other, other], True),
+            ("adkd-paper-e7-fit-r2-s2", 10.0, 0.6, [other], False),
+            ("adkd-paper-e7-beta1-s1", 1.0, None, [one], True),
+            ("vanilla-paper-e7-file-s1", 0.0, None, [one], True)):
+        records = [{"step": 0, "started": 200.0}] + ([{"fitted_beta": fitted}] if fitted else [])
+        records += [{"step": 10 * e, "epoch": float(e), "time": 200.0 + e, "dev": dev}
+                    for e, dev in enumerate(devs, 1)]
+        # a mid-epoch evaluation is not an epoch's
+        records.insert(2, {"step": 5, "epoch": 0.5, "time": 200.5, "dev": one})
+        write_log(rows[name].stage_dir / "log.jsonl", records)
+        (rows[name].stage_dir / "settings.json").write_text(json.dumps(
+            {"beta": beta, "beta_remedy": "fit" if fitted else None}))
+        if done:
+            (rows[name].out / "row.json").write_text(json.dumps(
+                {"seed": rows[name].seed, "dev": devs[-1], "attribution_gap": 0.2}))
+    assert report.stall_words("mrpc", report.load("mrpc")) == (
+        "At the paper's shape (MRPC), the AD-KD students that answered one class on dev after an "
+        "epoch: with Table 5's β = 10, 2 of 3 (1 unfinished), for 1–3 epochs; with "
+        "`--beta-remedy fit` (fitted β 0.4–0.6), 0 of 2 (1 unfinished).")
+    assert report.span([3, 3], "d") == "3"  # one value, not "3–3"
+    monkeypatch.setattr(report, "majority_class", lambda task: None)
+    assert report.stall_words("mrpc", report.load("mrpc")) is None
 
 
 def test_a_comparison_across_two_teacher_records_is_flagged(tmp_path, monkeypatch):
