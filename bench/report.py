@@ -1262,10 +1262,11 @@ def stall_words(task, rows):
     """How many of the paper-shape AD-KD students answered one class on dev after an epoch, for
     how many epochs, and the beta fitted for them, per STALL_SETTINGS; read from the logs, so
     a row in progress counts with its epochs so far. None without the data to tell one class."""
-    majority = majority_class(task)
-    if not majority:
+    import beta_remedy
+    import beta_threshold
+    shares = beta_remedy.shares_or_none(task)
+    if not shares:
         return None
-    shares = (majority["accuracy"] / 100, 1 - majority["accuracy"] / 100)
     parts = []
     for group, label in STALL_SETTINGS.items():
         students = [(row, result) for row, result in setting_rows(task, rows, group)["adkd"]
@@ -1273,9 +1274,8 @@ def stall_words(task, rows):
         stalled, fitted = [], []
         for row, _ in students:
             records = rowtable.log_records(row.stage_dir / "log.jsonl")
-            devs = [r["dev"] for r in records
-                    if "dev" in r and float(r.get("epoch", 0.5)).is_integer()]
-            stalled.append(sum(rowtable.one_class_epochs([dev], shares) for dev in devs))
+            devs = beta_threshold.dev_by_epoch(records).values()
+            stalled.append(sum(rowtable.answered_one_class(dev, shares) for dev in devs))
             fitted += [r["fitted_beta"] for r in records if "fitted_beta" in r]
         epochs = [e for e in stalled if e]
         unfinished = sum(result is None for _, result in students)
@@ -1314,12 +1314,13 @@ def readme_results():
              f"{'; '.join(settled) or 'no setting'}, and contains 0 for "
              f"{'; '.join(unsettled) or 'no setting'}: there the seeds do not settle the sign.",
              f"AD-KD's dev attribution gap to its teacher (Eq. 11) is below vanilla KD's on "
-             f"{sum(gaps)} of {len(gaps)} paired seeds.",
-             "Teacher records (dev score, weights digest): " + "; ".join(named.values()) + "."]
+             f"{sum(gaps)} of {len(gaps)} paired seeds."]
     paper_task = next((task for task, group, _ in README_SETTINGS if group in STALL_SETTINGS),
                       None)
     stalls = paper_task and stall_words(paper_task, loaded[paper_task])
-    return lines + [""] + words[:2] + ([stalls] if stalls else []) + words[2:]
+    words += [stalls] if stalls else []
+    words.append("Teacher records (dev score, weights digest): " + "; ".join(named.values()) + ".")
+    return lines + [""] + words
 
 
 def write_readme_results(path):

@@ -355,17 +355,19 @@ def shown_or_dash(value):
     return "–" if value is None else f"{value:.3g}"
 
 
+def answered_one_class(dev, class_shares):
+    """Whether one dev evaluation's accuracy equalled one class's share of dev; a regression task
+    (no shares): whether its Pearson is NaN (constant predictions)."""
+    if class_shares:
+        return any(abs(dev.get("accuracy", -1) - share) < 1e-9 for share in class_shares)
+    return math.isnan(dev.get("pearson", 0.0))
+
+
 def one_class_epochs(dev_scores, class_shares):
-    """How many epochs from the first in a row the dev accuracy equalled one class's share of
-    dev; a regression task (no shares) counts the epochs whose Pearson is NaN (constant
-    predictions)."""
+    """How many epochs from the first in a row answered one class (answered_one_class)."""
     count = 0
     for dev in dev_scores:
-        if class_shares:
-            one = any(abs(dev.get("accuracy", -1) - share) < 1e-9 for share in class_shares)
-        else:
-            one = math.isnan(dev.get("pearson", 0.0))
-        if not one:
+        if not answered_one_class(dev, class_shares):
             break
         count += 1
     return count
